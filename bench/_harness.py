@@ -1,0 +1,142 @@
+"""Shared by the HTTP benchmarks: free ports, servers in subprocesses, wrk runs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(url: str, timeout: float = 20.0) -> float:
+    """Seconds until `url` answers 200."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        try:
+            if httpx.get(url, timeout=0.5).status_code == 200:
+                return time.perf_counter() - started
+        except httpx.TransportError:
+            time.sleep(0.005)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+@contextlib.contextmanager
+def server(
+    command: Sequence[str], url: str, cwd: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for(url)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests_per_second: float
+    p99_ms: float
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, *, seconds: int, connections: int = 64, threads: int = 2) -> LoadResult:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    output = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", output)
+    assert p99 is not None, output
+    return LoadResult(rps, _ms(p99.group(1), p99.group(2)))
+
+
+def hello_project(directory: Path) -> Path:
+    """A project whose one route answers {"hello": "world"}, as `shoestring new` would lay it out."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "app.py").write_text(
+        "from shoestring import App, Request\n\n"
+        'app = App("bench")\n\n\n'
+        '@app.route("/hello")\n'
+        "async def hello(request: Request) -> dict[str, str]:\n"
+        '    return {"hello": "world"}\n'
+    )
+    return directory
+
+
+BARE_STARLETTE = """
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+
+async def hello(request):
+    return JSONResponse({"hello": "world"})
+
+
+async def health(request):
+    return JSONResponse({"status": "ok"})
+
+
+app = Starlette(routes=[Route("/hello", hello), Route("/_health", health)])
+"""
+
+
+POSTGRES = os.environ.get("SHOESTRING_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A URL whose search_path is a fresh schema, dropped afterwards."""
+    import psycopg
+
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as connection:
+        connection.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(POSTGRES, autocommit=True) as connection:
+            connection.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def timed_threads(clients: int, work: Callable[[int], None]) -> float:
+    """Seconds `clients` threads take to run `work(index)` each."""
+    started = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started

@@ -1,0 +1,71 @@
+"""shoestring's HTTP overhead: `@app.route` under `shoestring run` vs. bare Starlette.
+
+    python bench/http_overhead.py [--seconds 10] [--connections 64]
+
+The same hello handler, served (a) by `shoestring run` as deployed (request
+ids, JSON access log on, to /dev/null here, to journald in production), (a')
+the same with `log.access_log = false`, and (b) by a bare Starlette app under
+uvicorn with the same options (httptools, uvloop, one process, no access log).
+Load from wrk on loopback, in one run. Goal: shoestring >= 0.9 x bare Starlette.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import BARE_STARLETTE, VENV_BIN, LoadResult, free_port, hello_project, server, wrk
+
+
+def measure(seconds: int, connections: int) -> list[LoadResult]:
+    with tempfile.TemporaryDirectory() as tmp:
+        project = hello_project(Path(tmp) / "project")
+        quiet = hello_project(Path(tmp) / "quiet")
+        (quiet / "shoestring.toml").write_text("[log]\naccess_log = false\n")
+        ours_port, quiet_port, bare_port = free_port(), free_port(), free_port()
+        (Path(tmp) / "bare.py").write_text(BARE_STARLETTE)
+        ours_cmd = [str(VENV_BIN / "shoestring"), "run", str(project), "--port", str(ours_port)]
+        quiet_cmd = [str(VENV_BIN / "shoestring"), "run", str(quiet), "--port", str(quiet_port)]
+        bare_cmd = [
+            sys.executable, "-m", "uvicorn", "bare:app", "--port", str(bare_port),
+            "--no-access-log", "--log-level", "warning", "--app-dir", tmp,
+        ]  # fmt: skip
+        results = []
+        for command, port in (
+            (ours_cmd, ours_port),
+            (quiet_cmd, quiet_port),
+            (bare_cmd, bare_port),
+        ):
+            url = f"http://127.0.0.1:{port}"
+            with server(command, url + "/_health"):
+                wrk(url + "/hello", seconds=2, connections=connections)  # warm-up
+                results.append(wrk(url + "/hello", seconds=seconds, connections=connections))
+        return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+    ours, quiet, bare = measure(args.seconds, args.connections)
+    rows = (
+        ("shoestring, access log on", ours),
+        ("shoestring, access log off", quiet),
+        ("bare Starlette", bare),
+    )
+    print(f"{'':28} {'requests/s':>12} {'p99 ms':>8} {'ratio':>6}")
+    for name, result in rows:
+        ratio = result.requests_per_second / bare.requests_per_second
+        print(f"{name:28} {result.requests_per_second:>12,.0f} {result.p99_ms:>8.2f} {ratio:>6.2f}")
+    print("goal: shoestring >= 0.90 x bare Starlette")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Static files: shoestring's site path vs. nginx and Caddy serving the same directory.
+
+    python bench/sites.py [--seconds 8]
+
+A 1 KiB and a 1 MiB file, each server one process/worker where it has a
+choice (nginx: 1 worker; Caddy: its Go runtime; shoestring: `shoestring run`
+with the access log off, as a CDN-fronted site would run), wrk on loopback.
+Goals: >= 0.25 x nginx requests/s for 1 KiB, >= 0.65 x for 1 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import VENV_BIN, LoadResult, free_port, server, wrk
+
+FILES = {"small.bin": 1024, "large.bin": 1024 * 1024}
+
+
+def nginx_command(root: Path, port: int, work: Path) -> list[str]:
+    config = work / "nginx.conf"
+    config.write_text(
+        f"daemon off; worker_processes 1; pid {work}/nginx.pid; error_log {work}/error.log;\n"
+        "events { worker_connections 1024; }\n"
+        f"http {{ access_log off; sendfile on; tcp_nopush on; client_body_temp_path {work};\n"
+        f"  proxy_temp_path {work}; fastcgi_temp_path {work}; uwsgi_temp_path {work}; scgi_temp_path {work};\n"
+        f"  server {{ listen 127.0.0.1:{port}; root {root};\n"
+        "    location = /_health { return 200 'ok'; } } }\n"
+    )
+    return ["nginx", "-c", str(config), "-p", str(work)]
+
+
+def caddy_command(root: Path, port: int, work: Path) -> list[str]:
+    config = work / "Caddyfile"
+    config.write_text(
+        "{\n\tadmin off\n\tauto_https off\n}\n"
+        f":{port} {{\n\trespond /_health 200\n\troot * {root}\n\tfile_server\n}}\n"
+    )
+    return ["caddy", "run", "--config", str(config), "--adapter", "caddyfile"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=8)
+    args = parser.parse_args()
+    for needed in ("nginx", "wrk"):
+        if shutil.which(needed) is None:
+            raise SystemExit(f"{needed} is needed: apt-get install {needed}")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        project = work / "project"
+        root = project / "site"
+        root.mkdir(parents=True)
+        (root / "index.html").write_text("<title>bench</title>")
+        for name, size in FILES.items():
+            (root / name).write_bytes(os.urandom(size))
+        (project / "app.py").write_text("from shoestring import App\n\napp = App('bench')\n")
+        (project / "shoestring.toml").write_text(
+            '[log]\naccess_log = false\n[sites.www]\nroot = "site"\n'
+        )
+        servers = {
+            "shoestring": lambda port: [
+                str(VENV_BIN / "shoestring"),
+                "run",
+                str(project),
+                "--port",
+                str(port),
+            ],
+            "nginx": lambda port: nginx_command(root, port, work),
+        }
+        if shutil.which("caddy"):
+            servers["caddy"] = lambda port: caddy_command(root, port, work)
+        results: dict[str, dict[str, LoadResult]] = {}
+        for name, command in servers.items():
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            with server(command(port), url + "/_health", cwd=work):
+                results[name] = {}
+                for file in FILES:
+                    wrk(url + "/" + file, seconds=2)
+                    results[name][file] = wrk(url + "/" + file, seconds=args.seconds)
+            subprocess.run(["pkill", "-f", str(work / "nginx.conf")], check=False)
+    for file, size in FILES.items():
+        print(f"\n{file} ({size:,} bytes)")
+        print(f"{'':12} {'requests/s':>11} {'MB/s':>8} {'p99 ms':>8} {'x nginx':>8}")
+        base = results["nginx"][file].requests_per_second
+        for name, by_file in results.items():
+            result = by_file[file]
+            mbps = result.requests_per_second * size / 1e6
+            print(
+                f"{name:12} {result.requests_per_second:>11,.0f} {mbps:>8,.0f} {result.p99_ms:>8.2f} {result.requests_per_second / base:>8.2f}"
+            )
+    print("\ngoals: shoestring >= 0.25 x nginx for 1 KiB, >= 0.65 x for 1 MiB")
+
+
+if __name__ == "__main__":
+    main()

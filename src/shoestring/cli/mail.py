@@ -1,0 +1,150 @@
+"""`shoestring mail`: the outbox, DKIM keys and the DNS records to publish."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from shoestring.app import App
+from shoestring.cli.project_app import project_option, run_with_app
+from shoestring.config import load_settings
+from shoestring.errors import ShoestringError
+from shoestring.mail import OutboxEntry
+from shoestring.mail import dkim as dkim_keys
+
+
+def _when(epoch: float | None) -> str:
+    return (
+        "-" if epoch is None else datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    )
+
+
+@click.group("mail")
+def mail_group() -> None:
+    """Outbound mail: the outbox, DKIM keys and DNS records."""
+
+
+@mail_group.command("ls")
+@project_option
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
+def mail_ls(project_dir: Path, limit: int, as_json: bool) -> None:
+    """List recent messages, newest first, with their delivery state."""
+
+    async def action(app: App) -> list[OutboxEntry]:
+        return await app.mail.entries(limit)
+
+    entries = run_with_app(project_dir, action)
+    if as_json:
+        for entry in entries:
+            record = dataclasses.asdict(entry)
+            record.pop("message")
+            click.echo(json.dumps(record))
+        return
+    table = RichTable("id", "to", "subject", "state", "tries", "created (UTC)", "error")
+    for entry in entries:
+        table.add_row(
+            entry.id, ", ".join(entry.recipients) or "(forgotten)", entry.subject or "",
+            entry.state, str(entry.attempts), _when(entry.created_at), (entry.last_error or "")[:60],
+        )  # fmt: skip
+    Console().print(table)
+
+
+@mail_group.command("show")
+@project_option
+@click.argument("message_id")
+def mail_show(project_dir: Path, message_id: str) -> None:
+    """Print one message as it was (or will be) sent, headers and MIME body."""
+
+    async def action(app: App) -> list[OutboxEntry]:
+        return await app.mail.entries(1, message_id=message_id)
+
+    entries = run_with_app(project_dir, action)
+    if not entries:
+        raise ShoestringError(f"no message {message_id}; see `shoestring mail ls`")
+    if entries[0].message is None:
+        raise ShoestringError(
+            f"message {message_id} was delivered and its body deleted (set mail.keep_sent to keep bodies)"
+        )
+    click.echo(entries[0].message, nl=False)
+
+
+@mail_group.group("dkim")
+def dkim_group() -> None:
+    """DKIM signing keys."""
+
+
+@dkim_group.command("init")
+@project_option
+@click.option("--domain", required=True, help="The domain mail is sent from.")
+@click.option("--selector", default="mail", show_default=True, help="A name for this key.")
+def dkim_init(project_dir: Path, domain: str, selector: str) -> None:
+    """Create a DKIM key for DOMAIN and print the DNS record to publish.
+
+    The private key stays in the data directory, readable only by its owner.
+    Then set `mail.dkim_domain` (and `mail.dkim_selector`) in shoestring.toml.
+    """
+    settings = load_settings(project_dir)
+    path = dkim_keys.key_path(settings.data_dir, domain, selector)
+    dkim_keys.generate_key(path)
+    click.echo(f"created {path}")
+    click.echo("publish this TXT record:")
+    click.echo(f'  {selector}._domainkey.{domain}  TXT  "{dkim_keys.public_key_record(path)}"')
+
+
+@mail_group.command("dns")
+@project_option
+@click.option("--domain", required=True, help="The domain mail is sent from.")
+@click.option("--selector", default=None, help="DKIM selector [default: mail.dkim_selector].")
+@click.option(
+    "--mx", "mx_host", default=None, help="Host receiving mail for DOMAIN, to print an MX record."
+)
+def mail_dns(project_dir: Path, domain: str, selector: str | None, mx_host: str | None) -> None:
+    """Print the SPF, DKIM, DMARC (and MX) records DOMAIN should publish."""
+    settings = load_settings(project_dir)
+    selector = selector or settings.mail.dkim_selector
+    path = dkim_keys.key_path(settings.data_dir, domain, selector)
+    # Zone-file lines, unwrapped, so they can be pasted as they are.
+    for name, kind, value in dkim_keys.dns_records(domain, selector, path, inbound_host=mx_host):
+        shown = f'"{value}"' if kind == "TXT" else value
+        click.echo(f"{name}.\t3600\tIN\t{kind}\t{shown}")
+    if not path.exists():
+        click.echo(f"no DKIM key yet: run `shoestring mail dkim init --domain {domain}`", err=True)
+
+
+@mail_group.command("check")
+@project_option
+@click.option("--domain", required=True)
+@click.option("--selector", default=None, help="DKIM selector [default: mail.dkim_selector].")
+def mail_check(project_dir: Path, domain: str, selector: str | None) -> None:
+    """Compare what DNS publishes for DOMAIN now with what it should."""
+    import dns.exception
+    import dns.resolver
+
+    settings = load_settings(project_dir)
+    selector = selector or settings.mail.dkim_selector
+    path = dkim_keys.key_path(settings.data_dir, domain, selector)
+    problems = 0
+    for name, kind, expected in dkim_keys.dns_records(domain, selector, path, inbound_host=None):
+        try:
+            answers = dns.resolver.resolve(name, kind, lifetime=5)
+            found = ["".join(part.decode() for part in r.strings) for r in answers]
+        except dns.exception.DNSException as exc:
+            found, error = [], f" ({type(exc).__name__})"
+        else:
+            error = ""
+        prefix = expected.split(";")[0].split(" ")[0]
+        ok = any(value == expected or value.startswith(prefix) for value in found)
+        problems += not ok
+        mark = "[green]ok[/]" if ok else "[red]missing[/]"
+        Console().print(f"{mark}  {kind} {name}{error}")
+    if problems:
+        raise ShoestringError(
+            f"{problems} record(s) missing or different: see `shoestring mail dns --domain {domain}`"
+        )

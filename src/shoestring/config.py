@@ -1,0 +1,350 @@
+"""Settings: `shoestring.toml` in the project directory, overridden by environment.
+
+Every key has a default that works on a laptop. An environment variable
+`SHOESTRING_<SECTION>__<KEY>` (or `SHOESTRING_<KEY>` for top-level keys)
+overrides the file, e.g. `SHOESTRING_SERVER__PORT=9000`. A bad file or value
+raises `ConfigError` naming where it came from, the key, what was found and
+what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from shoestring.errors import ConfigError
+
+CONFIG_FILE = "shoestring.toml"
+ENV_PREFIX = "SHOESTRING_"
+ENV_NESTING = "__"
+
+
+class Section(BaseModel):
+    """A table of shoestring.toml: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectSettings(Section):
+    name: str = Field("", description="Project name; empty means the App's own name.")
+    app: str = Field(
+        "app:app",
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="The App to serve, as `module:attribute` importable from the project directory.",
+    )
+
+
+class ServerSettings(Section):
+    host: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port of the HTTP server.")
+    workers: int = Field(
+        1, ge=1, le=64, description="Server processes sharing the port (`run --workers`)."
+    )
+    shutdown_timeout: int = Field(
+        10,
+        gt=0,
+        le=3600,
+        description="Seconds in-flight requests get to finish after SIGTERM before they are cancelled.",
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Proxies whose X-Forwarded-For/-Proto headers are trusted (comma-separated, `*` for any).",
+    )
+
+
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Lowest level written to the log."
+    )
+    format: Literal["json", "console"] = Field(
+        "json",
+        description="`json`: one JSON object per line; `console`: readable lines for a terminal.",
+    )
+    access_log: bool = Field(True, description="Write one line per HTTP request.")
+
+
+class DatabaseSettings(Section):
+    url: str = Field(
+        "",
+        description="`sqlite:///path.db` (relative to the project directory) or `postgresql://user:pass@host/db`; empty means SQLite at `<data_dir>/shoestring.db`.",
+    )
+    sqlite_synchronous: Literal["full", "normal"] = Field(
+        "full",
+        description="`full`: every commit is fsync'd before it is acknowledged; `normal` may lose the last commits on power loss.",
+    )
+    busy_timeout_ms: int = Field(
+        5000, ge=0, description="How long SQLite waits for another process's write lock."
+    )
+    pool_min: int = Field(1, ge=0, description="PostgreSQL connections kept open.")
+    pool_max: int = Field(10, ge=1, description="Most PostgreSQL connections at once.")
+
+
+class TableSettings(Section):
+    indexes: list[str] = Field(
+        default_factory=list,
+        description="Extra indexes of `[tables.NAME]`: a field (`owner`) or field and sort field (`owner/created`).",
+    )
+
+
+class JobsSettings(Section):
+    worker: bool = Field(True, description="Run jobs in this process.")
+    scheduler: bool = Field(
+        True,
+        description="Fire schedules from this process (exactly once per tick across processes either way).",
+    )
+    concurrency: int = Field(8, ge=1, le=1000, description="Jobs one process runs at a time.")
+    poll_interval: float = Field(
+        0.5, gt=0, le=60, description="Seconds between looks for jobs enqueued by other processes."
+    )
+    shutdown_timeout: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds running jobs get to finish at shutdown before they are released for retry.",
+    )
+    keep_finished_hours: float = Field(
+        24.0,
+        ge=0,
+        description="Hours succeeded and cancelled jobs stay listed before they are purged.",
+    )
+
+
+class MailSettings(Section):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    sender: str = Field(
+        "noreply@example.com",
+        alias="from",
+        description="Default From address, e.g. `TapTapMail <noreply@taptapmail.example>`.",
+    )
+    transport: str = Field(
+        "dev",
+        pattern=r"^(dev|smtps?://.+)$",
+        description="`dev` (nothing leaves the machine; see `shoestring mail ls`), `smtp://user:pass@host:587` (STARTTLS) or `smtps://user:pass@host:465`.",
+    )
+    timeout: float = Field(30.0, gt=0, description="Seconds an SMTP conversation may take.")
+    retries: int = Field(
+        8,
+        ge=0,
+        le=50,
+        description="Retries of a temporary failure (4xx, timeout) before giving up.",
+    )
+    retry_backoff: float = Field(
+        30.0, gt=0, description="Seconds before the first retry; doubles each time."
+    )
+    rate_per_minute: int = Field(120, ge=1, description="Messages sent per minute, per process.")
+    rate_per_recipient_per_hour: int = Field(
+        20, ge=1, description="Messages to one address per hour, per process."
+    )
+    dkim_domain: str = Field(
+        "", description="Sign with DKIM for this domain (key from `shoestring mail dkim init`)."
+    )
+    dkim_selector: str = Field("mail", description="The DKIM selector of the key.")
+    keep_sent: bool = Field(
+        False,
+        description="Keep bodies and recipients of delivered messages (the dev transport always keeps them).",
+    )
+    templates: str = Field(
+        "templates/mail",
+        description="Directory of `send_template` templates, relative to the project.",
+    )
+
+
+class SiteSettings(Section):
+    root: str = Field(
+        "",
+        description="Directory served as it is, relative to the project; empty: the releases `shoestring sites publish` made.",
+    )
+    path: str = Field("/", pattern=r"^/", description="URL path the site is served under.")
+    host: str = Field("", description="Serve only for this Host header (e.g. `www.example.com`).")
+    spa: bool = Field(
+        False,
+        description="Single-page app: paths without an extension that accept HTML get index.html.",
+    )
+    not_found: str = Field("404.html", description="Page served with status 404 for missing files.")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra response headers, e.g. a Content-Security-Policy."
+    )
+
+
+class StorageSettings(Section):
+    backend: Literal["fs", "s3"] = Field(
+        "fs",
+        description="`fs`: files under `<data_dir>/storage`; `s3`: any S3 service (see `endpoint`, `region`, `bucket_prefix`).",
+    )
+    path: str = Field(
+        "",
+        description="fs backend: where objects live, relative to `data_dir`; empty means `<data_dir>/storage`.",
+    )
+    fsync: bool = Field(
+        True,
+        description="fs backend: fsync every object before acknowledging it; `false` may lose recent writes on power loss.",
+    )
+    endpoint: str = Field(
+        "", description="s3 backend: the service's URL; empty means AWS S3 in `region`."
+    )
+    region: str = Field("us-east-1", description="s3 backend: the region to sign requests for.")
+    bucket_prefix: str = Field(
+        "",
+        description="s3 backend: prepended to every bucket name, so several projects can share an account.",
+    )
+    access_key_id: str = Field(
+        "",
+        description="s3 backend: access key; empty means the standard AWS chain (environment, ~/.aws, instance role).",
+    )
+    secret_access_key: SecretStr = Field(
+        SecretStr(""), description="s3 backend: secret key belonging to `access_key_id`."
+    )
+    api: bool = Field(
+        True,
+        description="Serve the S3-compatible HTTP API (boto3, aws cli, rclone) on the main port.",
+    )
+    api_prefix: str = Field(
+        "/_s3",
+        pattern=r"^/_[A-Za-z0-9_-]+$",
+        description='URL path of the S3 API, path-style: `endpoint_url="http://host:8000/_s3"`.',
+    )
+    api_host: str = Field(
+        "",
+        description="Also serve the S3 API at this host name (`s3.example.com`), path-style and virtual-host style (`BUCKET.s3.example.com`).",
+    )
+    public_url: str = Field(
+        "",
+        description="Base URL of the S3 API in presigned URLs; empty means `http://<server.host>:<server.port><api_prefix>`.",
+    )
+    max_object_size: int = Field(
+        5 * 1024**3, gt=0, description="Largest object (or part) accepted, in bytes."
+    )
+    clock_skew: int = Field(
+        900,
+        ge=1,
+        le=3600,
+        description="Seconds a signed request's date may differ from the server's clock.",
+    )
+    secret_key_file: str = Field(
+        "",
+        description="File with the key that encrypts access keys' secrets, relative to `data_dir`; empty means `<data_dir>/storage-secret.key` (created, mode 0600).",
+    )
+
+
+class Settings(Section):
+    data_dir: Path = Field(
+        Path("data"),
+        description="Where the embedded default keeps everything it writes; relative to the project directory.",
+    )
+    project: ProjectSettings = Field(default_factory=ProjectSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
+    mail: MailSettings = Field(default_factory=MailSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    sites: dict[str, SiteSettings] = Field(
+        default_factory=dict, description="Static sites, `[sites.NAME]`."
+    )
+    tables: dict[str, TableSettings] = Field(
+        default_factory=dict, description="Per-table settings, `[tables.NAME]`."
+    )
+
+
+def load_settings(
+    project_dir: str | os.PathLike[str] = ".",
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read `shoestring.toml` from `project_dir`, apply environment overrides, validate.
+
+    Relative paths (the data directory) are resolved against `project_dir`.
+    Raises `ConfigError` listing every problem found.
+    """
+    directory = Path(project_dir).resolve()
+    path = directory / CONFIG_FILE
+    data = _read_toml(path) if path.exists() else {}
+    origins = _apply_environment(data, os.environ if environ is None else environ)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        source = str(path) if path.exists() else "the environment"
+        raise ConfigError(
+            source, [_describe(error, path, origins) for error in exc.errors()]
+        ) from None
+    return _resolve_paths(settings, directory)
+
+
+def _resolve_paths(settings: Settings, directory: Path) -> Settings:
+    """Make relative paths relative to the project directory, not the working one."""
+    update: dict[str, Any] = {"data_dir": directory / settings.data_dir}
+    update["sites"] = {
+        name: site.model_copy(update={"root": str(directory / site.root)}) if site.root else site
+        for name, site in settings.sites.items()
+    }
+    update["mail"] = settings.mail.model_copy(
+        update={"templates": str(directory / settings.mail.templates)}
+    )
+    url = settings.database.url
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        absolute = f"sqlite:///{directory / url.removeprefix('sqlite:///')}"
+        update["database"] = settings.database.model_copy(update={"url": absolute})
+    return settings.model_copy(update=update)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot be read: {exc.strerror}"]) from None
+
+
+def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+    """Overlay SHOESTRING_* variables onto `data`; return dotted key -> variable name."""
+    origins: dict[str, str] = {}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or len(name) == len(ENV_PREFIX):
+            continue
+        keys = name[len(ENV_PREFIX) :].lower().split(ENV_NESTING)
+        target = data
+        for key in keys[:-1]:
+            child = target.setdefault(key, {})
+            if not isinstance(child, dict):
+                child = target[key] = {}
+            target = child
+        target[keys[-1]] = _parse_env_value(raw)
+        origins[".".join(keys)] = name
+    return origins
+
+
+def _parse_env_value(raw: str) -> Any:
+    # Lists and tables are written as JSON; scalars stay strings and pydantic
+    # coerces them ("9000" -> 9000, "true" -> True).
+    if raw.startswith(("[", "{")):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def _describe(error: Any, path: Path, origins: Mapping[str, str]) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    where = f"environment variable {origins[key]}" if key in origins else path.name
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key `{key}`; allowed here: {_allowed_keys(error['loc'][:-1])}"
+    found = error.get("input")
+    return f"{where}: `{key}` = {found!r}: {error['msg']}"
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> str:
+    model: type[BaseModel] = Settings
+    for part in loc:
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return "(none)"
+        model = annotation
+    return ", ".join(model.model_fields)

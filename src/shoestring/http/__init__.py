@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by every route: request ids, access log, JSON errors, lifespans."""

@@ -1,0 +1,98 @@
+"""Request ids, the access log, and the last line of defence for errors.
+
+The outermost middleware: every HTTP response carries `X-Request-ID` (the
+client's or proxy's own, if it is a sane token, else a fresh one), every log
+line written while handling the request carries it, and one access-log line
+per request records method, path, status, size and duration. Personal data
+in paths and queries is removed by the log scrubber.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shoestring.http.errors import INTERNAL_ERROR_MESSAGE, error_body
+from shoestring.logs import request_id_var, write_access_line
+
+error_log = logging.getLogger("shoestring.http")
+
+REQUEST_ID_HEADER = b"x-request-id"
+_SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def new_request_id() -> str:
+    return os.urandom(8).hex()
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            return value.decode("ascii") if _SAFE_REQUEST_ID.match(value) else None
+    return None
+
+
+class RequestLogMiddleware:
+    def __init__(self, app: ASGIApp, *, access_log_enabled: bool = True) -> None:
+        self.app = app
+        self.access_log_enabled = access_log_enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or new_request_id()
+        token = request_id_var.set(request_id)
+        id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
+        started = time.perf_counter()
+        status = 0
+        size = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, size
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            elif message["type"] == "http.response.body":
+                size += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            error_log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            if status == 0:
+                status = 500
+                await _send_internal_error(send, id_header)
+        finally:
+            if self.access_log_enabled:
+                self._log_access(scope, status, size, started)
+            request_id_var.reset(token)
+
+    def _log_access(self, scope: Scope, status: int, size: int, started: float) -> None:
+        path = scope["path"]
+        if scope["query_string"]:
+            path += "?" + scope["query_string"].decode("latin-1")
+        ms = round((time.perf_counter() - started) * 1000, 2)
+        write_access_line(scope["method"], path, status, size, ms)
+
+
+async def _send_internal_error(send: Send, id_header: tuple[bytes, bytes]) -> None:
+    body = json.dumps(error_body(500, "internal_error", INTERNAL_ERROR_MESSAGE)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                id_header,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,72 @@
+"""Job: an async function the app runs later, durably, with retries."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec
+
+if TYPE_CHECKING:
+    from shoestring.jobs.service import Jobs
+
+P = ParamSpec("P")
+
+MAX_BACKOFF = 3600.0  # seconds; a retry is never further away than an hour
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    retries: int = 3
+    backoff: float = 2.0  # seconds before the first retry; doubles each time
+    timeout: float = 300.0  # seconds one attempt may run
+
+    def delay(self, attempt: int) -> float:
+        """Seconds before retrying after failed `attempt` (1-based), with ±50% jitter."""
+        base = min(MAX_BACKOFF, self.backoff * 2.0 ** (attempt - 1))
+        return base * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not security
+
+
+class Job(Generic[P]):
+    """Returned by `@app.job`: call it to run now, `enqueue` it to run durably later."""
+
+    def __init__(
+        self,
+        jobs: Jobs,
+        function: Callable[P, Awaitable[Any]],
+        *,
+        name: str,
+        queue: str,
+        policy: RetryPolicy,
+    ) -> None:
+        self._jobs = jobs
+        self.function = function
+        self.name = name
+        self.queue = queue
+        self.policy = policy
+        self.__doc__ = function.__doc__
+
+    def __repr__(self) -> str:
+        return f"<Job {self.name} queue={self.queue!r} retries={self.policy.retries}>"
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Run the function now, in this task (no queue, no retries)."""
+        return await self.function(*args, **kwargs)
+
+    async def enqueue(
+        self,
+        *args: Any,
+        delay: float = 0.0,
+        idempotency_key: str | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Queue a run with these arguments; returns the job id once it is committed.
+
+        Arguments are stored as JSON (plus bytes and datetime). With an
+        `idempotency_key` already used, nothing new is queued and the first
+        job's id is returned. Inside `app.tables.transaction()` the job commits
+        (or not) with the table writes.
+        """
+        return await self._jobs.enqueue(
+            self, args, kwargs, delay=delay, idempotency_key=idempotency_key
+        )

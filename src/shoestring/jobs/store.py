@@ -1,0 +1,214 @@
+"""The durable queue: one row per job in `shoestring_jobs`, in the app's database.
+
+    queued ──claim──▶ running ──▶ succeeded
+       ▲                 │
+       └── retry (backoff) ◀─ failed attempt ──▶ dead (after the last attempt)
+
+A claim takes a lease (`lease_until`); a job whose worker died is claimed again
+once its lease expires. On PostgreSQL, workers on many hosts claim with
+`FOR UPDATE SKIP LOCKED`; on SQLite the single writer serialises claims.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from shoestring.db.database import Database, Transaction
+from shoestring.db.migrations import Migration
+from shoestring.tables import codec
+
+STATES = ("queued", "running", "succeeded", "dead", "cancelled")
+
+MIGRATIONS = [
+    Migration(
+        "jobs",
+        1,
+        [
+            "CREATE TABLE shoestring_jobs ("
+            " id TEXT PRIMARY KEY, queue TEXT NOT NULL, name TEXT NOT NULL, args TEXT NOT NULL,"
+            " state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL,"
+            " run_at DOUBLE PRECISION NOT NULL, lease_until DOUBLE PRECISION, worker TEXT,"
+            " idempotency_key TEXT UNIQUE, last_error TEXT,"
+            " created_at DOUBLE PRECISION NOT NULL, finished_at DOUBLE PRECISION)",
+            "CREATE INDEX shoestring_jobs_due ON shoestring_jobs (queue, state, run_at)",
+            "CREATE INDEX shoestring_jobs_lease ON shoestring_jobs (state, lease_until)",
+            "CREATE TABLE shoestring_schedules ("
+            " name TEXT PRIMARY KEY, spec TEXT NOT NULL, next_run DOUBLE PRECISION NOT NULL,"
+            " last_run DOUBLE PRECISION)",
+        ],
+    )
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    id: str
+    name: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    attempts: int
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    id: str
+    queue: str
+    name: str
+    state: str
+    attempts: int
+    max_attempts: int
+    run_at: float
+    last_error: str | None
+    created_at: float
+    finished_at: float | None
+
+
+RECORD_COLUMNS = (
+    "id, queue, name, state, attempts, max_attempts, run_at, last_error, created_at, finished_at"
+)
+
+
+async def insert(
+    tx: Transaction,
+    *,
+    queue: str,
+    name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    max_attempts: int,
+    run_at: float,
+    idempotency_key: str | None,
+) -> str:
+    """Add a job; with an idempotency key already used, return the existing job's id."""
+    job_id = uuid.uuid4().hex
+    payload = codec.dumps({"args": list(args), "kwargs": kwargs})
+    changed = await tx.execute(
+        "INSERT INTO shoestring_jobs (id, queue, name, args, state, max_attempts, run_at,"
+        " idempotency_key, created_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)"
+        " ON CONFLICT (idempotency_key) DO NOTHING",
+        [job_id, queue, name, payload, max_attempts, run_at, idempotency_key, time.time()],
+    )
+    if changed == 1:
+        return job_id
+    row = await tx.fetchone(
+        "SELECT id FROM shoestring_jobs WHERE idempotency_key = ?", [idempotency_key]
+    )
+    assert row is not None
+    return str(row[0])
+
+
+async def claim(
+    database: Database, queues: list[str], worker: str, limit: int, lease_seconds: float
+) -> list[ClaimedJob]:
+    """Lease up to `limit` due jobs (or jobs whose lease expired) for `worker`."""
+    now = time.time()
+    marks = ", ".join("?" for _ in queues)
+    skip_locked = " FOR UPDATE SKIP LOCKED" if database.dialect == "postgresql" else ""
+    async with database.transaction() as tx:
+        rows = await tx.fetchall(
+            "UPDATE shoestring_jobs SET state = 'running', attempts = attempts + 1,"
+            " lease_until = ?, worker = ? WHERE id IN ("
+            f" SELECT id FROM shoestring_jobs WHERE queue IN ({marks}) AND ("
+            "  (state = 'queued' AND run_at <= ?) OR (state = 'running' AND lease_until < ?))"
+            f" ORDER BY run_at LIMIT ?{skip_locked})"
+            " RETURNING id, name, args, attempts, max_attempts",
+            [now + lease_seconds, worker, *queues, now, now, limit],
+        )
+    claimed = []
+    for job_id, name, args, attempts, max_attempts in rows:
+        payload = codec.loads(args)
+        claimed.append(
+            ClaimedJob(job_id, name, payload["args"], payload["kwargs"], attempts, max_attempts)
+        )
+    return claimed
+
+
+async def succeed(database: Database, job: ClaimedJob, worker: str) -> bool:
+    """Record success; False if the lease was lost to another worker meanwhile."""
+    changed = await database.write(
+        "UPDATE shoestring_jobs SET state = 'succeeded', finished_at = ?, lease_until = NULL,"
+        " last_error = NULL WHERE id = ? AND worker = ? AND state = 'running' AND attempts = ?",
+        [time.time(), job.id, worker, job.attempts],
+    )
+    return changed == 1
+
+
+async def fail(
+    database: Database, job: ClaimedJob, worker: str, error: str, retry_in: float | None
+) -> bool:
+    """Record a failed attempt: back to the queue after `retry_in` seconds, or dead if None."""
+    now = time.time()
+    if retry_in is None:
+        sql = "UPDATE shoestring_jobs SET state = 'dead', finished_at = ?, lease_until = NULL, last_error = ?"
+        params: list[Any] = [now, error[:2000]]
+    else:
+        sql = "UPDATE shoestring_jobs SET state = 'queued', run_at = ?, lease_until = NULL, last_error = ?"
+        params = [now + retry_in, error[:2000]]
+    changed = await database.write(
+        sql + " WHERE id = ? AND worker = ? AND state = 'running' AND attempts = ?",
+        [*params, job.id, worker, job.attempts],
+    )
+    return changed == 1
+
+
+async def release(database: Database, job: ClaimedJob, worker: str) -> None:
+    """Give an unfinished job back (at shutdown) without counting the attempt."""
+    await database.write(
+        "UPDATE shoestring_jobs SET state = 'queued', attempts = attempts - 1, lease_until = NULL,"
+        " run_at = ? WHERE id = ? AND worker = ? AND state = 'running' AND attempts = ?",
+        [time.time(), job.id, worker, job.attempts],
+    )
+
+
+async def bury_exhausted(database: Database) -> int:
+    """Jobs whose worker died on their last attempt: dead, not retried forever."""
+    now = time.time()
+    return await database.write(
+        "UPDATE shoestring_jobs SET state = 'dead', finished_at = ?, lease_until = NULL,"
+        " last_error = COALESCE(last_error, 'the worker stopped before the job finished')"
+        " WHERE state = 'running' AND lease_until < ? AND attempts >= max_attempts",
+        [now, now],
+    )
+
+
+async def purge_finished(database: Database, older_than: float) -> int:
+    return await database.write(
+        "DELETE FROM shoestring_jobs WHERE state IN ('succeeded', 'cancelled') AND finished_at < ?",
+        [time.time() - older_than],
+    )
+
+
+async def records(database: Database, state: str | None, limit: int) -> list[JobRecord]:
+    where, params = ("WHERE state = ?", [state]) if state else ("", [])
+    rows = await database.fetchall(
+        f"SELECT {RECORD_COLUMNS} FROM shoestring_jobs {where} ORDER BY created_at DESC LIMIT ?",
+        [*params, limit],
+    )
+    return [JobRecord(*row) for row in rows]
+
+
+async def retry(database: Database, job_id: str) -> bool:
+    """Put a dead or cancelled job back in the queue with fresh attempts."""
+    return (
+        await database.write(
+            "UPDATE shoestring_jobs SET state = 'queued', attempts = 0, run_at = ?, finished_at = NULL"
+            " WHERE id = ? AND state IN ('dead', 'cancelled')",
+            [time.time(), job_id],
+        )
+        == 1
+    )
+
+
+async def cancel(database: Database, job_id: str) -> bool:
+    """Cancel a job that has not started (a running one finishes its attempt)."""
+    return (
+        await database.write(
+            "UPDATE shoestring_jobs SET state = 'cancelled', finished_at = ? WHERE id = ? AND state = 'queued'",
+            [time.time(), job_id],
+        )
+        == 1
+    )

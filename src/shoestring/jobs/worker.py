@@ -1,0 +1,166 @@
+"""The worker: claims due jobs, runs them with a timeout, records the outcome.
+
+Runs inside `shoestring run` with `jobs.concurrency` jobs at a time. It wakes
+at once when this process enqueues, and polls every `jobs.poll_interval`
+seconds for jobs enqueued elsewhere. On stop it claims nothing more, gives
+running jobs `jobs.shutdown_timeout` seconds to finish, then cancels them and
+puts them back in the queue for another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from shoestring.jobs import store
+
+if TYPE_CHECKING:
+    from shoestring.db.database import Database
+    from shoestring.jobs.job import Job
+
+log = logging.getLogger("shoestring.jobs")
+
+HOUSEKEEPING_INTERVAL = 10.0  # seconds between burying exhausted jobs and purging old ones
+LEASE_GRACE = (
+    5.0  # seconds a lease outlives the longest job timeout before another worker may take it
+)
+
+
+class Worker:
+    def __init__(
+        self,
+        database: Database,
+        jobs: dict[str, Job[...]],
+        *,
+        concurrency: int,
+        poll_interval: float,
+        shutdown_timeout: float,
+        keep_finished: float,
+    ) -> None:
+        self.database = database
+        self.jobs = jobs
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.shutdown_timeout = shutdown_timeout
+        self.keep_finished = keep_finished
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.wake = asyncio.Event()
+        self._running: dict[asyncio.Task[None], store.ClaimedJob] = {}
+        self._stopping = False
+        self._loop: asyncio.Task[None] | None = None
+        self._last_housekeeping = 0.0
+
+    @property
+    def alive(self) -> bool:
+        return self._loop is not None and not self._loop.done()
+
+    def start(self) -> None:
+        self._loop = asyncio.create_task(self._claim_forever(), name="shoestring-worker")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.wake.set()
+        if self._loop is not None:
+            await self._loop
+        if not self._running:
+            return
+        _, pending = await asyncio.wait(list(self._running), timeout=self.shutdown_timeout)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            job = self._running.pop(task, None)
+            if job is not None:
+                await store.release(self.database, job, self.id)
+                log.warning(
+                    "job %s (%s) did not finish before shutdown; released for retry",
+                    job.name,
+                    job.id,
+                )
+
+    async def _claim_forever(self) -> None:
+        lease = max((job.policy.timeout for job in self.jobs.values()), default=300.0) + LEASE_GRACE
+        queues = sorted({job.queue for job in self.jobs.values()}) or ["default"]
+        while not self._stopping:
+            self.wake.clear()
+            free = self.concurrency - len(self._running)
+            claimed: list[store.ClaimedJob] = []
+            try:
+                await self._housekeeping()
+                if free > 0:
+                    claimed = await store.claim(self.database, queues, self.id, free, lease)
+            except Exception:
+                log.exception("claiming jobs failed; retrying in %ss", self.poll_interval)
+            for job in claimed:
+                task = asyncio.create_task(self._run(job), name=f"job-{job.name}")
+                self._running[task] = job
+                task.add_done_callback(self._finished)
+            if claimed and len(claimed) == free:
+                continue  # more may be due right now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.poll_interval)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled():
+            self._running.pop(task, None)
+        self.wake.set()  # a slot is free
+
+    async def _housekeeping(self) -> None:
+        if time.monotonic() - self._last_housekeeping < HOUSEKEEPING_INTERVAL:
+            return
+        self._last_housekeeping = time.monotonic()
+        await store.bury_exhausted(self.database)
+        await store.purge_finished(self.database, self.keep_finished)
+
+    async def _run(self, claimed: store.ClaimedJob) -> None:
+        job = self.jobs.get(claimed.name)
+        if job is None:
+            await store.fail(
+                self.database, claimed, self.id, f"the app defines no job {claimed.name!r}", None
+            )
+            log.error("job %s names no job the app defines; marked dead", claimed.id)
+            return
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(
+                job.function(*claimed.args, **claimed.kwargs), job.policy.timeout
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = (
+                f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, TimeoutError)
+                else (f"TimeoutError: the attempt ran over {job.policy.timeout:g}s")
+            )
+            last = claimed.attempts >= claimed.max_attempts
+            retry_in = None if last else job.policy.delay(claimed.attempts)
+            await store.fail(self.database, claimed, self.id, error, retry_in)
+            log.warning(
+                "job %s failed (attempt %d of %d)%s",
+                job.name,
+                claimed.attempts,
+                claimed.max_attempts,
+                "; dead" if last else f"; retry in {retry_in:.1f}s",
+                exc_info=True,
+                extra={"job_id": claimed.id},
+            )
+            return
+        if not await store.succeed(self.database, claimed, self.id):
+            log.warning(
+                "job %s (%s) finished after its lease passed to another worker",
+                job.name,
+                claimed.id,
+            )
+        log.info(
+            "job %s done",
+            job.name,
+            extra={"job_id": claimed.id, "ms": round((time.perf_counter() - started) * 1000, 2)},
+        )

@@ -1,0 +1,370 @@
+"""`app.mail`: a durable outbox delivered by jobs.
+
+`send` validates and composes the message, stores it in `shoestring_outbox`
+and enqueues its delivery in one transaction, then returns the message id: a
+crash after that loses nothing. The delivery job skips suppressed addresses,
+waits for the rate limits, signs with DKIM when a key is configured, and hands
+the message to the transport. A 4xx or a network error is retried with
+backoff; a 5xx marks the message failed with the reason. After delivery the
+body and recipients are deleted unless `mail.keep_sent` says otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+
+from shoestring.db.migrations import Migration
+from shoestring.jobs import store as job_store
+from shoestring.mail import dkim
+from shoestring.mail.errors import InvalidMessage, PermanentFailure, TemporaryFailure
+from shoestring.mail.message import Attachment, compose, parse_address
+from shoestring.mail.transports import Transport, open_transport
+from shoestring.services import Health
+from shoestring.tables.table import current_transaction
+
+if TYPE_CHECKING:
+    from shoestring.app import App
+
+log = logging.getLogger("shoestring.mail")
+
+DELIVERY_JOB = "shoestring.mail.deliver"
+
+MIGRATIONS = [
+    Migration(
+        "mail",
+        1,
+        [
+            "CREATE TABLE shoestring_outbox (id TEXT PRIMARY KEY, sender TEXT NOT NULL,"
+            " recipients TEXT, subject TEXT, message TEXT, state TEXT NOT NULL,"
+            " attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, transport TEXT NOT NULL,"
+            " created_at DOUBLE PRECISION NOT NULL, sent_at DOUBLE PRECISION)",
+            "CREATE INDEX shoestring_outbox_created ON shoestring_outbox (created_at)",
+            "CREATE TABLE shoestring_mail_suppressions (address TEXT PRIMARY KEY,"
+            " reason TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL)",
+        ],
+    )
+]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    id: str
+    sender: str
+    recipients: list[str]
+    subject: str | None
+    state: str
+    attempts: int
+    last_error: str | None
+    created_at: float
+    sent_at: float | None
+    message: str | None
+
+
+class RateLimiter:
+    """At most `limit` events per `window` seconds, per key, in this process."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._events: dict[str, deque[float]] = {}
+
+    def wait_time(self, key: str, now: float) -> float:
+        events = self._events.setdefault(key, deque())
+        while events and events[0] <= now - self.window:
+            events.popleft()
+        if len(events) < self.limit:
+            return 0.0
+        return events[0] + self.window - now
+
+    def record(self, key: str, now: float) -> None:
+        self._events.setdefault(key, deque()).append(now)
+
+
+class Mail:
+    """The outbox service. Use `await app.mail.send(...)`."""
+
+    name = "mail"
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+        app.db.add_migrations(MIGRATIONS)
+        settings = app.settings.mail
+        self._deliver = app.job(
+            name=DELIVERY_JOB, retries=settings.retries, backoff=settings.retry_backoff, timeout=120
+        )(self._deliver_message)
+        self._transport: Transport | None = None
+        self._templates: jinja2.Environment | None = None
+        self._global_limit = RateLimiter(settings.rate_per_minute, 60.0)
+        self._recipient_limit = RateLimiter(settings.rate_per_recipient_per_hour, 3600.0)
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            settings = self._app.settings.mail
+            self._transport = open_transport(settings.transport, timeout=settings.timeout)
+        return self._transport
+
+    # -- sending ---------------------------------------------------------------
+
+    async def send(
+        self,
+        *,
+        to: str | Sequence[str],
+        subject: str,
+        text: str | None = None,
+        html: str | None = None,
+        reply_to: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        attachments: Iterable[Attachment | tuple[str, bytes]] = (),
+        from_: str | None = None,
+    ) -> str:
+        """Queue a message; return its id once it is committed to the outbox.
+
+        Raises InvalidMessage (nothing queued) for a bad address, a line break
+        in a header, or a message without text and html.
+        """
+        settings = self._app.settings.mail
+        message, recipients = compose(
+            sender=from_ or settings.sender,
+            to=[to] if isinstance(to, str) else list(to),
+            subject=subject,
+            text=text,
+            html=html,
+            reply_to=reply_to,
+            headers=headers,
+            attachments=[a if isinstance(a, Attachment) else Attachment(*a) for a in attachments],
+        )
+        message_id = uuid.uuid4().hex
+        envelope_from = parse_address(from_ or settings.sender, "from").addr_spec
+        row = [
+            message_id,
+            envelope_from,
+            json.dumps(recipients),
+            subject,
+            message.as_string(),
+            "queued",
+            self.transport.name,
+            time.time(),
+        ]
+        insert = (
+            "INSERT INTO shoestring_outbox (id, sender, recipients, subject, message, state,"
+            " transport, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        joined = current_transaction.get()
+        if joined is not None:
+            await joined.execute(insert, row)
+            await self._enqueue_delivery(joined, message_id)
+        else:
+            async with self._app.db.transaction() as tx:
+                await tx.execute(insert, row)
+                await self._enqueue_delivery(tx, message_id)
+        if self._app.jobs.worker is not None:
+            self._app.jobs.worker.wake.set()
+        return message_id
+
+    async def _enqueue_delivery(self, tx: Any, message_id: str) -> None:
+        await job_store.insert(
+            tx,
+            queue=self._deliver.queue,
+            name=self._deliver.name,
+            args=(message_id,),
+            kwargs={},
+            max_attempts=self._deliver.policy.retries + 1,
+            run_at=time.time(),
+            idempotency_key=f"mail:{message_id}",
+        )
+
+    async def send_template(self, name: str, /, *, to: str | Sequence[str], **context: Any) -> str:
+        """Send `templates/mail/NAME.subject`, `NAME.txt` and/or `NAME.html`, rendered with `context`.
+
+        The HTML part is autoescaped; a variable missing from `context` is an error.
+        """
+        environment = self._template_environment()
+        try:
+            subject = environment.get_template(f"{name}.subject").render(context).strip()
+        except jinja2.TemplateNotFound:
+            raise InvalidMessage(f"no template {name}.subject in {self._template_dir()}") from None
+        bodies: dict[str, str | None] = {}
+        for kind in ("txt", "html"):
+            try:
+                bodies[kind] = environment.get_template(f"{name}.{kind}").render(context)
+            except jinja2.TemplateNotFound:
+                bodies[kind] = None
+        return await self.send(to=to, subject=subject, text=bodies["txt"], html=bodies["html"])
+
+    def _template_dir(self) -> Path:
+        return Path(self._app.settings.mail.templates)
+
+    def _template_environment(self) -> jinja2.Environment:
+        if self._templates is None:
+            self._templates = jinja2.Environment(
+                loader=jinja2.FileSystemLoader(self._template_dir()),
+                autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
+                undefined=jinja2.StrictUndefined,
+            )
+        return self._templates
+
+    # -- suppression -----------------------------------------------------------
+
+    async def suppress(self, address: str, reason: str) -> None:
+        """Never send to `address` again (a hard bounce, a complaint, an unsubscribe)."""
+        normalized = parse_address(address, "address").addr_spec.lower()
+        await self._app.db.database.write(
+            "INSERT INTO shoestring_mail_suppressions (address, reason, created_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (address) DO UPDATE SET reason = excluded.reason",
+            [normalized, reason, time.time()],
+        )
+
+    async def unsuppress(self, address: str) -> bool:
+        normalized = parse_address(address, "address").addr_spec.lower()
+        return (
+            await self._app.db.database.write(
+                "DELETE FROM shoestring_mail_suppressions WHERE address = ?", [normalized]
+            )
+            > 0
+        )
+
+    # -- delivery --------------------------------------------------------------
+
+    async def _deliver_message(self, message_id: str) -> None:
+        database = self._app.db.database
+        row = await database.fetchone(
+            "SELECT sender, recipients, message, state FROM shoestring_outbox WHERE id = ?",
+            [message_id],
+        )
+        if row is None or row[3] != "queued":
+            return  # delivered already, or removed: nothing to do twice
+        sender, recipients_json, raw_text, _ = row
+        recipients: list[str] = json.loads(recipients_json)
+        suppressed = await self._suppressed(recipients)
+        recipients = [r for r in recipients if r.lower() not in suppressed]
+        if not recipients:
+            await self._finish(
+                message_id, "suppressed", "every recipient is on the suppression list"
+            )
+            return
+        await self._wait_for_rate_limits(recipients)
+        raw = raw_text.encode()
+        settings = self._app.settings.mail
+        if settings.dkim_domain:
+            key = dkim.key_path(
+                self._app.settings.data_dir, settings.dkim_domain, settings.dkim_selector
+            )
+            raw = dkim.sign(
+                raw,
+                domain=settings.dkim_domain,
+                selector=settings.dkim_selector,
+                key=key.read_bytes(),
+            )
+        try:
+            await self.transport.send(sender, recipients, raw)
+        except PermanentFailure as exc:
+            await self._finish(message_id, "failed", str(exc))
+            log.warning("message %s refused for good: %s", message_id, exc)
+            return
+        except TemporaryFailure as exc:
+            await database.write(
+                "UPDATE shoestring_outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                [str(exc)[:1000], message_id],
+            )
+            raise
+        await self._finish(message_id, "sent", None)
+        log.info("message %s sent", message_id, extra={"recipients": len(recipients)})
+
+    async def _suppressed(self, recipients: list[str]) -> set[str]:
+        marks = ", ".join("?" for _ in recipients)
+        rows = await self._app.db.database.fetchall(
+            f"SELECT address FROM shoestring_mail_suppressions WHERE address IN ({marks})",
+            [r.lower() for r in recipients],
+        )
+        return {row[0] for row in rows}
+
+    async def _wait_for_rate_limits(self, recipients: list[str]) -> None:
+        while True:
+            now = time.monotonic()
+            wait = max(
+                [self._global_limit.wait_time("*", now)]
+                + [self._recipient_limit.wait_time(r.lower(), now) for r in recipients]
+            )
+            if wait <= 0:
+                break
+            if wait > 60:
+                raise TemporaryFailure("per-recipient rate limit reached; retrying later")
+            await asyncio.sleep(wait)
+        now = time.monotonic()
+        self._global_limit.record("*", now)
+        for recipient in recipients:
+            self._recipient_limit.record(recipient.lower(), now)
+
+    async def _finish(self, message_id: str, state: str, error: str | None) -> None:
+        keep = self._app.settings.mail.keep_sent or self.transport.name == "dev"
+        # Delivered or given up: drop what identifies people unless asked to keep it.
+        forget = "" if keep else ", message = NULL, recipients = NULL"
+        await self._app.db.database.write(
+            "UPDATE shoestring_outbox SET state = ?, last_error = ?, sent_at = ?,"
+            f" attempts = attempts + ?{forget} WHERE id = ?",
+            [
+                state if not (state == "sent" and self.transport.name == "dev") else "captured",
+                error,
+                time.time(),
+                0 if state == "suppressed" else 1,
+                message_id,
+            ],
+        )
+
+    # -- reading ---------------------------------------------------------------
+
+    async def entries(self, limit: int = 50, message_id: str | None = None) -> list[OutboxEntry]:
+        where, params = ("WHERE id = ?", [message_id]) if message_id else ("", [])
+        rows = await self._app.db.database.fetchall(
+            "SELECT id, sender, recipients, subject, state, attempts, last_error, created_at,"
+            f" sent_at, message FROM shoestring_outbox {where} ORDER BY created_at DESC LIMIT ?",
+            [*params, limit],
+        )
+        return [
+            OutboxEntry(
+                r[0],
+                r[1],
+                json.loads(r[2]) if r[2] else [],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                r[7],
+                r[8],
+                r[9],
+            )
+            for r in rows
+        ]
+
+    # -- service -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.transport  # noqa: B018 - a bad transport setting fails the start, not the first send
+        settings = self._app.settings.mail
+        if settings.dkim_domain:
+            key = dkim.key_path(
+                self._app.settings.data_dir, settings.dkim_domain, settings.dkim_selector
+            )
+            if not key.exists():
+                raise InvalidMessage(
+                    f"mail.dkim_domain is set but {key} does not exist: run "
+                    f"`shoestring mail dkim init --domain {settings.dkim_domain} --selector {settings.dkim_selector}`"
+                )
+
+    async def stop(self) -> None:
+        return None
+
+    async def health(self) -> Health:
+        return Health(ok=True)

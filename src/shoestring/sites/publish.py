@@ -1,0 +1,107 @@
+"""Publishing a built site: a new release directory, switched in atomically.
+
+    data/sites/NAME/releases/20261124T073000-1a2b/   one per publish, kept for rollback
+    data/sites/NAME/current -> releases/...          a symlink, replaced with rename(2)
+
+A request resolves `current` once, so it is served wholly from one release;
+the switch is a single rename, so there is no moment without a site. Text
+files get a gzip sibling at publish time, unless the build brought its own.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from shoestring.errors import ShoestringError
+
+KEEP_RELEASES = 5
+COMPRESSIBLE = {".html", ".htm", ".css", ".js", ".mjs", ".json", ".svg", ".txt", ".xml",
+                ".map", ".webmanifest", ".wasm", ".ico"}  # fmt: skip
+MIN_COMPRESS = 1024  # smaller files gain nothing worth a second file
+
+
+class PublishError(ShoestringError):
+    """The site could not be published or rolled back; the live release is unchanged."""
+
+
+def site_dir(data_dir: Path, name: str) -> Path:
+    return data_dir / "sites" / name
+
+
+def current_root(data_dir: Path, name: str) -> Path:
+    """The live release's directory (a path that does not exist before the first publish)."""
+    return (site_dir(data_dir, name) / "current").resolve()
+
+
+def releases(data_dir: Path, name: str) -> list[str]:
+    folder = site_dir(data_dir, name) / "releases"
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.endswith(".tmp"))
+
+
+def publish(data_dir: Path, name: str, source: Path) -> str:
+    """Copy `source` into a new release, compress it, switch to it; return its id."""
+    if not (source / "index.html").is_file():
+        raise PublishError(f"{source} has no index.html: point at the build output (dist/, build/)")
+    release = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:4]
+    folder = site_dir(data_dir, name) / "releases"
+    staging = folder / f"{release}.tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, staging, symlinks=False)
+    for path in staging.rglob("*"):
+        if path.is_file() and path.suffix in COMPRESSIBLE and path.stat().st_size >= MIN_COMPRESS:
+            sibling = path.with_name(path.name + ".gz")
+            if not sibling.exists():
+                sibling.write_bytes(gzip.compress(path.read_bytes(), compresslevel=9, mtime=0))
+    _sync_tree(staging)
+    staging.rename(folder / release)
+    switch(data_dir, name, release)
+    for old in releases(data_dir, name)[:-KEEP_RELEASES]:
+        shutil.rmtree(folder / old, ignore_errors=True)
+    return release
+
+
+def switch(data_dir: Path, name: str, release: str) -> None:
+    """Make `release` live with one rename(2)."""
+    base = site_dir(data_dir, name)
+    if not (base / "releases" / release).is_dir():
+        raise PublishError(f"site {name} has no release {release}; see `shoestring sites ls`")
+    link = base / "current"
+    temporary = base / f"current.{uuid.uuid4().hex[:6]}"
+    temporary.symlink_to(Path("releases") / release)
+    os.replace(temporary, link)
+    _fsync_dir(base)
+
+
+def rollback(data_dir: Path, name: str, release: str | None = None) -> str:
+    """Switch to `release`, or to the one before the live one; return it."""
+    known = releases(data_dir, name)
+    live = current_root(data_dir, name).name
+    if release is None:
+        if live not in known or known.index(live) == 0:
+            raise PublishError(f"site {name} has no release before {live or 'the live one'}")
+        release = known[known.index(live) - 1]
+    switch(data_dir, name, release)
+    return release
+
+
+def _sync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as file:
+                os.fsync(file.fileno())
+    _fsync_dir(root)
+
+
+def _fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

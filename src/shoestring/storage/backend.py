@@ -1,0 +1,125 @@
+"""The interface both storage backends implement (fs.py, s3.py).
+
+Backends know nothing of events, access keys or HTTP: `Storage` and
+`Bucket` add those on top, the same way for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from shoestring.storage.digests import Expected
+from shoestring.storage.objects import (
+    BucketConfig,
+    BucketInfo,
+    ListPage,
+    ObjectInfo,
+    ObjectMeta,
+    Part,
+    RangeRequest,
+    StoredObject,
+    Upload,
+)
+
+Body = AsyncIterable[bytes] | bytes
+
+
+class Backend(Protocol):
+    """Buckets and objects on some medium: a directory, or an S3 service."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise if the medium cannot serve requests right now."""
+        ...
+
+    # -- buckets ---------------------------------------------------------
+
+    async def create_bucket(self, name: str, config: BucketConfig) -> None: ...
+
+    async def delete_bucket(self, name: str) -> None: ...
+
+    async def list_buckets(self) -> list[BucketInfo]: ...
+
+    async def bucket_config(self, name: str) -> BucketConfig:
+        """The bucket's config; NoSuchBucket if it does not exist."""
+        ...
+
+    async def set_bucket_config(self, name: str, config: BucketConfig) -> None: ...
+
+    # -- objects ---------------------------------------------------------
+
+    async def put(
+        self, bucket: str, key: str, body: Body, meta: ObjectMeta, expected: Expected | None
+    ) -> ObjectInfo:
+        """Store the body durably, then make it visible under `key` in one step."""
+        ...
+
+    async def head(self, bucket: str, key: str) -> ObjectInfo: ...
+
+    async def get(
+        self, bucket: str, key: str, byte_range: RangeRequest | None = None
+    ) -> StoredObject: ...
+
+    async def delete(self, bucket: str, key: str) -> bool:
+        """Delete the object; False if there was none (not an error, as in S3)."""
+        ...
+
+    async def list_objects(
+        self, bucket: str, *, prefix: str, delimiter: str, after: str, max_keys: int
+    ) -> ListPage:
+        """Keys after `after` in UTF-8 byte order, rolled up at `delimiter` if given."""
+        ...
+
+    async def copy(
+        self, source_bucket: str, source_key: str, bucket: str, key: str, meta: ObjectMeta | None
+    ) -> ObjectInfo:
+        """Copy an object; `meta=None` keeps the source's metadata."""
+        ...
+
+    # -- multipart -------------------------------------------------------
+
+    async def create_upload(self, bucket: str, key: str, meta: ObjectMeta) -> Upload: ...
+
+    async def upload_part(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        body: Body,
+        expected: Expected | None,
+    ) -> Part: ...
+
+    async def upload_part_copy(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        source_bucket: str,
+        source_key: str,
+        byte_range: RangeRequest | None,
+    ) -> Part: ...
+
+    async def complete_upload(
+        self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+    ) -> ObjectInfo: ...
+
+    async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None: ...
+
+    async def list_parts(self, bucket: str, key: str, upload_id: str) -> list[Part]: ...
+
+    async def list_uploads(self, bucket: str, prefix: str) -> list[Upload]: ...
+
+    # -- signing ---------------------------------------------------------
+
+    def presign(
+        self, bucket: str, key: str, method: str, expires: int, now: datetime | None
+    ) -> str | None:
+        """A presigned URL the medium itself answers, or None to use shoestring's S3 API."""
+        ...

@@ -1,0 +1,205 @@
+"""The fs backend's index: buckets, objects and uploads in one SQLite file.
+
+An object becomes visible when its row commits, never before: the data file
+is already fsync'd under its final (random) name by then, so a crash leaves
+either the old object or the new one, and at worst an unreferenced file that
+`sweep` removes. Keys are stored as UTF-8 BLOBs so that SQLite's ordering and
+range scans are S3's (UTF-8 byte order), prefixes included.
+
+Reads run on the event loop's thread (a primary-key lookup costs microseconds
+and serving a small object must not wait for a thread); writes run on one
+writer thread, with `synchronous=FULL` so a commit is on disk when it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shoestring.storage.objects import (
+    Access,
+    BucketConfig,
+    BucketInfo,
+    CorsRule,
+    ObjectInfo,
+    ObjectMeta,
+)
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS buckets (
+        name TEXT PRIMARY KEY, created REAL NOT NULL, config TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS objects (
+        bucket TEXT NOT NULL, key BLOB NOT NULL, file TEXT NOT NULL, size INTEGER NOT NULL,
+        etag TEXT NOT NULL, mtime REAL NOT NULL, meta TEXT NOT NULL,
+        PRIMARY KEY (bucket, key)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS uploads (
+        upload_id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key BLOB NOT NULL,
+        meta TEXT NOT NULL, initiated REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS parts (
+        upload_id TEXT NOT NULL, number INTEGER NOT NULL, file TEXT NOT NULL,
+        size INTEGER NOT NULL, etag TEXT NOT NULL, mtime REAL NOT NULL,
+        PRIMARY KEY (upload_id, number)
+    ) WITHOUT ROWID""",
+)
+
+Row = tuple[Any, ...]
+
+_SCAN_FROM = "SELECT key, size, etag, mtime, meta FROM objects WHERE bucket = ? AND key >= ?"
+_SCAN_AFTER = "SELECT key, size, etag, mtime, meta FROM objects WHERE bucket = ? AND key > ?"
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA synchronous = FULL")
+    connection.execute("PRAGMA busy_timeout = 10000")
+    return connection
+
+
+def when(epoch: float) -> datetime:
+    return datetime.fromtimestamp(int(epoch), UTC)
+
+
+def object_info(key: bytes, size: int, etag: str, mtime: float, meta: str) -> ObjectInfo:
+    return ObjectInfo(
+        key=key.decode("utf-8"),
+        size=size,
+        etag=etag,
+        last_modified=when(mtime),
+        meta=ObjectMeta.from_json(json.loads(meta)),
+    )
+
+
+def config_to_json(config: BucketConfig) -> str:
+    rules = [
+        {
+            "id": r.id,
+            "origins": list(r.allowed_origins),
+            "methods": list(r.allowed_methods),
+            "headers": list(r.allowed_headers),
+            "expose": list(r.expose_headers),
+            "max_age": r.max_age_seconds,
+        }
+        for r in config.cors
+    ]
+    return json.dumps({"access": config.access, "cors": rules})
+
+
+def config_from_json(text: str) -> BucketConfig:
+    data = json.loads(text)
+    rules = tuple(
+        CorsRule(
+            id=r.get("id"),
+            allowed_origins=tuple(r["origins"]),
+            allowed_methods=tuple(r["methods"]),
+            allowed_headers=tuple(r.get("headers", ())),
+            expose_headers=tuple(r.get("expose", ())),
+            max_age_seconds=r.get("max_age"),
+        )
+        for r in data.get("cors", ())
+    )
+    access: Access = "public-read" if data.get("access") == "public-read" else "private"
+    return BucketConfig(access=access, cors=rules)
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest byte string greater than every string starting with `prefix` (None: no bound)."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return None
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])
+
+
+class Index:
+    """SQL over the index file; every method is synchronous (see the module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._reader: sqlite3.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        self._writer = connect(self.path)
+        for statement in SCHEMA:
+            self._writer.execute(statement)
+        self._reader = connect(self.path)
+
+    def close(self) -> None:
+        for connection in (self._reader, self._writer):
+            if connection is not None:
+                connection.close()
+        self._reader = self._writer = None
+
+    @property
+    def reader(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise RuntimeError("the storage index is not open: start the app first")
+        return self._reader
+
+    def write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Row | None]:
+        """Run statements in one IMMEDIATE transaction; return each one's first row (RETURNING)."""
+        if self._writer is None:
+            raise RuntimeError("the storage index is not open: start the app first")
+        with self._lock:
+            writer = self._writer
+            writer.execute("BEGIN IMMEDIATE")
+            try:
+                rows = [writer.execute(sql, params).fetchone() for sql, params in statements]
+            except BaseException:
+                writer.execute("ROLLBACK")
+                raise
+            writer.execute("COMMIT")
+            return rows
+
+    def read_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = self.reader.execute(sql, params).fetchone()
+        return row
+
+    def read_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self.reader.execute(sql, params).fetchall()
+
+    # -- buckets -----------------------------------------------------------
+
+    def buckets(self) -> list[BucketInfo]:
+        rows = self.read_all("SELECT name, created FROM buckets ORDER BY name")
+        return [BucketInfo(name, when(created)) for name, created in rows]
+
+    def bucket_config(self, name: str) -> BucketConfig | None:
+        row = self.read_one("SELECT config FROM buckets WHERE name = ?", (name,))
+        return None if row is None else config_from_json(row[0])
+
+    # -- objects -----------------------------------------------------------
+
+    def lookup(self, bucket: str, key: str) -> Row | None:
+        """(file, size, etag, mtime, meta) of the object, or None."""
+        return self.read_one(
+            "SELECT file, size, etag, mtime, meta FROM objects WHERE bucket = ? AND key = ?",
+            (bucket, key.encode("utf-8")),
+        )
+
+    def scan(self, bucket: str, start: bytes, inclusive: bool, end: bytes | None) -> Iterator[Row]:
+        """Objects of `bucket` from `start` (up to `end`, exclusive) in key order, in batches."""
+        sql = _SCAN_FROM if inclusive else _SCAN_AFTER
+        while True:
+            params: list[Any] = [bucket, start]
+            if end is not None:
+                sql += " AND key < ?"
+                params.append(end)
+            rows = self.read_all(sql + " ORDER BY key LIMIT 500", params)
+            yield from rows
+            if len(rows) < 500:
+                return
+            start, sql = rows[-1][0], _SCAN_AFTER
+
+    def referenced_files(self) -> set[str]:
+        rows = self.read_all("SELECT file FROM objects UNION ALL SELECT file FROM parts")
+        return {row[0] for row in rows}

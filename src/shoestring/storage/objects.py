@@ -1,0 +1,207 @@
+"""The values the storage API hands out: objects, listings, buckets, uploads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+MULTIPART_MIN_PART = 5 * 1024 * 1024  # S3: every part but the last is at least 5 MiB
+MAX_PARTS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectMeta:
+    """What a writer says about an object besides its bytes; returned with every read."""
+
+    content_type: str = "application/octet-stream"
+    metadata: Mapping[str, str] = field(default_factory=dict)  # x-amz-meta-* without the prefix
+    cache_control: str | None = None
+    content_disposition: str | None = None
+    content_encoding: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "content_type": self.content_type,
+            "metadata": dict(self.metadata),
+            "cache_control": self.cache_control,
+            "content_disposition": self.content_disposition,
+            "content_encoding": self.content_encoding,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> ObjectMeta:
+        metadata = data.get("metadata") or {}
+        assert isinstance(metadata, dict)
+        return cls(
+            content_type=str(data.get("content_type") or "application/octet-stream"),
+            metadata={str(k): str(v) for k, v in metadata.items()},
+            cache_control=_optional(data.get("cache_control")),
+            content_disposition=_optional(data.get("content_disposition")),
+            content_encoding=_optional(data.get("content_encoding")),
+        )
+
+
+def _optional(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What is known about a stored object without reading it."""
+
+    key: str
+    size: int
+    etag: str  # quoted, as S3 sends it: '"md5hex"' or '"md5hex-N"' for multipart
+    last_modified: datetime  # aware, UTC, whole seconds as HTTP dates carry them
+    meta: ObjectMeta = field(default_factory=ObjectMeta)
+
+    @property
+    def content_type(self) -> str:
+        return self.meta.content_type
+
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        return self.meta.metadata
+
+
+@dataclass(frozen=True, slots=True)
+class RangeRequest:
+    """A `Range: bytes=...` header before the object's size is known.
+
+    `first=None` is a suffix range (the last `last` bytes); `last=None` runs to the end.
+    """
+
+    first: int | None
+    last: int | None
+
+    def resolve(self, size: int) -> ByteRange:
+        """The bytes this range selects of an object of `size` bytes; InvalidRange if none."""
+        from shoestring.storage.errors import InvalidRange
+
+        if self.first is None:
+            if not self.last or size == 0:
+                raise InvalidRange("the requested range is not satisfiable")
+            return ByteRange(max(0, size - self.last), size - 1)
+        if self.first >= size:
+            raise InvalidRange("the requested range is not satisfiable")
+        end = size - 1 if self.last is None else min(self.last, size - 1)
+        return ByteRange(self.first, end)
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    """Bytes `start` to `end` inclusive, as in `Range: bytes=start-end`."""
+
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+class ObjectBody:
+    """An object's bytes: iterate for chunks, or `await read()` for all of them.
+
+    Small objects of the fs backend arrive already read (`data`), so serving
+    them costs no thread hop; large ones stream from `chunks`.
+    """
+
+    def __init__(
+        self, *, data: bytes | None = None, chunks: AsyncIterator[bytes] | None = None
+    ) -> None:
+        self.data = data
+        self._chunks = chunks
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        if self.data is not None:
+            if self.data:
+                yield self.data
+            return
+        if self._chunks is not None:
+            async for chunk in self._chunks:
+                yield chunk
+
+    async def read(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        return b"".join([chunk async for chunk in self])
+
+    async def close(self) -> None:
+        """Release the underlying file or connection if the body is not read to the end."""
+        close = getattr(self._chunks, "aclose", None)
+        if close is not None:
+            await close()
+
+
+@dataclass(slots=True)
+class StoredObject:
+    """An object read by `Bucket.get`: its info, the range served, and its body."""
+
+    info: ObjectInfo
+    body: ObjectBody
+    range: ByteRange | None = None
+
+    async def read(self) -> bytes:
+        return await self.body.read()
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    """One page of a listing: objects, common prefixes, and where the next page starts."""
+
+    objects: list[ObjectInfo]
+    prefixes: list[str]
+    truncated: bool
+    next_marker: str | None  # the last key or prefix of this page, when truncated
+
+
+@dataclass(frozen=True, slots=True)
+class BucketInfo:
+    name: str
+    created: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CorsRule:
+    """One CORSRule of a bucket's CORS configuration."""
+
+    allowed_origins: tuple[str, ...]
+    allowed_methods: tuple[str, ...]
+    allowed_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age_seconds: int | None = None
+    id: str | None = None
+
+
+Access = Literal["private", "public-read"]
+
+
+@dataclass(frozen=True, slots=True)
+class BucketConfig:
+    """Per-bucket settings: who may read anonymously, and CORS for browsers."""
+
+    access: Access = "private"
+    cors: tuple[CorsRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A multipart upload in progress."""
+
+    upload_id: str
+    key: str
+    initiated: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    number: int
+    etag: str
+    size: int
+    last_modified: datetime

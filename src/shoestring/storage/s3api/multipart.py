@@ -1,0 +1,171 @@
+"""Multipart uploads over the S3 API: create, upload (or copy) parts, complete, abort, list."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shoestring.storage.bucket import Bucket
+from shoestring.storage.digests import Expected
+from shoestring.storage.objects import MAX_PARTS
+from shoestring.storage.s3api import xml
+from shoestring.storage.s3api.errors import S3Error
+from shoestring.storage.s3api.objects import (
+    _check_length,
+    copy_source,
+    key_of,
+    meta_from_headers,
+    parse_range,
+)
+from shoestring.storage.s3api.reply import Reply, xml_reply
+from shoestring.storage.s3api.request import S3Request
+
+if TYPE_CHECKING:
+    from shoestring.storage.s3api.app import S3Api
+
+
+def bucket_of(api: S3Api, request: S3Request) -> Bucket:
+    assert request.bucket is not None
+    return Bucket(api.storage, request.bucket)
+
+
+def _part_number(request: S3Request) -> int:
+    text = request.query.get("partNumber", "")
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PARTS:
+        raise S3Error("InvalidArgument", f"partNumber must be an integer from 1 to {MAX_PARTS}")
+    return int(text)
+
+
+async def CreateMultipartUpload(api: S3Api, request: S3Request) -> Reply:
+    key = key_of(request)
+    await request.discard_body()
+    upload = await bucket_of(api, request).create_upload(
+        key, meta_from_headers(request.headers, key)
+    )
+    return xml_reply(
+        xml.document(
+            "InitiateMultipartUploadResult",
+            xml.text("Bucket", request.bucket),
+            xml.text("Key", key),
+            xml.text("UploadId", upload.upload_id),
+        )
+    )
+
+
+async def UploadPart(api: S3Api, request: S3Request) -> Reply:
+    number = _part_number(request)
+    _check_length(api, request)
+    part = await bucket_of(api, request).upload_part(
+        key_of(request),
+        request.query["uploadId"],
+        number,
+        request.chunked_body(),
+        Expected.from_headers(request.headers),
+    )
+    return Reply().header("etag", part.etag)
+
+
+async def UploadPartCopy(api: S3Api, request: S3Request) -> Reply:
+    number = _part_number(request)
+    source_bucket, source_key = copy_source(request)
+    await request.discard_body()
+    part = await bucket_of(api, request).upload_part_copy(
+        key_of(request), request.query["uploadId"], number, source_bucket, source_key,
+        parse_range(request.headers.get("x-amz-copy-source-range")),
+    )  # fmt: skip
+    return xml_reply(
+        xml.document(
+            "CopyPartResult",
+            xml.text("LastModified", part.last_modified),
+            xml.text("ETag", part.etag),
+        )
+    )
+
+
+async def CompleteMultipartUpload(api: S3Api, request: S3Request) -> Reply:
+    parts = xml.parse_complete(await request.read_xml())
+    key = key_of(request)
+    info = await bucket_of(api, request).complete_upload(key, request.query["uploadId"], parts)
+    return xml_reply(
+        xml.document(
+            "CompleteMultipartUploadResult",
+            xml.text("Location", f"{api.storage.public_url()}/{request.bucket}/{key}"),
+            xml.text("Bucket", request.bucket),
+            xml.text("Key", key),
+            xml.text("ETag", info.etag),
+        )
+    )
+
+
+async def AbortMultipartUpload(api: S3Api, request: S3Request) -> Reply:
+    await bucket_of(api, request).abort_upload(key_of(request), request.query["uploadId"])
+    return Reply(204)
+
+
+async def ListParts(api: S3Api, request: S3Request) -> Reply:
+    key = key_of(request)
+    upload_id = request.query["uploadId"]
+    marker_text = request.query.get("part-number-marker", "0")
+    marker = int(marker_text) if marker_text.isdigit() else 0
+    parts = [
+        p for p in await bucket_of(api, request).list_parts(key, upload_id) if p.number > marker
+    ]
+    limit_text = request.query.get("max-parts", "1000")
+    limit = min(int(limit_text), 1000) if limit_text.isdigit() else 1000
+    page, truncated = parts[:limit], len(parts) > limit
+    return xml_reply(
+        xml.document(
+            "ListPartsResult",
+            xml.text("Bucket", request.bucket),
+            xml.text("Key", key),
+            xml.text("UploadId", upload_id),
+            xml.text("PartNumberMarker", marker),
+            xml.text("NextPartNumberMarker", page[-1].number) if truncated else "",
+            xml.text("MaxParts", limit),
+            xml.text("IsTruncated", truncated),
+            [
+                xml.node(
+                    "Part",
+                    xml.text("PartNumber", p.number),
+                    xml.text("LastModified", p.last_modified),
+                    xml.text("ETag", p.etag),
+                    xml.text("Size", p.size),
+                )
+                for p in page
+            ],
+        )
+    )
+
+
+async def ListMultipartUploads(api: S3Api, request: S3Request) -> Reply:
+    prefix = request.query.get("prefix", "")
+    uploads = await bucket_of(api, request).list_uploads(prefix)
+    return xml_reply(
+        xml.document(
+            "ListMultipartUploadsResult",
+            xml.text("Bucket", request.bucket),
+            xml.text("KeyMarker", ""),
+            xml.text("UploadIdMarker", ""),
+            xml.text("Prefix", prefix),
+            xml.text("MaxUploads", 1000),
+            xml.text("IsTruncated", False),
+            [
+                xml.node(
+                    "Upload",
+                    xml.text("Key", u.key),
+                    xml.text("UploadId", u.upload_id),
+                    xml.text("StorageClass", "STANDARD"),
+                    xml.text("Initiated", u.initiated),
+                )
+                for u in uploads
+            ],
+        )
+    )
+
+
+HANDLERS = {
+    name: globals()[name]
+    for name in (
+        "CreateMultipartUpload", "UploadPart", "UploadPartCopy", "CompleteMultipartUpload",
+        "AbortMultipartUpload", "ListParts", "ListMultipartUploads",
+    )
+}  # fmt: skip

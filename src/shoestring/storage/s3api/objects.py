@@ -1,0 +1,271 @@
+"""Object operations of the S3 API: put, get, head, delete (one or many), copy."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+from shoestring.storage.bucket import Bucket
+from shoestring.storage.digests import Expected
+from shoestring.storage.errors import StorageError
+from shoestring.storage.keys import check_bucket_name, check_key
+from shoestring.storage.objects import ObjectInfo, ObjectMeta, RangeRequest
+from shoestring.storage.s3api import xml
+from shoestring.storage.s3api.errors import S3Error
+from shoestring.storage.s3api.reply import Reply, http_date, object_headers, xml_reply
+from shoestring.storage.s3api.request import S3Request
+
+if TYPE_CHECKING:
+    from shoestring.storage.s3api.app import S3Api
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+RESPONSE_OVERRIDES = {
+    "response-content-type": "content-type",
+    "response-content-language": "content-language",
+    "response-expires": "expires",
+    "response-cache-control": "cache-control",
+    "response-content-disposition": "content-disposition",
+    "response-content-encoding": "content-encoding",
+}
+
+
+def bucket_of(api: S3Api, request: S3Request) -> Bucket:
+    assert request.bucket is not None
+    return Bucket(api.storage, request.bucket)
+
+
+def key_of(request: S3Request) -> str:
+    assert request.key is not None
+    return request.key
+
+
+def meta_from_headers(headers: Mapping[str, str], key: str) -> ObjectMeta:
+    from shoestring.storage.bucket import guess_type
+
+    return ObjectMeta(
+        content_type=headers.get("content-type") or guess_type(key),
+        metadata={
+            name.removeprefix("x-amz-meta-"): value
+            for name, value in headers.items()
+            if name.startswith("x-amz-meta-")
+        },
+        cache_control=headers.get("cache-control"),
+        content_disposition=headers.get("content-disposition"),
+        content_encoding=_content_encoding(headers.get("content-encoding")),
+    )
+
+
+def _content_encoding(value: str | None) -> str | None:
+    # aws-chunked is the upload's framing, not the object's encoding.
+    if value is None:
+        return None
+    kept = [v.strip() for v in value.split(",") if v.strip() and v.strip() != "aws-chunked"]
+    return ",".join(kept) or None
+
+
+def parse_range(header: str | None) -> RangeRequest | None:
+    """A single `bytes=` range; anything else is ignored, as RFC 9110 allows."""
+    if not header:
+        return None
+    match = _RANGE.match(header.strip())
+    if match is None or (not match[1] and not match[2]):
+        return None
+    first = int(match[1]) if match[1] else None
+    last = int(match[2]) if match[2] else None
+    if first is not None and last is not None and last < first:
+        return None
+    return RangeRequest(first, last)
+
+
+def _http_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    return any(tag.strip() in ("*", etag, etag.strip('"')) for tag in header.split(","))
+
+
+def check_conditions(headers: Mapping[str, str], info: ObjectInfo, *, prefix: str = "") -> int:
+    """0 if the request's conditions hold, else 304 or 412 (RFC 9110 §13.2.2 order)."""
+    if_match = headers.get(prefix + "if-match")
+    if if_match is not None:
+        if not _etag_matches(if_match, info.etag):
+            return 412
+    else:
+        since = _http_time(headers.get(prefix + "if-unmodified-since"))
+        if since is not None and info.last_modified > since:
+            return 412
+    if_none = headers.get(prefix + "if-none-match")
+    if if_none is not None:
+        if _etag_matches(if_none, info.etag):
+            return 304
+    else:
+        modified = _http_time(headers.get(prefix + "if-modified-since"))
+        if modified is not None and info.last_modified <= modified:
+            return 304
+    return 0
+
+
+async def GetObject(api: S3Api, request: S3Request) -> Reply:
+    if "versionId" in request.query and request.query["versionId"] != "null":
+        raise S3Error("NoSuchVersion", "the specified version does not exist")
+    stored = await bucket_of(api, request).get(
+        key_of(request), range=parse_range(request.headers.get("range"))
+    )
+    info = stored.info
+    failed = check_conditions(request.headers, info)
+    if failed:
+        await stored.body.close()
+        if failed == 412:
+            raise S3Error("PreconditionFailed", "at least one of the preconditions did not hold")
+        reply = Reply(304)
+        reply.header("etag", info.etag).header("last-modified", http_date(info))
+        return reply
+    reply = object_headers(info)
+    reply.stream = stored.body
+    if stored.range is not None:
+        reply.status = 206
+        reply.header("content-range", f"bytes {stored.range.start}-{stored.range.end}/{info.size}")
+        reply.length = stored.range.length
+    else:
+        reply.length = info.size
+    overrides = [(q, h) for q, h in RESPONSE_OVERRIDES.items() if q in request.query]
+    if overrides:
+        names = {h.encode() for _, h in overrides}
+        reply.headers = [(n, v) for n, v in reply.headers if n not in names]
+        for query_name, header in overrides:
+            reply.header(header, request.query[query_name])
+    return reply
+
+
+async def HeadObject(api: S3Api, request: S3Request) -> Reply:
+    # The same answer as GET without the body, ranges and conditions included.
+    return await GetObject(api, request)
+
+
+async def PutObject(api: S3Api, request: S3Request) -> Reply:
+    key = key_of(request)
+    _check_length(api, request)
+    info = await bucket_of(api, request).put_meta(
+        key,
+        request.chunked_body(),
+        meta_from_headers(request.headers, key),
+        expected=Expected.from_headers(request.headers),
+    )
+    reply = Reply().header("etag", info.etag)
+    return _echo_checksums(reply, request)
+
+
+def _echo_checksums(reply: Reply, request: S3Request) -> Reply:
+    for name, value in request.headers.items():
+        if name.startswith("x-amz-checksum-") and name != "x-amz-checksum-type":
+            reply.header(name, value)
+    return reply
+
+
+def _check_length(api: S3Api, request: S3Request) -> None:
+    declared = request.headers.get("x-amz-decoded-content-length") or request.headers.get(
+        "content-length"
+    )
+    if declared is not None:
+        if not declared.isdigit():
+            raise S3Error("InvalidArgument", "Content-Length must be a number")
+        if int(declared) > api.storage.settings.max_object_size:
+            raise S3Error(
+                "EntityTooLarge", "your proposed upload exceeds the maximum allowed object size"
+            )
+
+
+async def DeleteObject(api: S3Api, request: S3Request) -> Reply:
+    await bucket_of(api, request).delete(key_of(request))
+    return Reply(204)
+
+
+async def DeleteObjects(api: S3Api, request: S3Request) -> Reply:
+    body = await request.read_xml()
+    md5 = request.headers.get("content-md5")
+    if md5 is not None and base64.b64encode(hashlib.md5(body).digest()).decode() != md5:  # noqa: S324
+        raise S3Error("BadDigest", "the Content-MD5 you specified did not match what we received")
+    keys, quiet = xml.parse_delete(body)
+    bucket = bucket_of(api, request)
+    results = []
+    for key in keys:
+        try:
+            await bucket.delete(key)
+        except StorageError as exc:
+            error = S3Error.from_storage(exc)
+            results.append(
+                xml.node(
+                    "Error",
+                    xml.text("Key", key),
+                    xml.text("Code", error.code),
+                    xml.text("Message", error.message),
+                )
+            )
+            continue
+        if not quiet:
+            results.append(xml.node("Deleted", xml.text("Key", key)))
+    return xml_reply(xml.document("DeleteResult", results))
+
+
+def copy_source(request: S3Request) -> tuple[str, str]:
+    """The bucket and key named by x-amz-copy-source, checked for the caller's read access."""
+    source = unquote(request.headers["x-amz-copy-source"].split("?", 1)[0]).lstrip("/")
+    bucket, _, key = source.partition("/")
+    if not bucket or not key:
+        raise S3Error("InvalidArgument", "x-amz-copy-source must be BUCKET/KEY")
+    check_bucket_name(bucket)
+    check_key(key)
+    caller = request.caller.key
+    if caller is None or not caller.allows(bucket, write=False):
+        raise S3Error("AccessDenied", "Access Denied")
+    return bucket, key
+
+
+async def CopyObject(api: S3Api, request: S3Request) -> Reply:
+    source_bucket, source_key = copy_source(request)
+    await request.discard_body()
+    directive = request.headers.get("x-amz-metadata-directive", "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise S3Error("InvalidArgument", "x-amz-metadata-directive must be COPY or REPLACE")
+    key = key_of(request)
+    if (source_bucket, source_key) == (request.bucket, key) and directive == "COPY":
+        raise S3Error(
+            "InvalidRequest",
+            "this copy request is illegal because it is trying to copy an object to itself "
+            "without changing the object's metadata",
+        )
+    source_info = await Bucket(api.storage, source_bucket).head(source_key)
+    failed = check_conditions(request.headers, source_info, prefix="x-amz-copy-source-")
+    if failed:
+        raise S3Error("PreconditionFailed", "at least one of the preconditions did not hold")
+    meta = meta_from_headers(request.headers, key) if directive == "REPLACE" else None
+    info = await bucket_of(api, request).copy(
+        source_key, key, source_bucket=source_bucket, meta=meta
+    )
+    return xml_reply(
+        xml.document(
+            "CopyObjectResult",
+            xml.text("LastModified", info.last_modified),
+            xml.text("ETag", info.etag),
+        )
+    )
+
+
+HANDLERS = {
+    name: globals()[name]
+    for name in (
+        "GetObject", "HeadObject", "PutObject", "DeleteObject", "DeleteObjects", "CopyObject",
+    )
+}  # fmt: skip

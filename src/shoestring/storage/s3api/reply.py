@@ -1,0 +1,76 @@
+"""What an S3 handler answers, and how it goes out over ASGI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from email.utils import format_datetime
+
+from starlette.types import Send
+
+from shoestring.storage.objects import ObjectBody, ObjectInfo
+from shoestring.storage.s3api.xml import error_document
+
+Headers = list[tuple[bytes, bytes]]
+XML = (b"content-type", b"application/xml")
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int = 200
+    headers: Headers = field(default_factory=list)
+    body: bytes = b""
+    stream: ObjectBody | None = None
+    length: int | None = None  # Content-Length of a streamed or HEAD body
+    head: bool = False  # HEAD: headers as for GET, no body
+
+    def header(self, name: str, value: str) -> Reply:
+        self.headers.append((name.encode("latin-1"), value.encode("latin-1", "replace")))
+        return self
+
+    async def send(self, send: Send) -> None:
+        length = self.length if self.length is not None else len(self.body)
+        headers = [*self.headers, (b"content-length", str(length).encode())]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        if self.stream is not None and not self.head:
+            try:
+                async for chunk in self.stream:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            finally:
+                await self.stream.close()
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if self.stream is not None:
+            await self.stream.close()
+        await send({"type": "http.response.body", "body": b"" if self.head else self.body})
+
+
+def xml_reply(document: bytes, status: int = 200) -> Reply:
+    return Reply(status, [XML], document)
+
+
+def error_reply(code: str, message: str, status: int, resource: str, request_id: str) -> Reply:
+    return Reply(status, [XML], error_document(code, message, resource, request_id))
+
+
+def http_date(info: ObjectInfo) -> str:
+    return format_datetime(info.last_modified, usegmt=True)
+
+
+def object_headers(info: ObjectInfo) -> Reply:
+    """A Reply carrying the object's headers (no body yet)."""
+    reply = Reply()
+    meta = info.meta
+    reply.header("content-type", meta.content_type)
+    reply.header("etag", info.etag)
+    reply.header("last-modified", http_date(info))
+    reply.header("accept-ranges", "bytes")
+    for name, value in (
+        ("cache-control", meta.cache_control),
+        ("content-disposition", meta.content_disposition),
+        ("content-encoding", meta.content_encoding),
+    ):
+        if value:
+            reply.header(name, value)
+    for name, value in meta.metadata.items():
+        reply.header(f"x-amz-meta-{name}", value)
+    return reply

@@ -1,0 +1,115 @@
+"""Items to JSON and back, exactly; keys and indexed values to sortable text.
+
+Items are JSON documents plus two types JSON lacks, tagged so they come back
+as what went in: bytes as `{"$bytes": base64}` and datetime as
+`{"$datetime": iso-8601}`. A user's own dict key starting with `$` is escaped
+with a second `$`, so no document can be mistaken for a tag.
+
+Key and index values are encoded to text whose byte order is the value order
+on both SQLite (BINARY collation) and PostgreSQL (COLLATE "C"): numbers sort
+numerically and before strings, strings by code point.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import struct
+from datetime import datetime
+from typing import Any
+
+from shoestring.tables.errors import InvalidItem
+
+KeyValue = str | int | float
+MAX_ITEM_BYTES = 400 * 1024  # as DynamoDB: an item is a record, not a blob store
+MAX_SAFE_INT = 2**53
+
+
+def dumps(item: dict[str, Any]) -> str:
+    try:
+        text = json.dumps(
+            _encode(item, "item"), ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
+    except ValueError as exc:
+        raise InvalidItem(f"item is not storable: {exc}") from None
+    if len(text.encode()) > MAX_ITEM_BYTES:
+        raise InvalidItem(
+            f"item is {len(text.encode())} bytes; the limit is {MAX_ITEM_BYTES}. Keep large data in storage and its key here."
+        )
+    return text
+
+
+def loads(text: str) -> dict[str, Any]:
+    item = _decode(json.loads(text))
+    assert isinstance(item, dict)
+    return item
+
+
+def _encode(value: Any, path: str) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidItem(f"{path} is {value}: only finite numbers can be stored")
+        return value
+    if isinstance(value, dict):
+        encoded = {}
+        for key, child in value.items():
+            if not isinstance(key, str):
+                raise InvalidItem(f"{path} has key {key!r}: dict keys must be str")
+            encoded["$" + key if key.startswith("$") else key] = _encode(child, f"{path}.{key}")
+        return encoded
+    if isinstance(value, list | tuple):
+        return [_encode(child, f"{path}[{i}]") for i, child in enumerate(value)]
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, datetime):
+        return {"$datetime": value.isoformat()}
+    raise InvalidItem(
+        f"{path} is a {type(value).__name__}; items hold str, int, float, bool, None, "
+        "lists, dicts, bytes and datetime"
+    )
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_decode(child) for child in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1:
+        ((tag, payload),) = value.items()
+        if tag == "$bytes":
+            return base64.b64decode(payload)
+        if tag == "$datetime":
+            return datetime.fromisoformat(payload)
+    return {
+        (key[1:] if key.startswith("$") else key): _decode(child) for key, child in value.items()
+    }
+
+
+def sortable(value: Any, what: str) -> str:
+    """Encode a key or indexed value as text that sorts like the value."""
+    if isinstance(value, bool):
+        raise InvalidItem(f"{what} is a bool; keys and indexed values are str or numbers")
+    if isinstance(value, str):
+        return "s" + value
+    if isinstance(value, int | float):
+        if isinstance(value, int) and abs(value) > MAX_SAFE_INT:
+            raise InvalidItem(f"{what} = {value} is beyond ±2**53, where numbers lose precision")
+        number = float(value)
+        if not math.isfinite(number):
+            raise InvalidItem(f"{what} must be a finite number")
+        # IEEE-754 bits, sign-flipped so unsigned byte order is numeric order.
+        (bits,) = struct.unpack(">Q", struct.pack(">d", number + 0.0))
+        bits = bits ^ 0xFFFFFFFFFFFFFFFF if bits >> 63 else bits | (1 << 63)
+        return f"n{bits:016x}"
+    raise InvalidItem(
+        f"{what} is a {type(value).__name__}; keys and indexed values are str or numbers"
+    )
+
+
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """Bounds [low, high) of the encoded strings that start with `prefix`."""
+    low = sortable(prefix, "begins_with")
+    return low, low + "\U0010ffff"

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from shoestring import __version__
+from shoestring.cli import main
+
+runner = CliRunner()
+
+
+def test_version() -> None:
+    result = runner.invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+@pytest.mark.parametrize("command", ["new", "run", "dev", "config"])
+def test_every_command_documents_itself(command: str) -> None:
+    result = runner.invoke(main, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage:" in result.output
+    listed = runner.invoke(main, ["--help"]).output
+    assert command in listed
+
+
+def test_new_writes_a_skeleton_whose_own_tests_pass(tmp_path: Path) -> None:
+    result = runner.invoke(main, ["new", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    project = tmp_path / "demo"
+    for name in ("app.py", "shoestring.toml", "README.md", ".gitignore", "tests/test_app.py"):
+        assert (project / name).is_file(), name
+    assert 'App("demo")' in (project / "app.py").read_text()
+    assert "data/" in (project / ".gitignore").read_text()
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert "2 passed" in tests.stdout
+
+
+def test_new_refuses_a_non_empty_directory_and_bad_names(tmp_path: Path) -> None:
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    taken = runner.invoke(main, ["new", str(tmp_path / "taken")])
+    assert taken.exit_code == 1
+    assert "not empty" in taken.output
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
+    bad = runner.invoke(main, ["new", str(tmp_path / "9 lives")])
+    assert bad.exit_code == 1
+    assert "cannot be a project name" in bad.output
+
+
+def test_config_prints_resolved_settings_with_secrets_redacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "shoestring.toml").write_text("[server]\nport = 9300\n")
+    monkeypatch.setenv("SHOESTRING_SERVER__HOST", "0.0.0.0")
+    result = runner.invoke(main, ["config", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["server"]["port"] == 9300
+    assert data["server"]["host"] == "0.0.0.0"
+    assert data["data_dir"] == str(tmp_path.resolve() / "data")
+
+
+def test_redaction_hides_secret_values_and_url_passwords() -> None:
+    from pydantic import SecretStr
+
+    from shoestring.cli.config import _redact_value
+
+    assert _redact_value(SecretStr("hunter2")) == "********"
+    assert (
+        _redact_value("postgresql://app:s3cret@db.internal:5432/app")
+        == "postgresql://app:********@db.internal:5432/app"
+    )
+    assert _redact_value("smtp://relay.example:587") == "smtp://relay.example:587"
+
+
+def test_config_error_is_one_screen_without_traceback(tmp_path: Path) -> None:
+    (tmp_path / "shoestring.toml").write_text('[server]\nport = "eighty"\n')
+    result = runner.invoke(main, ["config", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "Configuration error" in result.output
+    assert "server.port" in result.output
+    assert "'eighty'" in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.splitlines()) <= 24
+
+
+def test_configuration_docs_are_generated_from_the_settings() -> None:
+    from shoestring.cli.config import reference_markdown
+
+    docs = Path(__file__).parents[2] / "docs" / "configuration.md"
+    assert docs.read_text() == reference_markdown(), (
+        "docs/configuration.md is stale: run `shoestring config --reference > docs/configuration.md`"
+    )
+
+
+def test_every_setting_has_a_description() -> None:
+    from pydantic import BaseModel
+
+    from shoestring.config import Settings
+
+    def walk(model: type[BaseModel], prefix: str) -> list[str]:
+        missing = []
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                missing += walk(annotation, f"{prefix}{name}.")
+            elif not field.description:
+                missing.append(prefix + name)
+        return missing
+
+    assert walk(Settings, "") == []

@@ -1,0 +1,198 @@
+"""Outbound mail against a real SMTP server on loopback, on both database backends."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import dkim as dkimpy
+import pytest
+
+from shoestring import App
+from shoestring.config import JobsSettings, MailSettings
+from shoestring.mail import InvalidMessage
+from shoestring.mail import dkim as our_dkim
+from tests.backends import make_app, running
+from tests.mail.conftest import Sink
+
+pytestmark = pytest.mark.anyio
+
+
+def mail_app(database_url: str, tmp_path: Path, transport: str, **mail: Any) -> App:
+    app = make_app(
+        database_url,
+        tmp_path,
+        jobs=JobsSettings(poll_interval=0.05),
+        mail=MailSettings(transport=transport, retry_backoff=0.05, **mail),
+    )
+    app.mail  # noqa: B018 - as App.running does before starting services
+    return app
+
+
+async def state_of(app: App, message_id: str) -> tuple[Any, ...]:
+    row = await app.db.fetchone(
+        "SELECT state, attempts, last_error, message, recipients FROM shoestring_outbox WHERE id = ?",
+        [message_id],
+    )
+    assert row is not None
+    return tuple(row)
+
+
+async def until_state(
+    app: App, message_id: str, *states: str, within: float = 10
+) -> tuple[Any, ...]:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        row = await state_of(app, message_id)
+        if row[0] in states:
+            return row
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"message stayed {row[0]}")
+
+
+async def test_delivered_with_a_valid_dkim_signature(
+    database_url: str, tmp_path: Path, sink: Sink
+) -> None:
+    key = our_dkim.key_path(tmp_path / "data", "example.org", "s1")
+    our_dkim.generate_key(key)
+    assert key.stat().st_mode & 0o777 == 0o600
+    app = mail_app(
+        database_url, tmp_path, sink.url, sender="App <noreply@example.org>",
+        dkim_domain="example.org", dkim_selector="s1",
+    )  # fmt: skip
+    async with running(app):
+        message_id = await app.mail.send(
+            to="Ada <ada@example.net>", subject="Ünïcode ✓", text="plain", html="<p>rich</p>",
+            attachments=[("notes.txt", b"attached")],
+        )  # fmt: skip
+        state, attempts, _, body, recipients = await until_state(app, message_id, "sent", "failed")
+    assert (state, attempts) == ("sent", 1)
+    assert body is None and recipients is None  # forgotten after delivery
+    (received,) = sink.received
+    assert received["from"] == "noreply@example.org" and received["to"] == ["ada@example.net"]
+    raw = received["data"]
+    record = our_dkim.public_key_record(key).encode()
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"s1._domainkey.example.org."
+        return record
+
+    assert dkimpy.verify(raw, dnsfunc=dns)
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["Subject"] == "Ünïcode ✓"
+    assert [part.get_filename() for part in parsed.iter_attachments()] == ["notes.txt"]
+
+
+async def test_a_451_is_retried_and_delivered_once(
+    database_url: str, tmp_path: Path, sink: Sink
+) -> None:
+    sink.replies = ["451 4.3.0 try again later"]
+    app = mail_app(database_url, tmp_path, sink.url)
+    async with running(app):
+        message_id = await app.mail.send(to="bob@example.net", subject="hi", text="x")
+        state, attempts, error, *_ = await until_state(app, message_id, "sent", "failed")
+    assert (state, attempts, error) == ("sent", 2, None) or (state, attempts) == ("sent", 2)
+    assert sink.attempts == 2 and len(sink.received) == 1
+
+
+async def test_a_550_stops_retries_and_keeps_the_reason(
+    database_url: str, tmp_path: Path, sink: Sink
+) -> None:
+    sink.replies = ["550 5.1.1 no such user"]
+    app = mail_app(database_url, tmp_path, sink.url)
+    async with running(app):
+        message_id = await app.mail.send(to="ghost@example.net", subject="hi", text="x")
+        state, attempts, error, *_ = await until_state(app, message_id, "failed", "sent")
+        await asyncio.sleep(0.3)
+    assert (state, attempts) == ("failed", 1)
+    assert error == "550 5.1.1 no such user"
+    assert sink.attempts == 1 and sink.received == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"subject": "hi\r\nBcc: victim@example.com"}, "line break"),
+        ({"to": "a@example.com\nBcc: victim@example.com"}, "line break"),
+        ({"to": "not an address"}, "not a valid address"),
+        ({"to": '"x@other"@example.com'}, "not a valid address"),
+        ({"headers": {"X-Note": "a\r\nBcc: v@example.com"}}, "line break"),
+        ({"headers": {"Bcc": "v@example.com"}}, "cannot be set"),
+        ({"text": None}, "text=, html="),
+    ],
+)
+async def test_unsafe_or_invalid_input_is_refused_and_nothing_queued(
+    database_url: str, tmp_path: Path, fields: dict[str, Any], message: str
+) -> None:
+    app = mail_app(database_url, tmp_path, "dev")
+    arguments: dict[str, Any] = {"to": "ok@example.com", "subject": "s", "text": "t", **fields}
+    async with running(app):
+        with pytest.raises(InvalidMessage, match=message):
+            await app.mail.send(**arguments)
+        assert await app.db.fetchall("SELECT id FROM shoestring_outbox") == []
+
+
+async def test_dev_transport_keeps_messages_and_sends_nothing(
+    database_url: str, tmp_path: Path, sink: Sink
+) -> None:
+    app = mail_app(database_url, tmp_path, "dev")
+    async with running(app):
+        message_id = await app.mail.send(to="ada@example.net", subject="confirm", text="code 123")
+        _, _, _, body, recipients = await until_state(app, message_id, "captured")
+        (entry,) = await app.mail.entries()
+    assert "code 123" in body and "ada@example.net" in recipients
+    assert entry.recipients == ["ada@example.net"] and entry.subject == "confirm"
+    assert sink.received == []
+
+
+async def test_suppressed_addresses_get_nothing(
+    database_url: str, tmp_path: Path, sink: Sink
+) -> None:
+    app = mail_app(database_url, tmp_path, sink.url)
+    async with running(app):
+        await app.mail.suppress("Bounced@Example.net", "hard bounce")
+        only = await app.mail.send(to="bounced@example.net", subject="s", text="t")
+        mixed = await app.mail.send(
+            to=["bounced@example.net", "fine@example.net"], subject="s", text="t"
+        )
+        assert (await until_state(app, only, "suppressed", "sent"))[0] == "suppressed"
+        assert (await until_state(app, mixed, "sent", "failed"))[0] == "sent"
+    assert [r["to"] for r in sink.received] == [["fine@example.net"]]
+
+
+async def test_templates_render_with_html_escaped(database_url: str, tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "confirm.subject").write_text("Your code, {{ name }}\n")
+    (templates / "confirm.txt").write_text("Code: {{ code }}")
+    (templates / "confirm.html").write_text("<p>{{ name }}: {{ code }}</p>")
+    app = mail_app(database_url, tmp_path, "dev", templates=str(templates))
+    async with running(app):
+        message_id = await app.mail.send_template(
+            "confirm", to="ada@example.net", name="<Ada>", code="123"
+        )
+        *_, body, _ = await until_state(app, message_id, "captured")
+    parsed = email.message_from_string(body, policy=email.policy.default)
+    assert parsed["Subject"] == "Your code, <Ada>"
+    html = parsed.get_body(("html",)).get_content()
+    assert "&lt;Ada&gt;: 123" in html
+
+
+async def test_recipients_never_reach_the_logs(
+    database_url: str, tmp_path: Path, sink: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sink.replies = ["451 busy"]
+    app = mail_app(database_url, tmp_path, sink.url)
+    async with running(app):
+        message_id = await app.mail.send(to="secret.person@example.net", subject="s", text="t")
+        await until_state(app, message_id, "sent")
+    # Our side only: "mail.log" is the receiving test server's own log.
+    ours = [r for r in caplog.records if not r.name.startswith("mail.log")]
+    assert any(r.name == "shoestring.mail" for r in ours)
+    assert not [r for r in ours if "secret.person" in r.getMessage() + str(r.__dict__)]

@@ -1,0 +1,103 @@
+"""Debian's caddy with the rendered config, in front of a real `shoestring run`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Server, free_port, run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def caddy_binary() -> str:
+    binary = shutil.which("caddy")
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("caddy is required under CI (apt-get install caddy)")
+        pytest.skip("caddy is not installed (apt-get install caddy)")
+    return binary
+
+
+@pytest.fixture
+def caddy(caddy_binary: str, tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(site_block: str) -> str:
+        port = free_port()
+        config = tmp_path / "Caddyfile"
+        config.write_text(
+            "{\n\tadmin off\n\tauto_https off\n"
+            f"\tstorage file_system {tmp_path / 'caddy'}\n}}\n"
+            + site_block.replace(":80 {", f":{port} {{", 1)
+        )
+        processes.append(
+            subprocess.Popen(
+                [caddy_binary, "run", "--config", str(config), "--adapter", "caddyfile"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "xdg")},
+            )
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(url + "/_health", timeout=1)
+                return url
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise AssertionError("caddy did not start")
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(10)
+
+
+def test_caddy_serves_files_and_the_app_the_same_way(
+    project: Path,
+    start: type[Server],
+    caddy: callable,
+    tmp_path: Path,  # type: ignore[valid-type]
+) -> None:
+    build = tmp_path / "build"
+    (build / "assets").mkdir(parents=True)
+    (build / "index.html").write_text("<title>shell</title>")
+    (build / "404.html").write_text("not here")
+    script = "console.log(1);" * 200
+    (build / "assets" / "app.3f2a9c1b.js").write_text(script)
+    (project / "app.py").write_text(
+        "from shoestring import App\n\napp = App('edge')\n\n\n"
+        "@app.route('/api/hello')\nasync def hello() -> dict[str, str]:\n    return {'from': 'app'}\n"
+    )
+    (project / "shoestring.toml").write_text("[sites.www]\nspa = true\n")
+    assert run_cli(project, "sites", "publish", "www", str(build)).returncode == 0
+    app = start(project)
+    app.wait_ready()
+    block = run_cli(project, "sites", "caddyfile", "--upstream", f"127.0.0.1:{app.port}")
+    assert block.returncode == 0, block.stderr
+    edge = caddy(block.stdout)
+
+    asset = httpx.get(edge + "/assets/app.3f2a9c1b.js", headers={"accept-encoding": "gzip"})
+    assert asset.headers["server"] == "Caddy"  # served from disk, not through the app
+    assert asset.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert asset.headers["content-encoding"] == "gzip"  # the sibling made at publish time
+    assert asset.text == script  # httpx undid the gzip
+
+    home = httpx.get(edge + "/")
+    assert "<title>shell</title>" in home.text and home.headers["cache-control"] == "no-cache"
+    assert httpx.get(edge + "/api/hello").json() == {"from": "app"}
+    assert httpx.get(edge + "/_health").json()["app"] == "edge"
+    deep = httpx.get(edge + "/settings/profile", headers={"accept": "text/html"})
+    assert deep.status_code == 200 and "<title>shell</title>" in deep.text
+    missing = httpx.get(edge + "/assets/app.00000000.js")
+    assert missing.status_code == 404 and missing.text == "not here"

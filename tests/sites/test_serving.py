@@ -1,0 +1,160 @@
+"""Static sites through the App: caching, ranges, encodings, SPA routing, traversal."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+from shoestring import App, Settings
+from shoestring.config import SiteSettings
+
+BIG = os.urandom(700 * 1024)
+
+
+def build(root: Path) -> Path:
+    (root / "assets").mkdir(parents=True)
+    (root / "index.html").write_text("<!doctype html><title>home</title><div id=app></div>")
+    (root / "404.html").write_text("<h1>not here</h1>")
+    (root / "assets" / "app.3f2a9c1b.js").write_text("console.log('app');" * 100)
+    (root / "assets" / "app.3f2a9c1b.js.gz").write_bytes(
+        gzip.compress((root / "assets" / "app.3f2a9c1b.js").read_bytes())
+    )
+    (root / "about").mkdir()
+    (root / "about" / "index.html").write_text("<p>about</p>")
+    (root / "video.bin").write_bytes(BIG)
+    return root
+
+
+@pytest.fixture
+def site_root(tmp_path: Path) -> Path:
+    (tmp_path / "secret.txt").write_text("TOP SECRET")
+    return build(tmp_path / "dist")
+
+
+def client_for(tmp_path: Path, root: Path, **site: object) -> TestClient:
+    app = App(
+        "sites",
+        settings=Settings(
+            data_dir=tmp_path / "data", sites={"www": SiteSettings(root=str(root), **site)}
+        ),  # type: ignore[arg-type]
+    )
+
+    @app.route("/api/ping")
+    async def ping() -> dict[str, bool]:
+        return {"pong": True}
+
+    return TestClient(app)
+
+
+@pytest.fixture
+def client(tmp_path: Path, site_root: Path) -> Iterator[TestClient]:
+    with client_for(tmp_path, site_root, spa=True) as client:
+        yield client
+
+
+def test_files_have_types_validators_and_cache_policy(client: TestClient) -> None:
+    home = client.get("/")
+    assert home.status_code == 200 and "<title>home</title>" in home.text
+    assert home.headers["content-type"] == "text/html; charset=utf-8"
+    assert home.headers["cache-control"] == "no-cache"
+    assert home.headers["etag"].startswith('"') and "last-modified" in home.headers
+    asset = client.get("/assets/app.3f2a9c1b.js", headers={"accept-encoding": "identity"})
+    assert asset.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert asset.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert client.get("/about/").text == "<p>about</p>"
+    assert client.get("/about").text == "<p>about</p>"
+
+
+def test_app_routes_win_over_a_site_at_the_root(client: TestClient) -> None:
+    assert client.get("/api/ping").json() == {"pong": True}
+    assert client.get("/_health").json()["status"] == "ok"
+
+
+def test_conditional_requests_get_304(client: TestClient) -> None:
+    first = client.get("/")
+    again = client.get("/", headers={"if-none-match": first.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    since = client.get("/", headers={"if-modified-since": first.headers["last-modified"]})
+    assert since.status_code == 304
+    stale = client.get("/", headers={"if-none-match": '"other"'})
+    assert stale.status_code == 200
+
+
+def test_ranges(client: TestClient) -> None:
+    part = client.get("/video.bin", headers={"range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == BIG[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(BIG)}"
+    tail = client.get("/video.bin", headers={"range": "bytes=-10"})
+    assert tail.content == BIG[-10:]
+    beyond = client.get("/video.bin", headers={"range": f"bytes={len(BIG)}-"})
+    assert beyond.status_code == 416
+    assert beyond.headers["content-range"] == f"bytes */{len(BIG)}"
+    whole = client.get("/video.bin")
+    assert whole.status_code == 200 and whole.content == BIG  # streamed, not cached in memory
+
+
+def test_precompressed_sibling_by_accept_encoding(client: TestClient) -> None:
+    zipped = client.get("/assets/app.3f2a9c1b.js", headers={"accept-encoding": "gzip, br"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert zipped.headers["vary"] == "Accept-Encoding"
+    assert zipped.text.startswith("console.log('app');")  # the client decompressed it
+    plain = client.get("/assets/app.3f2a9c1b.js", headers={"accept-encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+
+
+def test_spa_routes_get_index_but_missing_assets_get_a_real_404(client: TestClient) -> None:
+    deep = client.get("/settings/profile", headers={"accept": "text/html"})
+    assert deep.status_code == 200 and "<title>home</title>" in deep.text
+    for missing in ("/assets/app.00000000.js", "/logo.png", "/assets/gone.css"):
+        response = client.get(missing, headers={"accept": "text/html,*/*"})
+        assert response.status_code == 404, missing
+        assert "not here" in response.text
+
+
+def test_without_spa_unknown_paths_are_404(tmp_path: Path, site_root: Path) -> None:
+    with client_for(tmp_path, site_root) as client:
+        response = client.get("/settings/profile", headers={"accept": "text/html"})
+    assert response.status_code == 404 and "not here" in response.text
+
+
+def test_only_get_and_head(client: TestClient) -> None:
+    assert client.head("/").headers["content-length"] == str(len(client.get("/").content))
+    posted = client.post("/", content=b"x")
+    assert posted.status_code == 405 and posted.headers["allow"] == "GET, HEAD"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/../secret.txt", "/%2e%2e/secret.txt", "/..%2fsecret.txt", "/assets/../../secret.txt",
+     "/%00index.html", "/..\\secret.txt", "/assets/%2e%2e/%2e%2e/secret.txt"],
+)  # fmt: skip
+def test_traversal_attempts_find_nothing(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert "TOP SECRET" not in response.text
+    assert response.status_code in (200, 404)
+
+
+def test_symlinks_out_of_the_root_are_not_followed(tmp_path: Path, site_root: Path) -> None:
+    (site_root / "leak.txt").symlink_to(tmp_path / "secret.txt")
+    with client_for(tmp_path, site_root) as client:
+        response = client.get("/leak.txt")
+    assert response.status_code == 404 and "TOP SECRET" not in response.text
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    segments=st.lists(
+        st.sampled_from(["..", ".", "%2e%2e", "%2f", "secret.txt", "assets", "%00", "\\"]),
+        max_size=6,
+    )
+)
+def test_no_path_reaches_outside_the_root(client: TestClient, segments: list[str]) -> None:
+    response = client.get("/" + "/".join(segments))
+    assert "TOP SECRET" not in response.text

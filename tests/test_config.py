@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shoestring import ConfigError, load_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "shoestring.toml").write_text(text)
+    return tmp_path
+
+
+def test_defaults_work_without_a_file(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path, environ={})
+    assert settings.server.port == 8000
+    assert settings.server.host == "127.0.0.1"
+    assert settings.log.format == "json"
+    assert settings.data_dir == tmp_path.resolve() / "data"
+
+
+def test_file_values_are_used_and_data_dir_is_relative_to_the_project(tmp_path: Path) -> None:
+    write(tmp_path, 'data_dir = "var/state"\n[server]\nport = 9100\nworkers = 3\n')
+    settings = load_settings(tmp_path, environ={})
+    assert settings.server.port == 9100
+    assert settings.server.workers == 3
+    assert settings.data_dir == tmp_path.resolve() / "var/state"
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    write(tmp_path, "[server]\nport = 9100\n")
+    settings = load_settings(
+        tmp_path,
+        environ={
+            "SHOESTRING_SERVER__PORT": "9200",
+            "SHOESTRING_LOG__ACCESS_LOG": "false",
+            "SHOESTRING_DATA_DIR": "/srv/data",
+            "UNRELATED": "x",
+        },
+    )
+    assert settings.server.port == 9200
+    assert settings.log.access_log is False
+    assert settings.data_dir == Path("/srv/data")
+
+
+def test_bad_value_names_file_key_found_and_allowed(tmp_path: Path) -> None:
+    write(tmp_path, '[server]\nport = 99999\n[log]\nformat = "xml"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, environ={})
+    message = str(caught.value)
+    assert str(tmp_path / "shoestring.toml") in message
+    assert "`server.port` = 99999" in message
+    assert "less than or equal to 65535" in message
+    assert "`log.format` = 'xml'" in message
+    assert "'json' or 'console'" in message
+
+
+def test_unknown_key_lists_the_allowed_ones(tmp_path: Path) -> None:
+    write(tmp_path, "[server]\nprot = 1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, environ={})
+    assert "unknown key `server.prot`" in str(caught.value)
+    assert "host, port, workers" in str(caught.value)
+
+
+def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, environ={"SHOESTRING_SERVER__WORKERS": "lots"})
+    assert "environment variable SHOESTRING_SERVER__WORKERS" in str(caught.value)
+    assert "'lots'" in str(caught.value)
+
+
+def test_invalid_toml_names_the_line(tmp_path: Path) -> None:
+    write(tmp_path, "[server]\nport = \n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, environ={})
+    assert "not valid TOML" in str(caught.value)
+    assert "line 2" in str(caught.value)
+
+
+def test_app_spec_must_be_module_colon_attribute(tmp_path: Path) -> None:
+    write(tmp_path, '[project]\napp = "app.py"\n')
+    with pytest.raises(ConfigError, match=r"project\.app"):
+        load_settings(tmp_path, environ={})

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from starlette.testclient import TestClient
+
+from shoestring import App, Request, Settings
+from shoestring.logs import configure_logging
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    configure_logging("debug", "json", stream=stream)
+    yield stream
+    logging.getLogger().handlers.clear()
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_every_line_is_json_with_level_logger_and_extras(log_stream: io.StringIO) -> None:
+    logging.getLogger("myapp").warning("queue is %d deep", 7, extra={"queue": "mail"})
+    (line,) = lines(log_stream)
+    assert line["level"] == "warning"
+    assert line["logger"] == "myapp"
+    assert line["msg"] == "queue is 7 deep"
+    assert line["queue"] == "mail"
+    assert str(line["ts"]).endswith("Z")
+
+
+def test_app_log_lines_are_scrubbed_too(log_stream: io.StringIO) -> None:
+    logging.getLogger("myapp").info(
+        "signup from %s", "ada@example.org", extra={"user": {"email": "ada@example.org"}}
+    )
+    assert "ada@example.org" not in log_stream.getvalue()
+
+
+def test_exceptions_are_logged_scrubbed(log_stream: io.StringIO) -> None:
+    try:
+        raise KeyError("grace@example.com")
+    except KeyError:
+        logging.getLogger("myapp").exception("lookup failed")
+    (line,) = lines(log_stream)
+    assert "KeyError" in str(line["exc"])
+    assert "grace@example.com" not in log_stream.getvalue()
+
+
+def test_access_log_carries_request_id_and_no_personal_data(
+    log_stream: io.StringIO, settings: Settings
+) -> None:
+    app = App("logged", settings=settings)
+
+    @app.route("/register", methods=["POST"])
+    async def register(request: Request) -> dict[str, bool]:
+        body = await request.json()
+        logging.getLogger("logged").info("registering %s", body["email"])
+        return {"ok": True}
+
+    with TestClient(app) as client:
+        response = client.post(
+            "/register?email=ada%40example.org&token=t0ps3cret",
+            json={"email": "ada@example.org"},
+            headers={"Authorization": "Bearer abc.def.ghi", "Cookie": "sid=xyz789"},
+        )
+    text = log_stream.getvalue()
+    for secret in ("ada@example.org", "ada%40example.org", "t0ps3cret", "abc.def.ghi", "xyz789"):
+        assert secret not in text
+    access = [line for line in lines(log_stream) if line["logger"] == "shoestring.access"]
+    assert len(access) == 1
+    assert access[0]["status"] == 200
+    assert access[0]["method"] == "POST"
+    assert access[0]["request_id"] == response.headers["x-request-id"]
+    app_line = next(line for line in lines(log_stream) if line["logger"] == "logged")
+    assert app_line["request_id"] == response.headers["x-request-id"]
+
+
+def test_console_format_is_scrubbed(settings: Settings) -> None:
+    stream = io.StringIO()
+    configure_logging("info", "console", stream=stream)
+    try:
+        logging.getLogger("myapp").info("mail to bob@example.net", extra={"token": "abc"})
+    finally:
+        logging.getLogger().handlers.clear()
+    assert "bob@example.net" not in stream.getvalue()
+    assert "myapp: mail to [email]" in stream.getvalue()
+
+
+def test_access_lines_stay_valid_json_for_hostile_paths(
+    log_stream: io.StringIO, client: TestClient
+) -> None:
+    client.get('/a"b\\c/\u00fc?q="x"&e=ada@example.org')
+    (access,) = [line for line in lines(log_stream) if line["logger"] == "shoestring.access"]
+    assert str(access["path"]).startswith('/a"b\\c/\u00fc?q=')
+    assert str(access["path"]).endswith("&e=[email]")
+    assert access["msg"] == f"GET {access['path']} 404"
