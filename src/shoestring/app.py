@@ -147,7 +147,11 @@ class App:
         """The app's jobs and schedules."""
         from shoestring.jobs import Jobs
 
-        self.tables  # noqa: B018 - tables start first: jobs may be enqueued with their writes
+        if "jobs" not in self.services:
+            # Start before jobs, stop after them: jobs write tables (enqueued with
+            # their writes) and objects (storage triggers) until the worker stops.
+            self.tables  # noqa: B018
+            self.storage  # noqa: B018
         return self.services.require("jobs", lambda: Jobs(self))
 
     @property
@@ -343,7 +347,6 @@ class App:
         # Every app can send mail from any handler: its outbox and delivery job
         # must exist before the database migrates and the worker starts.
         self.mail  # noqa: B018
-        self.storage  # noqa: B018 - jobs may use it without HTTP, so it starts with the rest
         await self.services.start_all()
         try:
             for lifespan in lifespans:

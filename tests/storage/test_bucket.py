@@ -17,7 +17,6 @@ from shoestring.storage import (
     InvalidRange,
     NoSuchBucket,
     NoSuchKey,
-    ObjectEvent,
     RangeRequest,
 )
 from shoestring.storage.digests import Expected
@@ -166,34 +165,6 @@ def test_multipart_etag_is_s3s(backend_server: ServerThread) -> None:
 
     digests = hashlib.md5(first).digest() + hashlib.md5(second).digest()
     assert backend_server.call(scenario()) == f'"{hashlib.md5(digests).hexdigest()}-2"'
-
-
-def test_events_fire_after_commit(backend_server: ServerThread) -> None:
-    storage = backend_server.app.storage
-    bucket = storage.bucket("events")
-    seen: list[ObjectEvent] = []
-
-    @bucket.on_put("images/*")
-    async def on_image(event: ObjectEvent) -> None:
-        seen.append(event)
-
-    @bucket.on_delete()
-    async def on_delete(event: ObjectEvent) -> None:
-        seen.append(event)
-
-    async def scenario() -> None:
-        await bucket.create()
-        await bucket.put("images/a.png", b"png")
-        await bucket.put("docs/b.txt", b"txt")  # no hook for this pattern
-        await bucket.delete("images/a.png")
-        await asyncio.sleep(0.05)
-
-    backend_server.call(scenario())
-    assert [(e.name, e.key) for e in seen] == [
-        ("ObjectCreated:Put", "images/a.png"),
-        ("ObjectRemoved:Delete", "images/a.png"),
-    ]
-    assert seen[0].size == 3
 
 
 def test_presigned_urls_work_from_plain_http(backend_server: ServerThread) -> None:

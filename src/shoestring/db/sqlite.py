@@ -113,13 +113,15 @@ class SQLiteDatabase:
             writer = self._writer
             await self._on_writer_thread(writer.close)
             self._writer = None
-        for connection in self._reader_connections:
-            connection.close()
-        self._reader_connections.clear()
+        # Let reads still running (their callers may have been cancelled)
+        # finish before their connections close under them.
         for pool in (self._writer_pool, self._reader_pool):
             if pool is not None:
                 pool.shutdown(wait=True)
         self._writer_pool = self._reader_pool = None
+        for connection in self._reader_connections:
+            connection.close()
+        self._reader_connections.clear()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SQLiteTransaction]:

@@ -97,6 +97,14 @@ class Jobs:
             self.worker.wake.set()
         return job_id
 
+    async def make_due(self, job_id: str, args: tuple[Any, ...]) -> bool:
+        """Run a queued job now with new arguments; False if it has started or finished."""
+        if not await store.make_due(self._app.db.database, job_id, args):
+            return False
+        if self.worker is not None:
+            self.worker.wake.set()
+        return True
+
     # -- service ---------------------------------------------------------------
 
     async def start(self) -> None:

@@ -203,6 +203,16 @@ async def retry(database: Database, job_id: str) -> bool:
     )
 
 
+async def make_due(database: Database, job_id: str, args: tuple[Any, ...]) -> bool:
+    """Give a job that has not started new arguments and make it due now."""
+    payload = codec.dumps({"args": list(args), "kwargs": {}})
+    changed = await database.write(
+        "UPDATE shoestring_jobs SET args = ?, run_at = ? WHERE id = ? AND state = 'queued'",
+        [payload, time.time(), job_id],
+    )
+    return changed == 1
+
+
 async def cancel(database: Database, job_id: str) -> bool:
     """Cancel a job that has not started (a running one finishes its attempt)."""
     return (

@@ -5,7 +5,8 @@
     obj = await photos.get("originals/cat.jpg")
     async for item in photos.list(prefix="originals/"): ...
 
-Every write emits an ObjectEvent once it is committed (`@photos.on_put`).
+Every write delivers an ObjectEvent to the bucket's triggers once it is
+committed (`@photos.on_put`, durable jobs: see events.py).
 The S3 API (s3api/) is built on these same methods.
 """
 
@@ -14,12 +15,13 @@ from __future__ import annotations
 import builtins
 import mimetypes
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shoestring.storage.backend import Body
 from shoestring.storage.digests import Expected
-from shoestring.storage.events import EventHook, EventName, ObjectEvent
+from shoestring.storage.events import Delivery, EventHook, EventKind, EventName, ObjectEvent
 from shoestring.storage.keys import check_bucket_name, check_key
 from shoestring.storage.objects import (
     Access,
@@ -91,8 +93,9 @@ class Bucket:
         self, key: str, data: Body, meta: ObjectMeta, *, expected: Expected | None = None
     ) -> ObjectInfo:
         """`put` with the object's metadata given as one ObjectMeta."""
-        info = await self._backend.put(self.name, check_key(key), data, meta, expected)
-        self._emit("ObjectCreated:Put", info)
+        async with self._write("ObjectCreated:Put", key) as delivery:
+            info = await self._backend.put(self.name, check_key(key), data, meta, expected)
+            delivery.committed(_event("ObjectCreated:Put", self.name, info))
         return info
 
     async def get(self, key: str, *, range: RangeRequest | None = None) -> StoredObject:
@@ -121,11 +124,12 @@ class Bucket:
 
     async def delete(self, key: str) -> bool:
         """Delete the object at `key`; False if there was none."""
-        deleted = await self._backend.delete(self.name, check_key(key))
-        if deleted:
-            self.storage.events.emit(
-                ObjectEvent("ObjectRemoved:Delete", self.name, key, time=datetime.now(UTC))
-            )
+        async with self._write("ObjectRemoved:Delete", key) as delivery:
+            deleted = await self._backend.delete(self.name, check_key(key))
+            if deleted:
+                delivery.committed(
+                    ObjectEvent("ObjectRemoved:Delete", self.name, key, time=datetime.now(UTC))
+                )
         return deleted
 
     async def list(
@@ -170,10 +174,11 @@ class Bucket:
         `meta=None` keeps the source's content type and metadata.
         """
         source = check_bucket_name(source_bucket) if source_bucket else self.name
-        info = await self._backend.copy(
-            source, check_key(source_key), self.name, check_key(key), meta
-        )
-        self._emit("ObjectCreated:Copy", info)
+        async with self._write("ObjectCreated:Copy", key) as delivery:
+            info = await self._backend.copy(
+                source, check_key(source_key), self.name, check_key(key), meta
+            )
+            delivery.committed(_event("ObjectCreated:Copy", self.name, info))
         return info
 
     # -- presigned URLs ----------------------------------------------------
@@ -215,8 +220,10 @@ class Bucket:
     async def complete_upload(
         self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
     ) -> ObjectInfo:
-        info = await self._backend.complete_upload(self.name, check_key(key), upload_id, parts)
-        self._emit("ObjectCreated:CompleteMultipartUpload", info)
+        name: EventName = "ObjectCreated:CompleteMultipartUpload"
+        async with self._write(name, key) as delivery:
+            info = await self._backend.complete_upload(self.name, check_key(key), upload_id, parts)
+            delivery.committed(_event(name, self.name, info))
         return info
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
@@ -258,28 +265,33 @@ class Bucket:
 
     # -- events --------------------------------------------------------------
 
-    def on_put(self, pattern: str = "*") -> Callable[[EventHook], EventHook]:
-        """Call the decorated async function with an ObjectEvent after each write under `pattern`."""
+    def on_put(self, pattern: str = "*", **job_options: Any) -> Callable[[EventHook], EventHook]:
+        """Run the decorated async function, as a durable job, after each write under `pattern`.
 
+        It receives an ObjectEvent. `job_options` are `@app.job`'s (retries,
+        backoff, timeout, queue).
+        """
+        return self._on("put", pattern, job_options)
+
+    def on_delete(self, pattern: str = "*", **job_options: Any) -> Callable[[EventHook], EventHook]:
+        """Run the decorated async function, as a durable job, after each delete under `pattern`."""
+        return self._on("delete", pattern, job_options)
+
+    def _on(
+        self, kind: EventKind, pattern: str, job_options: dict[str, Any]
+    ) -> Callable[[EventHook], EventHook]:
         def decorator(hook: EventHook) -> EventHook:
-            self.storage.events.add(self.name, "put", pattern, hook)
+            self.storage.triggers.add(self.name, kind, pattern, hook, **job_options)
             return hook
 
         return decorator
 
-    def on_delete(self, pattern: str = "*") -> Callable[[EventHook], EventHook]:
-        """Call the decorated async function with an ObjectEvent after each delete under `pattern`."""
+    def _write(self, name: EventName, key: str) -> AbstractAsyncContextManager[Delivery]:
+        return self.storage.triggers.write(self.name, name, key)
 
-        def decorator(hook: EventHook) -> EventHook:
-            self.storage.events.add(self.name, "delete", pattern, hook)
-            return hook
 
-        return decorator
-
-    def _emit(self, name: EventName, info: ObjectInfo) -> None:
-        self.storage.events.emit(
-            ObjectEvent(name, self.name, info.key, info.size, info.etag, info.last_modified)
-        )
+def _event(name: EventName, bucket: str, info: ObjectInfo) -> ObjectEvent:
+    return ObjectEvent(name, bucket, info.key, info.size, info.etag, info.last_modified)
 
 
 def _expiry(expires: int) -> int:

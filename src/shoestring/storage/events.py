@@ -1,25 +1,36 @@
-"""Object events: what happened to which key, and the hooks that hear about it.
+"""Object events, and the triggers that hear about them as durable jobs.
 
-Every successful put, copy, completed multipart upload and delete emits an
-ObjectEvent after it is committed. `@bucket.on_put("images/*")` registers
-an async callback; each runs in a task of its own, so a slow or failing hook
-never delays or fails the write that caused it. The jobs service will make
-these deliveries durable (retried after a crash); today they are at most once.
+`@bucket.on_put("images/*")` makes the decorated function a job. A write
+whose key matches enqueues that job *before* it touches the backend, due only
+after INTENT_DELAY, and makes it due at once, carrying the event, when the
+write commits. If the process dies in between, the job still runs after the
+delay and asks the bucket what happened: the event is delivered if the write
+took effect and dropped if not. A write that fails cancels the job. So no
+committed write loses its event; delivery is at least once, like S3's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
-import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-log = logging.getLogger("shoestring.storage.events")
+from shoestring.jobs import store
+from shoestring.tables.table import current_transaction
+
+if TYPE_CHECKING:
+    from shoestring.app import App
+    from shoestring.jobs import Job
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Seconds before a trigger whose write never reported back checks for itself.
+# Longer than any write should take; a write that takes longer still delivers
+# (its event is queued afresh when it commits).
+INTENT_DELAY = 300.0
 
 EventKind = Literal["put", "delete"]
 # The S3 event names (as in S3 event notifications), for consumers that map them.
@@ -51,53 +62,101 @@ EventHook = Callable[[ObjectEvent], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
-class _Registration:
+class _Trigger:
     bucket: str
     kind: EventKind
     pattern: str
-    hook: EventHook
+    job: Job[[dict[str, Any]]]
 
 
-class EventHooks:
-    """Callbacks by bucket, event kind and key pattern (`*` matches across `/`)."""
+class Delivery:
+    """Handed to the code that writes: it reports what the write did."""
 
     def __init__(self) -> None:
-        self._registrations: list[_Registration] = []
-        self._running: set[asyncio.Task[None]] = set()
+        self.event: ObjectEvent | None = None
 
-    def add(self, bucket: str, kind: EventKind, pattern: str, hook: EventHook) -> None:
-        self._registrations.append(_Registration(bucket, kind, pattern, hook))
+    def committed(self, event: ObjectEvent) -> None:
+        self.event = event
 
-    def matching(self, event: ObjectEvent) -> list[EventHook]:
+
+class Triggers:
+    """Jobs by bucket, event kind and key pattern (`*` matches across `/`)."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+        self._triggers: list[_Trigger] = []
+
+    def add(
+        self, bucket: str, kind: EventKind, pattern: str, hook: EventHook, **job_options: Any
+    ) -> None:
+        async def deliver(event: dict[str, Any]) -> None:
+            resolved = await self._resolve(event) if "since" in event else ObjectEvent(**event)
+            if resolved is not None:
+                await hook(resolved)
+
+        name = f"storage.{bucket}.on_{kind}.{hook.__module__}.{hook.__qualname__}"
+        job = self._app.jobs.define(deliver, name=name, **job_options)
+        self._triggers.append(_Trigger(bucket, kind, pattern, job))
+
+    def matching(self, bucket: str, kind: EventKind, key: str) -> list[_Trigger]:
         return [
-            r.hook
-            for r in self._registrations
-            if r.bucket == event.bucket
-            and r.kind == event.kind
-            and fnmatch.fnmatchcase(event.key, r.pattern)
+            t
+            for t in self._triggers
+            if t.bucket == bucket and t.kind == kind and fnmatch.fnmatchcase(key, t.pattern)
         ]
 
-    def emit(self, event: ObjectEvent) -> None:
-        """Start every matching hook; return without waiting for them."""
-        for hook in self.matching(event):
-            task = asyncio.get_running_loop().create_task(self._call(hook, event))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-    async def _call(self, hook: EventHook, event: ObjectEvent) -> None:
-        try:
-            await hook(event)
-        except Exception:
-            # The key may be personal data: log the hook and the bucket, not the key.
-            name = getattr(hook, "__qualname__", repr(hook))
-            log.exception(
-                "storage event hook %s failed for %s in %s", name, event.name, event.bucket
-            )
-
-    async def drain(self, grace: float = 10.0) -> None:
-        """Wait for running hooks (at shutdown), cancelling those still running after `grace` seconds."""
-        if not self._running:
+    @asynccontextmanager
+    async def write(self, bucket: str, name: EventName, key: str) -> AsyncIterator[Delivery]:
+        """Wrap one write: intents before it, events after it (see the module docstring)."""
+        delivery = Delivery()
+        kind: EventKind = "delete" if name.startswith("ObjectRemoved") else "put"
+        triggers = self.matching(bucket, kind, key)
+        if not triggers:
+            yield delivery
             return
-        _, pending = await asyncio.wait(set(self._running), timeout=grace)
-        for task in pending:
-            task.cancel()
+        intent = {"name": name, "bucket": bucket, "key": key, "since": time.time()}
+        # The intents must not ride on (and roll back with) a tables transaction
+        # the caller has open: the object write they stand for does not.
+        outside = current_transaction.set(None)
+        try:
+            ids = [await t.job.enqueue(intent, delay=INTENT_DELAY) for t in triggers]
+            try:
+                yield delivery
+            except BaseException:
+                await self._cancel(ids)
+                raise
+            if delivery.event is None:  # nothing changed (a delete of an absent key)
+                await self._cancel(ids)
+                return
+            event = asdict(delivery.event)
+            for trigger, job_id in zip(triggers, ids, strict=True):
+                if not await self._app.jobs.make_due(job_id, (event,)):
+                    await trigger.job.enqueue(event)  # it ran early (a very slow write)
+        finally:
+            current_transaction.reset(outside)
+
+    async def _cancel(self, ids: list[str]) -> None:
+        for job_id in ids:
+            await store.cancel(self._app.db.database, job_id)
+
+    async def _resolve(self, intent: dict[str, Any]) -> ObjectEvent | None:
+        """The event of a write whose process died before it reported back, if it took effect."""
+        from shoestring.storage.errors import NoSuchKey
+
+        bucket = self._app.storage.bucket(intent["bucket"])
+        try:
+            info = await bucket.head(intent["key"])
+        except NoSuchKey:
+            if intent["name"] == "ObjectRemoved:Delete":
+                return ObjectEvent(
+                    intent["name"], bucket.name, intent["key"], time=datetime.now(UTC)
+                )
+            return None
+        # Last-Modified has whole seconds: an object from the intent's second counts.
+        if intent["name"] == "ObjectRemoved:Delete" or info.last_modified.timestamp() < int(
+            intent["since"]
+        ):
+            return None
+        return ObjectEvent(
+            intent["name"], bucket.name, info.key, info.size, info.etag, info.last_modified
+        )

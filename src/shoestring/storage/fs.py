@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -85,6 +86,7 @@ class FsBackend:
         self._data = root / "data"
         self._tmp = root / "tmp"
         self._writer: ThreadPoolExecutor | None = None
+        self._sweeping: asyncio.Future[int] | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -92,7 +94,7 @@ class FsBackend:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="storage-index")
         await asyncio.to_thread(self._prepare)
         await self._on_writer(self.index.open)
-        asyncio.get_running_loop().run_in_executor(None, self.sweep)
+        self._sweeping = asyncio.get_running_loop().run_in_executor(None, self.sweep)
 
     def _prepare(self) -> None:
         self._tmp.mkdir(parents=True, exist_ok=True)
@@ -102,6 +104,9 @@ class FsBackend:
         _fsync_dir(self.root)
 
     async def close(self) -> None:
+        if self._sweeping is not None:
+            await self._sweeping  # it reads the index and the data directory: let it finish
+            self._sweeping = None
         if self._writer is not None:
             await self._on_writer(self.index.close)
             self._writer.shutdown(wait=True)
@@ -121,7 +126,7 @@ class FsBackend:
                 if path.name not in referenced and path.stat().st_mtime < cutoff:
                     path.unlink(missing_ok=True)
                     removed += 1
-        except (OSError, RuntimeError) as exc:
+        except (OSError, RuntimeError, sqlite3.Error) as exc:
             log.warning("storage sweep stopped early: %s", exc)
         if removed:
             log.info("storage sweep removed %d unreferenced files", removed)

@@ -201,5 +201,17 @@ class Index:
             start, sql = rows[-1][0], _SCAN_AFTER
 
     def referenced_files(self) -> set[str]:
-        rows = self.read_all("SELECT file FROM objects UNION ALL SELECT file FROM parts")
+        """Every data file a row names, read on a connection of its own.
+
+        The sweep calls this from a worker thread while the event loop keeps
+        using the shared reader; one sqlite3 connection must not serve two
+        threads at once.
+        """
+        connection = connect(self.path)
+        try:
+            rows = connection.execute(
+                "SELECT file FROM objects UNION ALL SELECT file FROM parts"
+            ).fetchall()
+        finally:
+            connection.close()
         return {row[0] for row in rows}

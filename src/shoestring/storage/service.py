@@ -19,7 +19,7 @@ from shoestring.storage.backend import Backend
 from shoestring.storage.bucket import Bucket
 from shoestring.storage.credentials import MIGRATIONS, PRESIGN_KEY_ID, KeyStore
 from shoestring.storage.errors import BucketAlreadyExists, StorageError
-from shoestring.storage.events import EventHooks
+from shoestring.storage.events import Triggers
 from shoestring.storage.objects import BucketInfo
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ class Storage:
         self._backend: Backend | None = None
         self._declared: dict[str, bool] = {}
         self._api_mounted = False
-        self.events = EventHooks()
+        self.triggers = Triggers(app)
         app.db.add_migrations(MIGRATIONS)
         self._keys: KeyStore | None = None
 
@@ -155,7 +155,6 @@ class Storage:
                 pass
 
     async def stop(self) -> None:
-        await self.events.drain()
         if self._backend is not None:
             await self._backend.close()
 
