@@ -13,6 +13,7 @@ def test_public_api_is_exactly_what_is_documented() -> None:
         "JSONResponse",
         "MISSING",
         "Page",
+        "RateLimited",
         "RedirectResponse",
         "Request",
         "Response",
@@ -22,6 +23,7 @@ def test_public_api_is_exactly_what_is_documented() -> None:
         "Table",
         "__version__",
         "load_settings",
+        "read_json",
     ]
     for name in shoestring.__all__:
         assert hasattr(shoestring, name), name

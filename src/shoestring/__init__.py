@@ -9,6 +9,8 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from shoestring.app import App
 from shoestring.config import Settings, load_settings
 from shoestring.errors import AppLoadError, ConfigError, HTTPError, ShoestringError
+from shoestring.http.body import read_json
+from shoestring.limits import RateLimited
 from shoestring.services import Health, Service
 from shoestring.tables import MISSING, ConditionFailed, Page, Table
 
@@ -25,6 +27,7 @@ __all__ = [
     "Health",
     "JSONResponse",
     "Page",
+    "RateLimited",
     "RedirectResponse",
     "Request",
     "Response",
@@ -34,4 +37,5 @@ __all__ = [
     "Table",
     "__version__",
     "load_settings",
+    "read_json",
 ]

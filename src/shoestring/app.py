@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from shoestring.db import DatabaseService
     from shoestring.jobs import Job, Jobs
     from shoestring.mail import Mail
+    from shoestring.secrets import Secrets
     from shoestring.storage import Storage
     from shoestring.tables import Table, Tables
 
@@ -75,11 +76,16 @@ class App:
         self._shutdown: list[Hook] = []
         self._asgi: ASGIApp | None = None
         self._ready = False
+        self._dev_mailbox = False
         # The database is always there (and first to start): shoestring's own
         # state lives in it, and plain-SQL users reach for `app.db` in handlers.
         from shoestring.db import DatabaseService
 
         self.services.add(DatabaseService(self))
+        from shoestring.limits import RateLimits
+
+        self.limits = RateLimits(self)
+        """Rate limits shared by all processes: `await app.limits.hit(name, key, limit=, per=)`."""
 
     # -- configuration -----------------------------------------------------
 
@@ -153,6 +159,13 @@ class App:
             self.tables  # noqa: B018
             self.storage  # noqa: B018
         return self.services.require("jobs", lambda: Jobs(self))
+
+    @property
+    def secrets(self) -> Secrets:
+        """Values kept out of git and the database: `app.secrets.ensure("hmac-key")`."""
+        from shoestring.secrets import Secrets
+
+        return Secrets(self.settings.data_dir / "secrets")
 
     @property
     def mail(self) -> Mail:
@@ -311,6 +324,11 @@ class App:
             from shoestring.storage.service import serve_api
 
             serve_api(self)
+        if self.settings.mail.transport == "dev" and not self._dev_mailbox:
+            from shoestring.mail.devbox import serve_dev_mailbox
+
+            serve_dev_mailbox(self)
+            self._dev_mailbox = True
         routes: list[BaseRoute] = [
             Route(HEALTH_PATH, self._health, methods=["GET"]),
             Route(READY_PATH, self._readiness, methods=["GET"]),

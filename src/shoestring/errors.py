@@ -37,10 +37,18 @@ class HTTPError(ShoestringError):
     is for people and must not contain personal data.
     """
 
-    def __init__(self, status: int, message: str, *, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.status = status
         self.message = message
         self.code = code or _default_code(status)
+        self.headers = headers or {}
         super().__init__(f"{status} {self.code}: {message}")
 
 

@@ -20,7 +20,7 @@ def test_version() -> None:
     assert __version__ in result.output
 
 
-@pytest.mark.parametrize("command", ["new", "run", "dev", "config"])
+@pytest.mark.parametrize("command", ["new", "run", "dev", "config", "secrets"])
 def test_every_command_documents_itself(command: str) -> None:
     result = runner.invoke(main, [command, "--help"])
     assert result.exit_code == 0
@@ -46,6 +46,50 @@ def test_new_writes_a_skeleton_whose_own_tests_pass(tmp_path: Path) -> None:
     )
     assert tests.returncode == 0, tests.stdout + tests.stderr
     assert "2 passed" in tests.stdout
+
+
+def test_new_from_an_example_copies_the_whole_app_but_not_its_data(tmp_path: Path) -> None:
+    from tests.examples.conftest import EXAMPLES
+
+    leftover = EXAMPLES / "taptapmail" / "data"  # as if the example had been run in place
+    made = not leftover.exists()
+    leftover.mkdir(exist_ok=True)
+    try:
+        result = runner.invoke(main, ["new", "--template", "taptapmail", str(tmp_path / "notes")])
+    finally:
+        if made:
+            leftover.rmdir()
+    assert result.exit_code == 0, result.output
+    project = tmp_path / "notes"
+    copied = sorted(str(p.relative_to(project)) for p in project.rglob("*") if p.is_file())
+    expected = sorted(
+        str(p.relative_to(EXAMPLES / "taptapmail"))
+        for p in (EXAMPLES / "taptapmail").rglob("*")
+        if p.is_file() and "data" not in p.parts and "__pycache__" not in p.parts
+    )
+    assert copied == sorted([*expected, ".gitignore"])
+    assert (project / "app.py").read_bytes() == (EXAMPLES / "taptapmail" / "app.py").read_bytes()
+    assert "data/" in (project / ".gitignore").read_text()  # its secrets stay out of git
+    unknown = runner.invoke(main, ["new", "--template", "nope", str(tmp_path / "x")])
+    assert unknown.exit_code == 2 and "taptapmail" in unknown.output
+
+
+def test_secrets_are_set_from_stdin_listed_by_name_and_removed(tmp_path: Path) -> None:
+    from shoestring.secrets import Secrets
+
+    runner.invoke(main, ["new", str(tmp_path / "demo")])
+    project = ["--project", str(tmp_path / "demo")]
+    stored = runner.invoke(main, ["secrets", "set", "smtp-password", *project], input="hunter2\n")
+    assert stored.exit_code == 0, stored.output
+    assert "hunter2" not in stored.output
+    assert Secrets(tmp_path / "demo" / "data" / "secrets").get("smtp-password") == "hunter2"
+    listed = runner.invoke(main, ["secrets", "ls", *project])
+    assert listed.output.split() == ["smtp-password"]
+    assert runner.invoke(main, ["secrets", "rm", "smtp-password", *project]).exit_code == 0
+    again = runner.invoke(main, ["secrets", "rm", "smtp-password", *project])
+    assert again.exit_code == 1 and "no stored secret" in again.output
+    bad = runner.invoke(main, ["secrets", "set", "../x", *project], input="v")
+    assert bad.exit_code == 1 and "cannot be a secret name" in bad.output
 
 
 def test_new_refuses_a_non_empty_directory_and_bad_names(tmp_path: Path) -> None:

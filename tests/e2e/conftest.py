@@ -44,7 +44,9 @@ def free_port() -> int:
 class Server:
     """A `shoestring <command>` child process with its output in a file."""
 
-    def __init__(self, project: Path, *args: str, command: str = "run") -> None:
+    def __init__(
+        self, project: Path, *args: str, command: str = "run", env: dict[str, str] | None = None
+    ) -> None:
         self.project = project
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -55,7 +57,7 @@ class Server:
             [SHOESTRING, command, str(project), "--port", str(self.port), *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
 
     def wait_ready(self, path: str = "/_health", timeout: float = 15.0) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from tests.mail.conftest import sink  # noqa: F401 - a real SMTP server, for the examples that mail
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 

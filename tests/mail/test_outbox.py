@@ -196,3 +196,14 @@ async def test_recipients_never_reach_the_logs(
     ours = [r for r in caplog.records if not r.name.startswith("mail.log")]
     assert any(r.name == "shoestring.mail" for r in ours)
     assert not [r for r in ours if "secret.person" in r.getMessage() + str(r.__dict__)]
+
+
+async def test_an_unusable_from_address_stops_the_start_with_a_config_error(
+    tmp_path: Path,
+) -> None:
+    from shoestring import ConfigError
+
+    app = mail_app(f"sqlite:///{tmp_path / 'db'}", tmp_path, "dev", sender="me@box.localhost")
+    with pytest.raises(ConfigError, match=r"mail\.from = 'me@box\.localhost'.*special-use"):
+        async with running(app):
+            pass

@@ -15,6 +15,7 @@ from shoestring.cli.jobs import jobs_group, schedules_command
 from shoestring.cli.keys import keys_group
 from shoestring.cli.mail import mail_group
 from shoestring.cli.project import new_command
+from shoestring.cli.secrets import secrets_group
 from shoestring.cli.serve import dev_command, run_command
 from shoestring.cli.sites import sites_group
 from shoestring.cli.storage import storage_group
@@ -78,3 +79,4 @@ main.add_command(mail_group)
 main.add_command(storage_group)
 main.add_command(keys_group)
 main.add_command(sites_group)
+main.add_command(secrets_group)

@@ -27,7 +27,9 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPError)
-    return error_response(exc.status, exc.code, exc.message)
+    response = error_response(exc.status, exc.code, exc.message)
+    response.headers.update(exc.headers)
+    return response
 
 
 async def starlette_http_exception(request: Request, exc: Exception) -> Response:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 
 from shoestring.db.migrations import Migration
+from shoestring.errors import ConfigError
 from shoestring.jobs import store as job_store
 from shoestring.mail import dkim
 from shoestring.mail.errors import InvalidMessage, PermanentFailure, TemporaryFailure
@@ -310,7 +311,7 @@ class Mail:
     async def _finish(self, message_id: str, state: str, error: str | None) -> None:
         keep = self._app.settings.mail.keep_sent or self.transport.name == "dev"
         # Delivered or given up: drop what identifies people unless asked to keep it.
-        forget = "" if keep else ", message = NULL, recipients = NULL"
+        forget = "" if keep else ", message = NULL, recipients = NULL, subject = NULL"
         await self._app.db.database.write(
             "UPDATE shoestring_outbox SET state = ?, last_error = ?, sent_at = ?,"
             f" attempts = attempts + ?{forget} WHERE id = ?",
@@ -353,6 +354,12 @@ class Mail:
     async def start(self) -> None:
         self.transport  # noqa: B018 - a bad transport setting fails the start, not the first send
         settings = self._app.settings.mail
+        try:
+            parse_address(settings.sender, "from")
+        except InvalidMessage as exc:
+            raise ConfigError(
+                "the mail settings", [f"mail.from = {settings.sender!r}: {exc}"]
+            ) from None
         if settings.dkim_domain:
             key = dkim.key_path(
                 self._app.settings.data_dir, settings.dkim_domain, settings.dkim_selector

@@ -1,0 +1,193 @@
+"""taptapmail: send a note or a link to your own inbox from any device.
+
+    POST /register   {email, device_name}        mails a confirmation code
+    POST /confirm    {email, code}               -> {client_id}; the device keeps it
+    POST /send       {client_id, email, subject?, text | url}
+    POST /unregister {client_id, email}
+
+Private by design: the database holds a keyed hash (HMAC-SHA256) of each
+confirmed address and of each client id, never the address, the client id or
+a note. The key is a shoestring secret, outside the database. A send goes out
+only when the address hashes to the one confirmed for that client id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+import uuid
+from functools import cache
+from typing import Annotated
+from urllib.parse import quote, urlsplit
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, Field, model_validator
+
+from shoestring import App, ConditionFailed, HTTPError, JSONResponse, Request, read_json
+
+CODE_TTL = int(os.environ.get("TAPTAPMAIL_CODE_TTL", 15 * 60))  # seconds a code stays valid
+CODE_ATTEMPTS = 5  # wrong codes before it is void
+PUBLIC_URL = os.environ.get("TAPTAPMAIL_URL", "http://127.0.0.1:8000").rstrip("/")
+
+app = App("taptapmail")
+pending = app.table("pending", ttl="expires")  # id: HMAC(address) -> HMAC(code), attempts
+devices = app.table("devices")  # id: HMAC(client id) -> HMAC(address)
+
+
+# -- requests -------------------------------------------------------------------
+
+
+def normalized_address(value: str) -> str:
+    try:
+        address = validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError:
+        raise ValueError("not a valid email address") from None
+    return address.lower()
+
+
+Address = Annotated[str, Field(max_length=254), AfterValidator(normalized_address)]
+OneLine = Field(pattern=r"^[^\x00-\x1f\x7f]*$")  # no line breaks or control characters
+
+
+class Register(BaseModel):
+    email: Address
+    device_name: Annotated[str, OneLine, Field(min_length=1, max_length=64)]
+
+
+class Confirm(BaseModel):
+    email: Address
+    code: Annotated[str, Field(pattern=r"^\d{6}$")]
+
+
+class Unregister(BaseModel):
+    client_id: uuid.UUID
+    email: Address
+
+
+class Send(Unregister):
+    subject: Annotated[str, OneLine, Field(max_length=200)] | None = None
+    text: Annotated[str, Field(max_length=20_000)] | None = None
+    url: Annotated[str, Field(max_length=4_000)] | None = None
+
+    @model_validator(mode="after")
+    def text_or_url(self) -> Send:
+        if not (self.text or self.url):
+            raise ValueError("give text, url or both")
+        if self.url and urlsplit(self.url).scheme not in ("http", "https"):
+            raise ValueError("url must start with http:// or https://")
+        return self
+
+
+# -- keyed hashes -----------------------------------------------------------------
+
+
+@cache
+def hmac_key() -> bytes:
+    # Made on first use and kept in the data directory, or set in production
+    # with `shoestring secrets set taptapmail-hmac`. Losing it voids every registration.
+    return app.secrets.ensure("taptapmail-hmac").encode()
+
+
+def keyed(kind: str, value: str) -> str:
+    """HMAC-SHA256 of `value` with the app's secret; `kind` keeps codes, ids and addresses apart."""
+    return hmac.new(hmac_key(), f"{kind}\0{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+NOT_REGISTERED = HTTPError(
+    403, "This client id is not registered for that address.", code="not_registered"
+)
+
+
+async def registered_device(client_id: uuid.UUID, address: str) -> str:
+    """The device row's key; the same refusal whether the id is unknown or the address differs."""
+    device_key = keyed("client", str(client_id))
+    device = await devices.get(device_key)
+    if device is None or not hmac.compare_digest(device["address"], keyed("address", address)):
+        raise NOT_REGISTERED
+    return device_key
+
+
+# -- routes -----------------------------------------------------------------------
+
+
+@app.route("/register", methods=["POST"])
+async def register(request: Request) -> JSONResponse:
+    body = await read_json(request, Register)
+    address_key = keyed("address", body.email)
+    await app.limits.hit("register-ip", client_ip(request), limit=20, per=3600)
+    await app.limits.hit("register-address", address_key, limit=3, per=3600)
+    code = f"{secrets.randbelow(10**6):06d}"
+    async with app.tables.transaction():  # the code is stored if and only if its mail is queued
+        await pending.put(
+            {
+                "id": address_key,
+                "code": keyed("code", code),
+                "attempts": 0,
+                "expires": time.time() + CODE_TTL,
+            }
+        )
+        await app.mail.send_template(
+            "confirm",
+            to=body.email,
+            code=code,
+            device_name=body.device_name,
+            minutes=CODE_TTL // 60,
+            link=f"{PUBLIC_URL}/#confirm={code}&email={quote(body.email)}",
+        )
+    # The same answer for a new address and a registered one: no way to probe who uses us.
+    return JSONResponse({"status": "code_sent"}, status_code=202)
+
+
+@app.route("/confirm", methods=["POST"])
+async def confirm(request: Request) -> dict[str, str]:
+    body = await read_json(request, Confirm)
+    await app.limits.hit("confirm-ip", client_ip(request), limit=30, per=3600)
+    address_key = keyed("address", body.email)
+    invalid = HTTPError(
+        400, "The code is wrong or has expired; register again for a new one.", code="invalid_code"
+    )
+    try:
+        # Count the attempt first, atomically: parallel guesses cannot share one.
+        entry = await pending.update(
+            address_key,
+            increment={"attempts": 1},
+            condition=lambda item: item is not None and item["attempts"] < CODE_ATTEMPTS,
+        )
+    except ConditionFailed:
+        raise invalid from None
+    if not hmac.compare_digest(entry["code"], keyed("code", body.code)):
+        raise invalid
+    client_id = str(uuid.uuid4())
+    async with app.tables.transaction():
+        await pending.delete(address_key)
+        await devices.put({"id": keyed("client", client_id), "address": address_key})
+    return {"client_id": client_id}
+
+
+@app.route("/send", methods=["POST"])
+async def send(request: Request) -> JSONResponse:
+    body = await read_json(request, Send)
+    await app.limits.hit("send-ip", client_ip(request), limit=300, per=3600)
+    await registered_device(body.client_id, body.email)
+    await app.limits.hit("send-client", keyed("client", str(body.client_id)), limit=100, per=3600)
+    text = "\n\n".join(part for part in (body.text, body.url) if part)
+    first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    first_line = "".join(ch for ch in first_line if ch.isprintable())
+    subject = body.subject or first_line[:80] or "A note to self"
+    await app.mail.send(to=body.email, subject=subject, text=text)
+    return JSONResponse({"status": "queued"}, status_code=202)
+
+
+@app.route("/unregister", methods=["POST"])
+async def unregister(request: Request) -> dict[str, str]:
+    body = await read_json(request, Unregister)
+    await app.limits.hit("unregister-ip", client_ip(request), limit=30, per=3600)
+    await devices.delete(await registered_device(body.client_id, body.email))
+    return {"status": "unregistered"}

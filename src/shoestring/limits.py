@@ -1,0 +1,96 @@
+"""`app.limits`: rate limits shared by every process of the app, kept in its database.
+
+    await app.limits.hit("register-ip", request.client.host, limit=10, per=3600)
+
+`hit` counts one event for `key` under the limit `name` and raises
+RateLimited (an HTTP 429 with Retry-After when it reaches a handler) once
+there have been more than `limit` in the current window of `per` seconds.
+Refused events count too, so hammering stays refused until the window ends.
+
+Windows are fixed (they start at multiples of `per`): a client can get up to
+twice `limit` through around a window's boundary, never more. Keys are
+stored as keyed hashes (with the `rate-limits` secret), so IP addresses and
+email addresses used as keys never reach the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import time
+from typing import TYPE_CHECKING
+
+from shoestring.db.migrations import Migration
+from shoestring.errors import HTTPError
+
+if TYPE_CHECKING:
+    from shoestring.app import App
+
+MIGRATIONS = [
+    Migration(
+        "limits",
+        1,
+        [
+            "CREATE TABLE shoestring_rate_limits ("
+            " key TEXT PRIMARY KEY, window_start DOUBLE PRECISION NOT NULL,"
+            " hits INTEGER NOT NULL, expires_at DOUBLE PRECISION NOT NULL)",
+            "CREATE INDEX shoestring_rate_limits_expiry ON shoestring_rate_limits (expires_at)",
+        ],
+    )
+]
+
+PURGE_EVERY = 1000  # hits between removals of expired counters
+
+_HIT = (
+    "INSERT INTO shoestring_rate_limits (key, window_start, hits, expires_at) VALUES (?, ?, 1, ?)"
+    " ON CONFLICT (key) DO UPDATE SET"
+    " hits = CASE WHEN shoestring_rate_limits.window_start = excluded.window_start"
+    " THEN shoestring_rate_limits.hits + 1 ELSE 1 END,"
+    " window_start = excluded.window_start, expires_at = excluded.expires_at"
+    " RETURNING hits"
+)
+
+
+class RateLimited(HTTPError):
+    """More than the limit: answer 429 and say when to come back."""
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        seconds = max(1, math.ceil(retry_after))
+        super().__init__(
+            429,
+            f"Too many requests ({name}); try again in {seconds} s.",
+            code="rate_limited",
+            headers={"Retry-After": str(seconds)},
+        )
+        self.retry_after = seconds
+
+
+class RateLimits:
+    """Counters in `shoestring_rate_limits` (see the module docstring)."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+        app.db.add_migrations(MIGRATIONS)
+        self._hits = 0
+        self._secret: bytes | None = None
+
+    async def hit(self, name: str, key: str, *, limit: int, per: float) -> None:
+        """Count one event; RateLimited if `key` has had more than `limit` in this window."""
+        if limit < 1 or per <= 0:
+            raise ValueError("limit must be >= 1 and per > 0")
+        now = time.time()
+        window_start = now - now % per
+        if self._secret is None:
+            self._secret = self._app.secrets.ensure("rate-limits").encode()
+        digest = hmac.new(self._secret, f"{name}\0{key}".encode(), hashlib.sha256).hexdigest()[:40]
+        async with self._app.db.transaction() as tx:
+            row = await tx.fetchone(_HIT, [digest, window_start, window_start + per])
+        assert row is not None
+        self._hits += 1
+        if self._hits % PURGE_EVERY == 0:
+            await self._app.db.database.write(
+                "DELETE FROM shoestring_rate_limits WHERE expires_at < ?", [now]
+            )
+        if int(row[0]) > limit:
+            raise RateLimited(name, window_start + per - now)

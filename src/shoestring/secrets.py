@@ -1,0 +1,126 @@
+"""`app.secrets`: values the app needs that must never reach git or the database.
+
+    key = app.secrets.ensure("hmac-key")   # made (random) on first use, then kept
+    token = app.secrets.get("stripe-token")  # set by `shoestring secrets set stripe-token`
+
+A secret is read from, first found wins:
+
+1. the environment: `SHOESTRING_SECRET_<NAME>` (upper case, `-` as `_`);
+2. `<data_dir>/secrets/<name>`: a file only its owner can read (0600, in a
+   0700 directory), written by `shoestring secrets set` or by `ensure`.
+
+The data directory is outside git (the project's .gitignore says so) and
+outside the database, so a database dump or a leaked repository holds no
+secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets as random_source
+from pathlib import Path
+
+from shoestring.errors import ShoestringError
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class SecretError(ShoestringError):
+    """A secret is missing or its name is not allowed."""
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise SecretError(
+            f"{name!r} cannot be a secret name: use 1-64 lower-case letters, digits, '-' and '_'"
+        )
+    return name
+
+
+def environment_variable(name: str) -> str:
+    return "SHOESTRING_SECRET_" + name.upper().replace("-", "_")
+
+
+class Secrets:
+    """The secrets of one project (see the module docstring)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def get(self, name: str) -> str:
+        """The secret `name`; SecretError, saying how to set it, if it is not set."""
+        value = self.find(name)
+        if value is None:
+            raise SecretError(
+                f"secret {name!r} is not set: run `shoestring secrets set {name}` "
+                f"or set {environment_variable(name)}"
+            )
+        return value
+
+    def find(self, name: str) -> str | None:
+        """The secret `name`, or None if it is not set."""
+        from_environment = os.environ.get(environment_variable(check_name(name)))
+        if from_environment:
+            return from_environment
+        try:
+            return (self.directory / name).read_text("utf-8").strip() or None
+        except FileNotFoundError:
+            return None
+
+    def ensure(self, name: str, *, nbytes: int = 32) -> str:
+        """The secret `name`, made from `nbytes` random bytes the first time it is asked for.
+
+        Several processes may ask at once: the first file written wins and
+        every process reads that one.
+        """
+        value = self.find(name)
+        if value is not None:
+            return value
+        self._write(name, random_source.token_urlsafe(nbytes), replace=False)
+        return self.get(name)
+
+    def set(self, name: str, value: str) -> None:
+        """Store `value` as the secret `name`, replacing any earlier value."""
+        if not value.strip():
+            raise SecretError(f"secret {name!r} cannot be empty")
+        self._write(check_name(name), value.strip(), replace=True)
+
+    def delete(self, name: str) -> bool:
+        try:
+            (self.directory / check_name(name)).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def names(self) -> list[str]:
+        """Names of the secrets stored in the directory (the environment's are not listed)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p.name for p in self.directory.iterdir() if _NAME.match(p.name))
+
+    def _write(self, name: str, value: str, *, replace: bool) -> None:
+        """Write to a private temporary file, fsync, then link or rename it into place."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.directory, 0o700)
+        temporary = self.directory / f".{name}.{random_source.token_hex(8)}"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, value.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            if replace:
+                os.replace(temporary, self.directory / name)
+            else:
+                with contextlib.suppress(FileExistsError):  # another process was first
+                    os.link(temporary, self.directory / name)
+        finally:
+            temporary.unlink(missing_ok=True)
+        directory = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)

@@ -1,0 +1,59 @@
+"""app.limits: rate limits kept in the database, shared by every process."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from shoestring import App, RateLimited, Request
+from tests.backends import make_app, running
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_the_limit_holds_per_name_and_key(database_url: str, tmp_path: Path) -> None:
+    app = make_app(database_url, tmp_path)
+    async with running(app):
+        for _ in range(3):
+            await app.limits.hit("login", "ada@example.org", limit=3, per=60)
+        with pytest.raises(RateLimited) as refused:
+            await app.limits.hit("login", "ada@example.org", limit=3, per=60)
+        assert 1 <= refused.value.retry_after <= 60
+        # other keys and other limits count on their own
+        await app.limits.hit("login", "bob@example.org", limit=3, per=60)
+        await app.limits.hit("signup", "ada@example.org", limit=3, per=60)
+        # refused hits count too: hammering stays refused
+        with pytest.raises(RateLimited):
+            await app.limits.hit("login", "ada@example.org", limit=3, per=60)
+        rows = await app.db.database.fetchall("SELECT key, hits FROM shoestring_rate_limits")
+    assert sorted(hits for _, hits in rows) == [1, 1, 5]
+    assert not any("example.org" in key for key, _ in rows)  # keys are stored hashed
+
+
+async def test_a_new_window_starts_afresh(database_url: str, tmp_path: Path) -> None:
+    app = make_app(database_url, tmp_path)
+    async with running(app):
+        await app.limits.hit("tick", "k", limit=1, per=0.5)
+        with pytest.raises(RateLimited):
+            await app.limits.hit("tick", "k", limit=1, per=0.5)
+        await asyncio.sleep(0.6)
+        await app.limits.hit("tick", "k", limit=1, per=0.5)
+
+
+def test_a_handler_over_its_limit_answers_429_with_retry_after(app: App) -> None:
+    @app.route("/ping", methods=["POST"])
+    async def ping(request: Request) -> dict[str, bool]:
+        await app.limits.hit(
+            "ping", request.client.host if request.client else "", limit=2, per=3600
+        )
+        return {"ok": True}
+
+    with TestClient(app) as client:
+        assert [client.post("/ping").status_code for _ in range(2)] == [200, 200]
+        refused = client.post("/ping")
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert 0 < int(refused.headers["retry-after"]) <= 3600  # when this hour's window ends
