@@ -335,7 +335,7 @@ class App:
             *self._system_routes,
             *self._routes,
             # Sites last: a site at "/" serves what no route or mount claimed.
-            *site_routes(self.settings),
+            *site_routes(self.settings, buckets=lambda name: self.storage.bucket(name)),
         ]
         starlette = Starlette(
             routes=routes,

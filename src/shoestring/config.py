@@ -124,10 +124,14 @@ class MailSettings(Section):
     )
     transport: str = Field(
         "dev",
-        pattern=r"^(dev|smtps?://.+)$",
-        description="`dev` (nothing leaves the machine; see `shoestring mail ls`), `smtp://user:pass@host:587` (STARTTLS) or `smtps://user:pass@host:465`.",
+        pattern=r"^(dev|smtps?://.+|ses(://.*)?|direct)$",
+        description="`dev` (nothing leaves the machine; see `shoestring mail ls` and /_dev/mail), `smtp://user:pass@host:587` (STARTTLS), `smtps://user:pass@host:465`, `ses` or `ses://REGION` (Amazon SES), or `direct` (straight to each recipient's MX).",
     )
-    timeout: float = Field(30.0, gt=0, description="Seconds an SMTP conversation may take.")
+    timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds one delivery attempt (an SMTP conversation, an SES call) may take.",
+    )
     retries: int = Field(
         8,
         ge=0,
@@ -160,6 +164,14 @@ class SiteSettings(Section):
         "",
         description="Directory served as it is, relative to the project; empty: the releases `shoestring sites publish` made.",
     )
+    bucket: str = Field(
+        "",
+        description="Serve the releases `shoestring sites publish` uploads to this storage bucket (fs or s3 backend) instead of the data directory; not with `root`.",
+    )
+    prefix: str = Field(
+        "",
+        description="With `bucket`: key prefix of the site's releases and live pointer; empty means `NAME/`.",
+    )
     path: str = Field("/", pattern=r"^/", description="URL path the site is served under.")
     host: str = Field("", description="Serve only for this Host header (e.g. `www.example.com`).")
     spa: bool = Field(
@@ -170,6 +182,32 @@ class SiteSettings(Section):
     headers: dict[str, str] = Field(
         default_factory=dict, description="Extra response headers, e.g. a Content-Security-Policy."
     )
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Checked here rather than per field: the problems are about how the
+        # keys combine, and pydantic reports them at `sites.NAME`, naming the site.
+        from shoestring.storage.keys import check_bucket_name
+
+        if self.root and self.bucket:
+            raise ValueError(
+                f"`root` ({self.root!r}) and `bucket` ({self.bucket!r}) are both set: a site "
+                "serves a directory (`root`) or releases in a bucket (`bucket`), not both"
+            )
+        if self.prefix and not self.bucket:
+            raise ValueError("`prefix` is only used with `bucket`: set `bucket` or remove `prefix`")
+        if self.bucket:
+            try:
+                check_bucket_name(self.bucket)
+            except ValueError as exc:
+                raise ValueError(f"`bucket`: {exc}") from None
+        parts = self.prefix.removesuffix("/").split("/")
+        if self.prefix and (
+            self.prefix.startswith("/") or any(part in ("", ".", "..") for part in parts)
+        ):
+            raise ValueError(
+                f"`prefix` = {self.prefix!r} must be key segments like `sites/www/`: "
+                "no leading `/`, no empty, `.` or `..` segments"
+            )
 
 
 class StorageSettings(Section):

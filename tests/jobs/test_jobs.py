@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -235,3 +236,25 @@ async def test_concurrent_workers_run_each_job_once(database_url: str, tmp_path:
         await wait_for(lambda: _true(len(runs) >= 300), within=30)
         await asyncio.sleep(0.3)
     assert sorted(runs) == list(range(300))
+
+
+async def test_retry_later_postpones_without_spending_an_attempt(
+    database_url: str, tmp_path: Path
+) -> None:
+    from shoestring.jobs import RetryLater
+
+    app = jobs_app(database_url, tmp_path)
+    runs: list[float] = []
+
+    @app.job(retries=0)  # one attempt only: a postponement must not use it up
+    async def when_ready() -> None:
+        runs.append(time.monotonic())
+        if len(runs) < 3:
+            raise RetryLater(0.3, "not ready")
+
+    async with running(app):
+        job_id = await when_ready.enqueue()
+        await wait_for(lambda: _state_is(app, job_id, "succeeded"))
+        assert await state_of(app, job_id) == ("succeeded", 1, None)
+    assert len(runs) == 3
+    assert all(later - earlier >= 0.3 for earlier, later in itertools.pairwise(runs))

@@ -207,3 +207,27 @@ async def test_an_unusable_from_address_stops_the_start_with_a_config_error(
     with pytest.raises(ConfigError, match=r"mail\.from = 'me@box\.localhost'.*special-use"):
         async with running(app):
             pass
+
+
+async def test_a_recipient_over_the_rate_limit_waits_without_failing(
+    database_url: str, tmp_path: Path, sink: Sink
+) -> None:
+    app = mail_app(database_url, tmp_path, sink.url, rate_per_recipient_per_hour=1, retries=0)
+    async with running(app):
+        to_ada = [await app.mail.send(to="ada@example.org", subject=s, text=s) for s in "12"]
+        other = await app.mail.send(to="bob@example.org", subject="3", text="three")
+        await until_state(app, other, "sent")
+        deadline = time.monotonic() + 10
+        while sink.attempts < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+        states = {m: await state_of(app, m) for m in to_ada}
+        (held,) = [m for m in to_ada if states[m][0] != "sent"]  # whichever went second
+        job = await app.db.fetchone(
+            "SELECT state, attempts, run_at FROM shoestring_jobs WHERE idempotency_key = ?",
+            [f"mail:{held}"],
+        )
+    # queued for later (within the hour), not failed, and no attempt spent even with retries=0
+    assert states[held][:2] == ("queued", 0)
+    assert job is not None and job[:2] == ("queued", 0) and job[2] > time.time() + 60
+    assert sorted(m["to"][0] for m in sink.received) == ["ada@example.org", "bob@example.org"]

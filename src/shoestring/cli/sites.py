@@ -1,21 +1,34 @@
-"""`shoestring sites`: publish a build, list releases, roll back."""
+"""`shoestring sites`: publish a build, list releases, roll back.
+
+A site with `bucket` keeps its releases in object storage (bucket_releases.py);
+one without `root` or `bucket` keeps them under the data directory (publish.py).
+"""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 from rich.table import Table as RichTable
 
+from shoestring.app import App
+from shoestring.cli.keys import run_with_storage
 from shoestring.cli.project_app import project_option
-from shoestring.config import load_settings
+from shoestring.config import SiteSettings, load_settings
 from shoestring.errors import ShoestringError
 from shoestring.sites import caddy
 from shoestring.sites import publish as releases
+from shoestring.sites.bucket_releases import BucketLayout, BucketReleases
+
+T = TypeVar("T")
 
 
-def _published_site(project_dir: Path, name: str) -> Path:
+def _site(project_dir: Path, name: str) -> SiteSettings:
     settings = load_settings(project_dir)
     site = settings.sites.get(name)
     if site is None:
@@ -23,9 +36,51 @@ def _published_site(project_dir: Path, name: str) -> Path:
         raise ShoestringError(f"no [sites.{name}] in shoestring.toml (sites: {known})")
     if site.root:
         raise ShoestringError(
-            f"site {name} serves the directory {site.root} as it is; remove `root` to publish releases"
+            f"site {name} serves the directory {site.root} as it is; "
+            "remove `root` to publish releases (or set `bucket` to keep them in object storage)"
         )
-    return settings.data_dir
+    return site
+
+
+def _with_bucket_releases(
+    project_dir: Path,
+    name: str,
+    site: SiteSettings,
+    action: Callable[[BucketReleases], Awaitable[T]],
+) -> T:
+    def run(app: App) -> Awaitable[T]:
+        layout = BucketLayout.for_site(name, site.prefix)
+        return action(BucketReleases(app.storage.bucket(site.bucket), layout, site=name))
+
+    return run_with_storage(project_dir, run, open_backend=True)
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr, fed by BucketReleases.publish."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.bar = Progress(
+            "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+            TextColumn("{task.fields[files]} files"),
+            console=Console(stderr=True), disable=not sys.stderr.isatty(),
+        )  # fmt: skip
+        self.task: TaskID | None = None
+        self.files = 0
+        self.total = 0
+
+    def planned(self, files: int, size: int) -> None:
+        self.task = self.bar.add_task(self.label, total=size, files=f"0/{files}")
+        self.total = files
+        self.bar.start()
+
+    def uploaded(self, path: str, size: int) -> None:
+        if self.task is not None:
+            self.files += 1
+            self.bar.update(self.task, advance=size, files=f"{self.files}/{self.total}")
+
+    def stop(self) -> None:
+        self.bar.stop()
 
 
 @click.group("sites")
@@ -40,11 +95,21 @@ def sites_group() -> None:
 def sites_publish(project_dir: Path, name: str, build_dir: Path) -> None:
     """Publish BUILD_DIR (with its index.html) as the live release of site NAME.
 
-    The files are copied, text files get gzip siblings, and the site switches
-    to the new release in one step; the previous release stays for rollback.
+    The files are copied (or uploaded, for a site with `bucket`), text files
+    get gzip siblings, and the site switches to the new release in one step;
+    the previous release stays for rollback.
     """
-    data_dir = _published_site(project_dir, name)
-    release = releases.publish(data_dir, name, build_dir)
+    site = _site(project_dir, name)
+    if site.bucket:
+        progress = _ProgressBar(f"publish {name}")
+        try:
+            release = _with_bucket_releases(
+                project_dir, name, site, lambda bucket: bucket.publish(build_dir, progress=progress)
+            )
+        finally:
+            progress.stop()
+    else:
+        release = releases.publish(load_settings(project_dir).data_dir, name, build_dir)
     click.echo(f"site {name}: release {release} is live")
 
 
@@ -54,8 +119,13 @@ def sites_publish(project_dir: Path, name: str, build_dir: Path) -> None:
 @click.argument("release", required=False)
 def sites_rollback(project_dir: Path, name: str, release: str | None) -> None:
     """Make RELEASE (default: the one before the live one) live again."""
-    data_dir = _published_site(project_dir, name)
-    live = releases.rollback(data_dir, name, release)
+    site = _site(project_dir, name)
+    if site.bucket:
+        live = _with_bucket_releases(
+            project_dir, name, site, lambda bucket: bucket.rollback(release)
+        )
+    else:
+        live = releases.rollback(load_settings(project_dir).data_dir, name, release)
     click.echo(f"site {name}: release {live} is live")
 
 
@@ -64,10 +134,18 @@ def sites_rollback(project_dir: Path, name: str, release: str | None) -> None:
 @click.argument("name")
 def sites_ls(project_dir: Path, name: str) -> None:
     """List the releases of site NAME, marking the live one."""
-    data_dir = _published_site(project_dir, name)
-    live = releases.current_root(data_dir, name).name
+    site = _site(project_dir, name)
+    if site.bucket:
+
+        async def listing(bucket: BucketReleases) -> tuple[list[str], str | None]:
+            return await bucket.releases(), await bucket.live()
+
+        known, live = _with_bucket_releases(project_dir, name, site, listing)
+    else:
+        data_dir = load_settings(project_dir).data_dir
+        known, live = releases.releases(data_dir, name), releases.current_root(data_dir, name).name
     table = RichTable("release", "live")
-    for release in releases.releases(data_dir, name):
+    for release in known:
         table.add_row(release, "yes" if release == live else "")
     Console().print(table)
 

@@ -155,12 +155,12 @@ async def fail(
     return changed == 1
 
 
-async def release(database: Database, job: ClaimedJob, worker: str) -> None:
-    """Give an unfinished job back (at shutdown) without counting the attempt."""
+async def release(database: Database, job: ClaimedJob, worker: str, delay: float = 0.0) -> None:
+    """Give an unfinished job back, due in `delay` seconds, without counting the attempt."""
     await database.write(
         "UPDATE shoestring_jobs SET state = 'queued', attempts = attempts - 1, lease_until = NULL,"
         " run_at = ? WHERE id = ? AND worker = ? AND state = 'running' AND attempts = ?",
-        [time.time(), job.id, worker, job.attempts],
+        [time.time() + delay, job.id, worker, job.attempts],
     )
 
 

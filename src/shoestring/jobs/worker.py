@@ -19,6 +19,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from shoestring.jobs import store
+from shoestring.jobs.errors import RetryLater
 
 if TYPE_CHECKING:
     from shoestring.db.database import Database
@@ -134,6 +135,10 @@ class Worker:
             )
         except asyncio.CancelledError:
             raise
+        except RetryLater as exc:
+            await store.release(self.database, claimed, self.id, delay=exc.seconds)
+            log.info("job %s postponed: %s", job.name, exc, extra={"job_id": claimed.id})
+            return
         except Exception as exc:
             error = (
                 f"{type(exc).__name__}: {exc}"

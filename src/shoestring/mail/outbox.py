@@ -26,6 +26,7 @@ import jinja2
 
 from shoestring.db.migrations import Migration
 from shoestring.errors import ConfigError
+from shoestring.jobs import RetryLater
 from shoestring.jobs import store as job_store
 from shoestring.mail import dkim
 from shoestring.mail.errors import InvalidMessage, PermanentFailure, TemporaryFailure
@@ -70,6 +71,9 @@ class OutboxEntry:
     created_at: float
     sent_at: float | None
     message: str | None
+
+
+SHORT_WAIT = 1.0  # seconds a delivery waits for a rate limit in place; longer, it is postponed
 
 
 class RateLimiter:
@@ -300,8 +304,9 @@ class Mail:
             )
             if wait <= 0:
                 break
-            if wait > 60:
-                raise TemporaryFailure("per-recipient rate limit reached; retrying later")
+            if wait > SHORT_WAIT:
+                # Give the worker slot back rather than sleep in it; not a failed attempt.
+                raise RetryLater(wait, "mail rate limit reached")
             await asyncio.sleep(wait)
         now = time.monotonic()
         self._global_limit.record("*", now)

@@ -3,17 +3,21 @@
     dev                          nothing leaves the machine: messages stay in the outbox
     smtp://user:pass@host:587    a relay, STARTTLS when offered (required with credentials)
     smtps://user:pass@host:465   a relay over implicit TLS
+    ses, ses://REGION            Amazon SES (API v2), credentials from the AWS environment
+    direct                       straight to each recipient domain's MX, STARTTLS, MTA-STS
 
 Every transport reports failures as TemporaryFailure (retry later) or
-PermanentFailure (a 5xx: give up and keep the reason).
+PermanentFailure (a 5xx: give up and keep the reason). Failure reasons are
+stored and logged, so they never carry addresses (see `without_addresses`).
 """
 
 from __future__ import annotations
 
+import re
 import ssl
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 
@@ -25,6 +29,17 @@ class Transport(Protocol):
     def name(self) -> str: ...
 
     async def send(self, sender: str, recipients: list[str], raw: bytes) -> None: ...
+
+
+# Loose on purpose: it only has to find what a server may echo back in a reply
+# ("550 5.1.1 <ada@example.net>: user unknown"), not validate anything.
+_ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*")
+
+
+def without_addresses(text: str, *, keep: str | None = None) -> str:
+    """`text` with every email address but `keep` (the sender) replaced by `<address>`."""
+    kept = keep.lower() if keep else None
+    return _ADDRESS.sub(lambda match: match[0] if match[0].lower() == kept else "<address>", text)
 
 
 class DevTransport:
@@ -64,12 +79,12 @@ class SMTPTransport:
             refused, _ = await client.sendmail(sender, recipients, raw)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [error.code for error in exc.recipients]
-            reason = "; ".join(f"{e.code} {e.message}" for e in exc.recipients)
+            reason = without_addresses("; ".join(f"{e.code} {e.message}" for e in exc.recipients))
             if all(500 <= code < 600 for code in codes):
                 raise PermanentFailure(reason) from None
             raise TemporaryFailure(reason) from None
         except aiosmtplib.SMTPResponseException as exc:
-            reason = f"{exc.code} {exc.message}"
+            reason = without_addresses(f"{exc.code} {exc.message}", keep=sender)
             if 500 <= exc.code < 600:
                 raise PermanentFailure(reason) from None
             raise TemporaryFailure(reason) from None
@@ -84,11 +99,12 @@ class SMTPTransport:
         if refused:
             # Some recipients were accepted: the message is delivered to them;
             # the refusals are reported, not retried, so nobody gets it twice.
-            reason = "; ".join(f"{code} {message}" for code, message in refused.values())
+            reason = without_addresses("; ".join(f"{c} {m}" for c, m in refused.values()))
             raise PermanentFailure(f"some recipients refused: {reason}")
 
 
 def open_transport(spec: str, *, timeout: float = 30.0) -> Transport:
+    """The transport `mail.transport` names; MailError says what a valid setting looks like."""
     if spec == "dev":
         return DevTransport()
     parts = urlsplit(spec)
@@ -101,6 +117,23 @@ def open_transport(spec: str, *, timeout: float = 30.0) -> Transport:
             implicit_tls=parts.scheme == "smtps",
             timeout=timeout,
         )
+    # Imported here: those modules import this one, and boto3 alone adds ~150 ms
+    # to every start that does not use SES.
+    if spec == "ses" or parts.scheme == "ses":
+        from shoestring.mail.ses import SESTransport
+
+        query = parse_qs(parts.query)
+        if set(query) - {"endpoint"} or len(query.get("endpoint", [])) > 1:
+            raise MailError(
+                "mail.transport `ses://REGION` takes one optional parameter: `?endpoint=URL`"
+            )
+        endpoint = query["endpoint"][0] if "endpoint" in query else None
+        return SESTransport(region=parts.hostname, endpoint_url=endpoint, timeout=timeout)
+    if spec == "direct":
+        from shoestring.mail.direct import DirectTransport
+
+        return DirectTransport(timeout=timeout)
     raise MailError(
-        "mail.transport must be `dev`, `smtp://user:pass@host:port` or `smtps://user:pass@host:port`"
+        "mail.transport must be `dev`, `smtp://user:pass@host:port`,"
+        " `smtps://user:pass@host:port`, `ses`, `ses://REGION` or `direct`"
     )

@@ -4,6 +4,8 @@ Caddy (Debian's package) terminates TLS and serves published files itself,
 with the same rules as SiteApp: immutable caching for fingerprinted assets,
 `no-cache` for the rest, precompressed siblings, SPA routes to index.html, a
 real 404 for missing assets. Everything a site does not serve goes to the app.
+Sites kept in a storage bucket (`bucket`) have no files on disk: Caddy
+passes all of their requests to the app, which serves them from its cache.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def render(settings: Settings, *, address: str, upstream: str) -> str:
     """
     lines = [f"{address} {{", "\thandle /_* {", f"\t\treverse_proxy {upstream}", "\t}"]
     for name, site in settings.sites.items():
+        if site.bucket:
+            continue  # answered by the app, through the catch-all below
         prefix = site.path.rstrip("/")
         indent = "\t"
         if site.host:

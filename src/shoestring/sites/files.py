@@ -1,22 +1,26 @@
 """What a site serves for a URL path: the file, its headers, and how to cache it.
 
-Resolution never leaves the site's root: the URL path is decoded, split on
-`/`, and any segment that is empty-after-normalising, `.`, `..`, or holds a
-NUL or a backslash makes the path unservable (404), before the filesystem is
-touched. Symlinks inside a root may not point outside it.
+A site's files come from a `SiteSource`: a directory (directory.py) or the
+live release in a storage bucket (bucket_source.py). Per request, SiteApp
+asks the source for the live release once (`current()`) and answers wholly
+from it; everything about HTTP (validators, ranges, encodings, SPA routing)
+lives in SiteApp, so both kinds of site behave the same.
+
+URL paths are split by `safe_parts` before any source sees them: a segment
+that is `..`, or holds a NUL or a backslash, makes the path unservable
+(404), so a lookup can only name something below the site's root or prefix.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import mimetypes
-import os
 import re
-import stat
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from email.utils import formatdate
-from pathlib import Path
+from typing import Protocol
+
+from shoestring.errors import ShoestringError
 
 # Bodies up to this size are kept in memory after their first read (within
 # MAX_CACHED_BYTES per site): a 1 MiB file streamed through worker threads
@@ -31,6 +35,8 @@ _FINGERPRINT = re.compile(
 )
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
+# Precompressed siblings a site may hold beside a file, in order of preference.
+SIBLINGS = (("br", ".br"), ("gzip", ".gz"))
 
 mimetypes.add_type("application/javascript", ".mjs")
 mimetypes.add_type("image/webp", ".webp")
@@ -38,21 +44,85 @@ mimetypes.add_type("font/woff2", ".woff2")
 mimetypes.add_type("application/manifest+json", ".webmanifest")
 
 
+class SiteUnavailable(ShoestringError):
+    """The site's files cannot be read right now (its storage failed); answered with 503."""
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One stored form of a file: the file itself, or a precompressed sibling."""
+
+    location: str  # where its source reads it: a file path, or an object key
+    size: int
+    encoding: str | None = None  # `br`, `gzip`; None for the file itself
+    body: bytes | None = None  # in memory when small
+
+
 @dataclass(frozen=True, slots=True)
 class StaticFile:
-    path: Path
-    size: int
+    plain: Variant
     mtime_ns: int
     etag: str
     last_modified: str
     content_type: str
     cache_control: str
-    encodings: tuple[tuple[str, Path, int], ...]  # precompressed siblings: (encoding, path, size)
-    body: bytes | None  # in memory when small
+    encodings: tuple[Variant, ...]  # precompressed siblings, in order of preference
     headers: tuple[tuple[bytes, bytes], ...] = ()  # computed once: they go out with every response
 
-    def matches(self, info: os.stat_result) -> bool:
-        return info.st_mtime_ns == self.mtime_ns and info.st_size == self.size
+    @property
+    def size(self) -> int:
+        return self.plain.size
+
+
+class SiteFiles(Protocol):
+    """One release of a site, as SiteApp reads it during a request."""
+
+    async def lookup(self, parts: list[str]) -> StaticFile | None:
+        """The file at `parts` (from `safe_parts`), a directory's index.html, or None."""
+        ...
+
+    async def open(self, variant: Variant, start: int, length: int) -> AsyncGenerator[bytes, None]:
+        """`length` bytes of `variant` from `start`, in chunks; FileGone if it vanished."""
+        ...
+
+
+class SiteSource(Protocol):
+    """Where a site's files come from: a directory, or the live release in a bucket."""
+
+    async def current(self) -> SiteFiles | None:
+        """The live release (None before the first publish); raises SiteUnavailable."""
+        ...
+
+
+class FileGone(ShoestringError):
+    """A file listed in the release could not be opened any more; answered with 404."""
+
+
+def describe(
+    name: str, *, plain: Variant, encodings: tuple[Variant, ...], etag: str, mtime_ns: int
+) -> StaticFile:
+    """A file's validators, type and cache policy, and the headers every answer carries."""
+    cache = IMMUTABLE if is_fingerprinted(name) else REVALIDATE
+    last_modified = formatdate(mtime_ns / 1_000_000_000, usegmt=True)
+    kind = content_type(name)
+    headers = (
+        (b"content-type", kind.encode()),
+        (b"etag", etag.encode()),
+        (b"last-modified", last_modified.encode()),
+        (b"cache-control", cache.encode()),
+        (b"accept-ranges", b"bytes"),
+        *([(b"vary", b"Accept-Encoding")] if encodings else []),
+    )
+    return StaticFile(
+        plain=plain,
+        mtime_ns=mtime_ns,
+        etag=etag,
+        last_modified=last_modified,
+        content_type=kind,
+        cache_control=cache,
+        encodings=encodings,
+        headers=headers,
+    )
 
 
 def safe_parts(url_path: str) -> list[str] | None:
@@ -77,86 +147,3 @@ def content_type(name: str) -> str:
     if guessed.startswith("text/") or guessed in ("application/javascript", "application/json"):
         return f"{guessed}; charset=utf-8"
     return guessed
-
-
-def load(path: Path, info: os.stat_result) -> StaticFile:
-    """Read a regular file's metadata (and small body) once; ETag is its content hash."""
-    digest = hashlib.blake2b(digest_size=12)
-    body = None
-    with path.open("rb") as file:
-        if info.st_size <= SMALL_FILE:
-            body = file.read()
-            digest.update(body)
-        else:
-            for chunk in iter(lambda: file.read(1024 * 1024), b""):
-                digest.update(chunk)
-    encodings = []
-    for encoding, suffix in (("br", ".br"), ("gzip", ".gz")):
-        sibling = path.with_name(path.name + suffix)
-        try:
-            sibling_info = sibling.stat()
-        except OSError:
-            continue
-        if stat.S_ISREG(sibling_info.st_mode) and sibling_info.st_mtime_ns >= info.st_mtime_ns:
-            encodings.append((encoding, sibling, sibling_info.st_size))
-    name = path.name
-    cache = IMMUTABLE if is_fingerprinted(name) else REVALIDATE
-    etag = f'"{digest.hexdigest()}"'
-    last_modified = formatdate(info.st_mtime, usegmt=True)
-    headers = (
-        (b"content-type", content_type(name).encode()),
-        (b"etag", etag.encode()),
-        (b"last-modified", last_modified.encode()),
-        (b"cache-control", cache.encode()),
-        (b"accept-ranges", b"bytes"),
-        *([(b"vary", b"Accept-Encoding")] if encodings else []),
-    )
-    return StaticFile(
-        path=path,
-        size=info.st_size,
-        mtime_ns=info.st_mtime_ns,
-        etag=etag,
-        last_modified=last_modified,
-        content_type=content_type(name),
-        cache_control=cache,
-        encodings=tuple(encodings),
-        body=body,
-        headers=headers,
-    )
-
-
-class FileIndex:
-    """Metadata (and small bodies) of a root's files, revalidated by one stat(2) each."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root.resolve()
-        self._files: dict[str, StaticFile] = {}
-        self._cached_bytes = 0
-
-    def lookup(self, parts: list[str]) -> StaticFile | None:
-        key = "/".join(parts)
-        candidate = self.root.joinpath(*parts) if parts else self.root
-        try:
-            info = candidate.stat()
-        except (OSError, ValueError):
-            return None
-        if stat.S_ISDIR(info.st_mode):
-            return self.lookup([*parts, "index.html"])
-        if not stat.S_ISREG(info.st_mode):
-            return None
-        known = self._files.get(key)
-        if known is not None and known.matches(info):
-            return known
-        if not candidate.resolve().is_relative_to(self.root):
-            return None  # a symlink pointing out of the root
-        try:
-            loaded = load(candidate, info)
-        except OSError:
-            return None
-        if loaded.body is not None:
-            if self._cached_bytes + loaded.size > MAX_CACHED_BYTES:
-                loaded = dataclasses.replace(loaded, body=None)
-            else:
-                self._cached_bytes += loaded.size
-        self._files[key] = loaded
-        return loaded

@@ -1,7 +1,7 @@
 """Publishing a built site: a new release directory, switched in atomically.
 
-    data/sites/NAME/releases/20261124T073000-1a2b/   one per publish, kept for rollback
-    data/sites/NAME/current -> releases/...          a symlink, replaced with rename(2)
+    data/sites/NAME/releases/20261124T073000.123-1a2b/   one per publish, kept for rollback
+    data/sites/NAME/current -> releases/...              a symlink, replaced with rename(2)
 
 A request resolves `current` once, so it is served wholly from one release;
 the switch is a single rename, so there is no moment without a site. Text
@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from shoestring.errors import ShoestringError
 
@@ -27,6 +27,23 @@ MIN_COMPRESS = 1024  # smaller files gain nothing worth a second file
 
 class PublishError(ShoestringError):
     """The site could not be published or rolled back; the live release is unchanged."""
+
+
+def should_compress(name: str, size: int) -> bool:
+    """Whether publishing makes a gzip sibling for this file (when the build brought none)."""
+    return PurePosixPath(name).suffix in COMPRESSIBLE and size >= MIN_COMPRESS
+
+
+def compress(data: bytes) -> bytes:
+    # mtime=0: the same file gives the same bytes, whichever release made them.
+    return gzip.compress(data, compresslevel=9, mtime=0)
+
+
+def new_release_id() -> str:
+    """`20261124T073000.123-1a2b`: sorts by publish time (to the millisecond), and unique."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+    return f"{stamp}.{int(now * 1000) % 1000:03d}-{uuid.uuid4().hex[:4]}"
 
 
 def site_dir(data_dir: Path, name: str) -> Path:
@@ -49,16 +66,16 @@ def publish(data_dir: Path, name: str, source: Path) -> str:
     """Copy `source` into a new release, compress it, switch to it; return its id."""
     if not (source / "index.html").is_file():
         raise PublishError(f"{source} has no index.html: point at the build output (dist/, build/)")
-    release = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:4]
+    release = new_release_id()
     folder = site_dir(data_dir, name) / "releases"
     staging = folder / f"{release}.tmp"
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source, staging, symlinks=False)
     for path in staging.rglob("*"):
-        if path.is_file() and path.suffix in COMPRESSIBLE and path.stat().st_size >= MIN_COMPRESS:
+        if path.is_file() and should_compress(path.name, path.stat().st_size):
             sibling = path.with_name(path.name + ".gz")
             if not sibling.exists():
-                sibling.write_bytes(gzip.compress(path.read_bytes(), compresslevel=9, mtime=0))
+                sibling.write_bytes(compress(path.read_bytes()))
     _sync_tree(staging)
     staging.rename(folder / release)
     switch(data_dir, name, release)

@@ -6,51 +6,49 @@ If-None-Match / If-Modified-Since, single byte ranges, precompressed `.br` /
 assets and `no-cache` for everything else. With `spa = true`, a path that
 looks like a route (no extension, the client accepts HTML) gets `index.html`;
 a missing asset is still a real 404.
+
+The files come from a `SiteSource` (a directory, or a release in a storage
+bucket): this module is the only place HTTP semantics live, for both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from email.utils import parsedate_to_datetime
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from urllib.parse import unquote
 
-import anyio
 from starlette.types import Receive, Scope, Send
 
-from shoestring.sites.files import FileIndex, StaticFile, safe_parts
-
-STREAM_CHUNK = 1024 * 1024
+from shoestring.sites.files import (
+    FileGone,
+    SiteFiles,
+    SiteSource,
+    SiteUnavailable,
+    StaticFile,
+    Variant,
+    safe_parts,
+)
 
 Headers = list[tuple[bytes, bytes]]
 
 
 class SiteApp:
+    """One site's files over HTTP, from whichever `SiteSource` holds them."""
+
     def __init__(
         self,
-        root: Callable[[], Path],
+        source: SiteSource,
         *,
         spa: bool = False,
         not_found: str | None = "404.html",
         headers: dict[str, str] | None = None,
     ) -> None:
-        # `root` is called per request: publishing switches it atomically.
-        self._root = root
-        self._indexes: dict[Path, FileIndex] = {}
+        self.source = source
         self.spa = spa
         self.not_found = not_found
         self.extra_headers: Headers = [
             (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()
         ]
-
-    def index(self) -> FileIndex:
-        root = self._root()
-        index = self._indexes.get(root)
-        if index is None:
-            # A new release: start a fresh index; old ones go with their releases.
-            self._indexes = {root: FileIndex(root)}
-            index = self._indexes[root]
-        return index
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http"
@@ -58,42 +56,56 @@ class SiteApp:
         if method not in ("GET", "HEAD"):
             await _plain(send, 405, b"Method Not Allowed", [(b"allow", b"GET, HEAD")])
             return
-        request_headers = {k: v for k, v in scope["headers"]}
-        index = self.index()
-        url_path = unquote(scope.get("path", "/"))
-        parts = safe_parts(url_path)
-        found = index.lookup(parts) if parts is not None else None
-        status = 200
-        if (
-            found is None
-            and parts is not None
-            and self.spa
-            and _looks_like_route(parts, request_headers)
-        ):
-            found = index.lookup(["index.html"])
-        if found is None:
-            page = index.lookup([self.not_found]) if self.not_found else None
-            if page is None:
+        try:
+            # One release per request: the page, its SPA fallback and the 404 page agree.
+            files = await self.source.current()
+            found, status = await self._resolve(files, scope)
+            if found is None:
                 await _plain(send, 404, b"Not Found", [])
                 return
-            found, status = page, 404
-        await self._send_file(found, status, method == "HEAD", request_headers, send)
+            assert files is not None
+            request_headers = {k: v for k, v in scope["headers"]}
+            await self._send_file(files, found, status, method == "HEAD", request_headers, send)
+        except SiteUnavailable:
+            await _plain(send, 503, b"Service Unavailable", [(b"retry-after", b"1")])
+
+    async def _resolve(
+        self, files: SiteFiles | None, scope: Scope
+    ) -> tuple[StaticFile | None, int]:
+        if files is None:
+            return None, 404  # nothing published yet
+        parts = safe_parts(unquote(scope.get("path", "/")))
+        found = await files.lookup(parts) if parts is not None else None
+        if found is not None:
+            return found, 200
+        if parts is not None and self.spa and _looks_like_route(parts, scope["headers"]):
+            index = await files.lookup(["index.html"])
+            if index is not None:
+                return index, 200
+        page = await files.lookup([self.not_found]) if self.not_found else None
+        return page, 404
 
     async def _send_file(
-        self, file: StaticFile, status: int, head: bool, request: dict[bytes, bytes], send: Send
+        self,
+        files: SiteFiles,
+        file: StaticFile,
+        status: int,
+        head: bool,
+        request: dict[bytes, bytes],
+        send: Send,
     ) -> None:
         headers: Headers = [*file.headers, *self.extra_headers]
         if status == 200 and _not_modified(file, request):
             await send({"type": "http.response.start", "status": 304, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
             return
-        path, size, body = file.path, file.size, file.body
-        encoding = _pick_encoding(file, request.get(b"accept-encoding", b""))
+        variant = file.plain
+        encoded = _pick_encoding(file, request.get(b"accept-encoding", b""))
         range_header = request.get(b"range")
-        if encoding is not None and range_header is None:
-            name, path, size = encoding
-            body = None
-            headers.append((b"content-encoding", name.encode()))
+        if encoded is not None and range_header is None:
+            variant = encoded
+            headers.append((b"content-encoding", (encoded.encoding or "").encode()))
+        size = variant.size
         start, end = 0, size - 1
         if range_header is not None and status == 200 and _if_range_holds(file, request):
             parsed = _parse_range(range_header, size)
@@ -107,20 +119,35 @@ class SiteApp:
                 headers.append((b"content-range", f"bytes {start}-{end}/{size}".encode()))
         length = end - start + 1 if size else 0
         headers.append((b"content-length", str(length).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        if head or length == 0:
-            await send({"type": "http.response.body", "body": b""})
-        elif body is not None:
-            await send({"type": "http.response.body", "body": body[start : end + 1]})
-        else:
-            await _stream(path, start, length, send)
+        if head or length == 0 or variant.body is not None:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            body = b"" if head or variant.body is None else variant.body[start : end + 1]
+            await send({"type": "http.response.body", "body": body})
+            return
+        try:
+            # Opened before the status goes out, so a vanished file is still a clean 404.
+            chunks = await files.open(variant, start, length)
+        except FileGone:
+            await _plain(send, 404, b"Not Found", [])
+            return
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            sent = 0
+            async for chunk in chunks:
+                sent += len(chunk)
+                await send(
+                    {"type": "http.response.body", "body": chunk, "more_body": sent < length}
+                )
+            if sent < length:
+                await send({"type": "http.response.body", "body": b""})
+        finally:
+            await chunks.aclose()
 
 
-def _looks_like_route(parts: list[str], headers: dict[bytes, bytes]) -> bool:
+def _looks_like_route(parts: list[str], headers: list[tuple[bytes, bytes]]) -> bool:
     last = parts[-1] if parts else ""
-    accepts_html = b"text/html" in headers.get(b"accept", b"") or b"*/*" in headers.get(
-        b"accept", b""
-    )
+    accept = b",".join(value for key, value in headers if key == b"accept")
+    accepts_html = b"text/html" in accept or b"*/*" in accept
     return not PurePosixPath(last).suffix and accepts_html
 
 
@@ -167,31 +194,12 @@ def _parse_range(header: bytes, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
-def _pick_encoding(file: StaticFile, accept: bytes) -> tuple[str, Path, int] | None:
+def _pick_encoding(file: StaticFile, accept: bytes) -> Variant | None:
     offered = {part.split(b";")[0].strip().decode("latin-1") for part in accept.split(b",")}
-    for encoding in file.encodings:
-        if encoding[0] in offered:
-            return encoding
+    for variant in file.encodings:
+        if variant.encoding in offered:
+            return variant
     return None
-
-
-async def _stream(path: Path, start: int, length: int, send: Send) -> None:
-    # Large files only: a thread per chunk keeps the event loop free while
-    # the disk reads, and memory stays at one chunk per response.
-    file = await anyio.to_thread.run_sync(path.open, "rb")
-    try:
-        await anyio.to_thread.run_sync(file.seek, start)
-        remaining = length
-        while remaining > 0:
-            chunk = await anyio.to_thread.run_sync(file.read, min(STREAM_CHUNK, remaining))
-            if not chunk:
-                break
-            remaining -= len(chunk)
-            await send({"type": "http.response.body", "body": chunk, "more_body": remaining > 0})
-        if remaining > 0:
-            await send({"type": "http.response.body", "body": b""})
-    finally:
-        await anyio.to_thread.run_sync(file.close)
 
 
 async def _plain(send: Send, status: int, body: bytes, headers: Headers) -> None:

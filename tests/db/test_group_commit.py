@@ -1,0 +1,89 @@
+"""SQLite commit groups: concurrent transactions share a COMMIT, and none returns before it."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from shoestring.db import DatabaseError
+from shoestring.db.sqlite import SQLiteDatabase
+
+pytestmark = pytest.mark.anyio
+
+
+async def _database(tmp_path: Path) -> SQLiteDatabase:
+    database = SQLiteDatabase(tmp_path / "group.db")
+    await database.open()
+    await database.write("CREATE TABLE notes (id INTEGER PRIMARY KEY, owner INTEGER)")
+    return database
+
+
+async def test_every_write_is_committed_when_it_returns(tmp_path: Path) -> None:
+    database = await _database(tmp_path)
+    outsider = sqlite3.connect(tmp_path / "group.db")  # another connection: sees only COMMITs
+
+    async def write(n: int) -> bool:
+        await database.write("INSERT INTO notes (id) VALUES (?)", (n,))
+        row = outsider.execute("SELECT 1 FROM notes WHERE id = ?", (n,)).fetchone()
+        return row is not None
+
+    commits: list[str] = []
+    assert database._writer is not None
+    database._writer.set_trace_callback(
+        lambda sql: commits.append(sql) if sql == "COMMIT" else None
+    )
+    try:
+        seen = await asyncio.gather(*(write(n) for n in range(300)))
+        assert all(seen)
+        assert 1 <= len(commits) < 300 / 4  # they shared commits
+    finally:
+        outsider.close()
+        await database.close()
+
+
+async def test_a_failing_transaction_leaves_its_group_intact(tmp_path: Path) -> None:
+    database = await _database(tmp_path)
+
+    async def write(n: int) -> None:
+        async with database.transaction() as tx:
+            await tx.execute("INSERT INTO notes (id) VALUES (?)", (n,))
+            await tx.execute("INSERT INTO notes (id) VALUES (?)", (n + 1000,))
+            if n % 3 == 0:
+                raise ValueError("changed my mind")
+
+    results = await asyncio.gather(*(write(n) for n in range(60)), return_exceptions=True)
+    rows = await database.fetchall("SELECT id FROM notes WHERE id < 1000 ORDER BY id")
+    await database.close()
+    assert [n for n, r in enumerate(results) if isinstance(r, ValueError)] == list(range(0, 60, 3))
+    assert [row[0] for row in rows] == [n for n in range(60) if n % 3]
+
+
+async def test_a_failed_commit_fails_every_member_and_keeps_nothing(tmp_path: Path) -> None:
+    """A deferred foreign key is only checked at COMMIT: one bad member sinks its group."""
+    database = SQLiteDatabase(tmp_path / "fk.db")
+    await database.open()
+    await database.write("CREATE TABLE owners (id INTEGER PRIMARY KEY)")
+    await database.write(
+        "CREATE TABLE pets (id INTEGER PRIMARY KEY, owner INTEGER"
+        " REFERENCES owners (id) DEFERRABLE INITIALLY DEFERRED)"
+    )
+    await database.write("INSERT INTO owners (id) VALUES (1)")
+
+    async def adopt(n: int) -> None:
+        await database.write("INSERT INTO pets (id, owner) VALUES (?, ?)", (n, 99 if n == 5 else 1))
+
+    results = await asyncio.gather(*(adopt(n) for n in range(10)), return_exceptions=True)
+    rows = await database.fetchall("SELECT id FROM pets ORDER BY id")
+    # alone afterwards, a good write commits again
+    await adopt(20)
+    after = await database.fetchall("SELECT id FROM pets ORDER BY id")
+    await database.close()
+    failed = {n for n, r in enumerate(results) if isinstance(r, DatabaseError)}
+    committed = {row[0] for row in rows}
+    assert 5 in failed
+    assert not failed & committed  # nobody was told "failed" for a row that is there
+    assert failed | committed == set(range(10))  # nor "done" for a row that is not
+    assert {row[0] for row in after} == committed | {20}
