@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from shoestring.db import DatabaseService
     from shoestring.jobs import Job, Jobs
     from shoestring.mail import Mail
+    from shoestring.mail.inbound import Inbound, InboundMessage
     from shoestring.secrets import Secrets
     from shoestring.storage import Storage
     from shoestring.tables import Table, Tables
@@ -51,6 +52,7 @@ Hook = Callable[[], Awaitable[None]]
 H = TypeVar("H", bound=Handler)
 P = ParamSpec("P")
 K = TypeVar("K", bound=Hook)
+MH = TypeVar("MH", bound="Callable[[InboundMessage], Awaitable[Any]]")
 
 HEALTH_PATH = "/_health"
 READY_PATH = "/_ready"
@@ -174,6 +176,25 @@ class App:
 
         self.jobs  # noqa: B018 - delivery runs as jobs, so they start first
         return self.services.require("mail", lambda: Mail(self))
+
+    @property
+    def inbound(self) -> Inbound:
+        """Received mail: the SMTP server (`[mail.inbound]`) and the `on_mail` handlers."""
+        from shoestring.mail.inbound import Inbound
+
+        self.jobs  # noqa: B018 - messages are processed by jobs, so those start first
+        return self.services.require("inbound", lambda: Inbound(self))
+
+    def on_mail(
+        self, pattern: str, *, accept: Callable[[str], Awaitable[bool]] | None = None
+    ) -> Callable[[MH], MH]:
+        """Handle mail received for addresses matching `pattern` (`"*@notes.example"`).
+
+        The decorated async function gets an InboundMessage, as a durable job
+        after the message is safely spooled. `accept(address)` says at RCPT
+        time whether the address exists (refused with 550 if not).
+        """
+        return self.inbound.on_mail(pattern, accept=accept)
 
     @property
     def storage(self) -> Storage:
@@ -365,6 +386,8 @@ class App:
         # Every app can send mail from any handler: its outbox and delivery job
         # must exist before the database migrates and the worker starts.
         self.mail  # noqa: B018
+        if self.settings.mail.inbound.enabled:
+            self.inbound  # noqa: B018 - the SMTP server runs even before any handler exists
         await self.services.start_all()
         try:
             for lifespan in lifespans:

@@ -114,6 +114,46 @@ class JobsSettings(Section):
     )
 
 
+class InboundSettings(Section):
+    enabled: bool = Field(
+        False,
+        description="Run the receiving SMTP server (with `shoestring run`, or `--role smtp` alone).",
+    )
+    host: str = Field(
+        "127.0.0.1", description="Address the SMTP server listens on (`0.0.0.0` in production)."
+    )
+    port: int = Field(2525, ge=1, le=65535, description="Its TCP port (25 in production).")
+    hostname: str = Field(
+        "",
+        description="The name it greets with and signs Authentication-Results as; empty: this host's FQDN.",
+    )
+    domains: list[str] = Field(
+        default_factory=list,
+        description="Domains it accepts mail for; every other recipient is refused (never an open relay).",
+    )
+    max_message_size: int = Field(
+        25 * 1024 * 1024,
+        ge=1024,
+        description="Largest message in bytes, refused at MAIL SIZE= and at DATA.",
+    )
+    max_recipients: int = Field(50, ge=1, le=1000, description="Recipients one message may have.")
+    max_connections_per_ip: int = Field(
+        10, ge=1, description="Open SMTP connections one client address may hold."
+    )
+    max_bad_commands: int = Field(
+        10, ge=1, description="Errors a client may cause before it is disconnected."
+    )
+    tls_cert: str = Field(
+        "",
+        description="PEM certificate offered with STARTTLS (in production, the one Caddy obtained).",
+    )
+    tls_key: str = Field("", description="PEM private key of `tls_cert`.")
+    dmarc_reject: Literal["reject", "quarantine", "accept"] = Field(
+        "reject",
+        description="What to do with mail failing DMARC whose domain publishes `p=reject`: refuse it at DATA, keep it marked as quarantined, or accept it.",
+    )
+
+
 class MailSettings(Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -157,6 +197,7 @@ class MailSettings(Section):
         "templates/mail",
         description="Directory of `send_template` templates, relative to the project.",
     )
+    inbound: InboundSettings = Field(default_factory=InboundSettings)
 
 
 class SiteSettings(Section):

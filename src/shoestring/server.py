@@ -44,7 +44,7 @@ class PortInUseError(ShoestringError):
     """The HTTP port is taken by another process."""
 
 
-ROLES = frozenset({"web", "worker", "scheduler"})
+ROLES = frozenset({"web", "worker", "scheduler", "smtp"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +69,9 @@ class Overrides:
         if self.roles != ROLES:
             jobs = {"worker": "worker" in self.roles, "scheduler": "scheduler" in self.roles}
             update["jobs"] = settings.jobs.model_copy(update=jobs)
+            if "smtp" not in self.roles:
+                inbound = settings.mail.inbound.model_copy(update={"enabled": False})
+                update["mail"] = settings.mail.model_copy(update={"inbound": inbound})
         return settings.model_copy(update=update)
 
 

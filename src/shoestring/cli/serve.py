@@ -35,7 +35,7 @@ port_option = click.option(
     "roles",
     multiple=True,
     type=click.Choice(sorted(ROLES)),
-    help="Run only these roles (repeatable): web (HTTP), worker (jobs), scheduler. Default: all.",
+    help="Run only these roles (repeatable): web (HTTP), worker (jobs), scheduler, smtp (the receiving mail server, when mail.inbound.enabled). Default: all.",
 )
 def run_command(
     project_dir: Path,
@@ -47,7 +47,7 @@ def run_command(
     """Serve the project in DIR (default: here) in production mode.
 
     Every role runs in one process unless --role picks some: HTTP, the job
-    worker and the scheduler. Logs are JSON lines on stdout. SIGTERM or
+    worker, the scheduler and the receiving SMTP server. Logs are JSON lines on stdout. SIGTERM or
     Ctrl-C finishes in-flight requests and jobs, stops the services and exits 0.
     """
     overrides = Overrides(

@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec
 
+from shoestring.db.database import Transaction
 from shoestring.jobs import store
 from shoestring.jobs.job import Job, RetryPolicy
 from shoestring.jobs.schedule import Schedule
@@ -78,24 +79,49 @@ class Jobs:
         idempotency_key: str | None,
     ) -> str:
         codec.dumps({"args": list(args), "kwargs": kwargs})  # refuse what cannot be stored, early
-        fields: dict[str, Any] = {
-            "queue": job.queue,
-            "name": job.name,
-            "args": args,
-            "kwargs": kwargs,
-            "max_attempts": job.policy.retries + 1,
-            "run_at": time.time() + max(0.0, delay),
-            "idempotency_key": idempotency_key,
-        }
         joined = current_transaction.get()
         if joined is not None:
-            job_id = await store.insert(joined, **fields)
+            job_id = await self.enqueue_in(
+                joined, job, args, kwargs, delay=delay, idempotency_key=idempotency_key
+            )
         else:
             async with self._app.db.transaction() as tx:
-                job_id = await store.insert(tx, **fields)
-        if self.worker is not None and delay <= 0:
-            self.worker.wake.set()
+                job_id = await self.enqueue_in(
+                    tx, job, args, kwargs, delay=delay, idempotency_key=idempotency_key
+                )
+        if delay <= 0:
+            self.wake()
         return job_id
+
+    async def enqueue_in(
+        self,
+        tx: Transaction,
+        job: Job[...],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None = None,
+        *,
+        delay: float = 0.0,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Queue `job` inside `tx`: it runs if and only if `tx` commits.
+
+        Call `wake()` after the commit for the worker of this process to look at once.
+        """
+        return await store.insert(
+            tx,
+            queue=job.queue,
+            name=job.name,
+            args=args,
+            kwargs=kwargs or {},
+            max_attempts=job.policy.retries + 1,
+            run_at=time.time() + max(0.0, delay),
+            idempotency_key=idempotency_key,
+        )
+
+    def wake(self) -> None:
+        """Have this process's worker look for due jobs now instead of at its next poll."""
+        if self.worker is not None:
+            self.worker.wake.set()
 
     async def make_due(self, job_id: str, args: tuple[Any, ...]) -> bool:
         """Run a queued job now with new arguments; False if it has started or finished."""

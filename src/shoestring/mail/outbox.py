@@ -27,7 +27,6 @@ import jinja2
 from shoestring.db.migrations import Migration
 from shoestring.errors import ConfigError
 from shoestring.jobs import RetryLater
-from shoestring.jobs import store as job_store
 from shoestring.mail import dkim
 from shoestring.mail.errors import InvalidMessage, PermanentFailure, TemporaryFailure
 from shoestring.mail.message import Attachment, compose, parse_address
@@ -174,20 +173,12 @@ class Mail:
             async with self._app.db.transaction() as tx:
                 await tx.execute(insert, row)
                 await self._enqueue_delivery(tx, message_id)
-        if self._app.jobs.worker is not None:
-            self._app.jobs.worker.wake.set()
+        self._app.jobs.wake()
         return message_id
 
     async def _enqueue_delivery(self, tx: Any, message_id: str) -> None:
-        await job_store.insert(
-            tx,
-            queue=self._deliver.queue,
-            name=self._deliver.name,
-            args=(message_id,),
-            kwargs={},
-            max_attempts=self._deliver.policy.retries + 1,
-            run_at=time.time(),
-            idempotency_key=f"mail:{message_id}",
+        await self._app.jobs.enqueue_in(
+            tx, self._deliver, (message_id,), idempotency_key=f"mail:{message_id}"
         )
 
     async def send_template(self, name: str, /, *, to: str | Sequence[str], **context: Any) -> str:

@@ -144,20 +144,9 @@ class Table:
         return decorator
 
     async def _emit(self, tx: Transaction, op: str, key: Key, item: Item | None) -> None:
-        from shoestring.jobs import store
-
         event = {"table": self.name, "op": op, "key": key, "item": item}
         for job in self._triggers:
-            await store.insert(
-                tx,
-                queue=job.queue,
-                name=job.name,
-                args=(event,),
-                kwargs={},
-                max_attempts=job.policy.retries + 1,
-                run_at=time.time(),
-                idempotency_key=None,
-            )
+            await self._tables.app.jobs.enqueue_in(tx, job, (event,))
 
     def _key_value(self, item: Item) -> Key:
         if self.spec.sort_key is None:

@@ -1,0 +1,120 @@
+"""The receiving SMTP server: aiosmtpd's protocol, our rules.
+
+Checks, in the order a client meets them:
+
+- connect: at most `max_connections_per_ip` open connections per address (421);
+- MAIL: SIZE= over `max_message_size` refused (552, aiosmtpd);
+- RCPT: source routes refused (553), then addresses.py (no open relay),
+  then the app: no handler or handler's `accept` says no (550 5.1.1), mailbox
+  full (452 4.2.2); more than `max_recipients` (452 4.5.3);
+- DATA: over the size limit (552), bare CR or LF anywhere (550 5.6.0: SMTP
+  smuggling), then the spool: the message is committed, with the job that
+  processes it, before the 250;
+- any time: after `max_bad_commands` errors, 421 and the connection closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from shoestring.mail.inbound.addresses import Refused
+
+# aiosmtpd logs peers at INFO and message lines at DEBUG: never ours to keep.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+Accept = Callable[[str], Awaitable[str]]  # recipient -> normalized, or raises Refused
+Receive = Callable[[str, list[str], bytes], Awaitable[str]]  # -> the 250 reply, or raises Refused
+
+_SOURCE_ROUTE = re.compile(r"<\s*@")
+
+
+class Limits:
+    """Shared by every connection of one server."""
+
+    def __init__(self, *, per_ip: int, recipients: int, bad_commands: int) -> None:
+        self.per_ip = per_ip
+        self.recipients = recipients
+        self.bad_commands = bad_commands
+        self.connections: Counter[str] = Counter()
+
+
+class InboundSMTP(SMTP):
+    """One client connection."""
+
+    def __init__(self, handler: Handler, limits: Limits, **options: Any) -> None:
+        super().__init__(handler, **options)
+        self._limits = limits
+        self._peer_ip = ""
+        self._errors = 0
+
+    def connection_made(self, transport: Any) -> None:
+        first = self.transport is None  # not the STARTTLS upgrade of a connection
+        super().connection_made(transport)
+        if not first:
+            return
+        peer = transport.get_extra_info("peername")
+        self._peer_ip = peer[0] if peer else ""
+        self._limits.connections[self._peer_ip] += 1
+        if self._limits.connections[self._peer_ip] > self._limits.per_ip:
+            transport.write(b"421 4.7.0 Too many connections from your address; try later\r\n")
+            transport.close()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._peer_ip:
+            self._limits.connections[self._peer_ip] -= 1
+            if self._limits.connections[self._peer_ip] <= 0:
+                del self._limits.connections[self._peer_ip]
+            self._peer_ip = ""
+        super().connection_lost(error)
+
+    async def push(self, status: Any) -> None:
+        await super().push(status)
+        text = status.decode("ascii", "replace") if isinstance(status, bytes) else str(status)
+        if text[:1] == "5" and not text.startswith("502 5.5.1 HELP"):
+            self._errors += 1
+            if self._errors >= self._limits.bad_commands and self.transport is not None:
+                await super().push("421 4.7.0 Too many errors; closing the connection")
+                self.transport.close()
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if arg and _SOURCE_ROUTE.search(arg):
+            await self.push("553 5.1.3 Source routes are not accepted")
+            return
+        assert self.envelope is not None
+        if len(self.envelope.rcpt_tos) >= self._limits.recipients:
+            await self.push("452 4.5.3 Too many recipients; send the rest in another message")
+            return
+        await super().smtp_RCPT(arg)
+
+
+class Handler:
+    """aiosmtpd's handler hooks, calling the app through `accept` and `receive`."""
+
+    def __init__(self, accept: Accept, receive: Receive) -> None:
+        self._accept = accept
+        self._receive = receive
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        try:
+            recipient = await self._accept(address)
+        except Refused as refused:
+            return refused.reply
+        if recipient not in envelope.rcpt_tos:
+            envelope.rcpt_tos.append(recipient)
+        return "250 2.1.5 Recipient ok"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content
+        assert isinstance(raw, bytes)
+        try:
+            return await self._receive(envelope.mail_from or "", list(envelope.rcpt_tos), raw)
+        except Refused as refused:
+            return refused.reply

@@ -1,0 +1,231 @@
+"""`app.on_mail`: handlers for received mail, and the SMTP server that feeds them.
+
+    @app.on_mail("*@notes.example")
+    async def save(message: InboundMessage) -> None: ...
+
+Patterns are shell-style, matched case-insensitively against the recipient
+(`alias-*@example.org`); the first that matches gets the message. A handler
+runs as a durable job, once per recipient, after the message is spooled; if
+it raises, it is retried with backoff (handlers must be idempotent: a crash
+after a handler's work and before its success is recorded runs it again).
+`accept=` decides at RCPT time whether an address exists; without it, every
+address matching the pattern does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from shoestring.errors import ConfigError
+from shoestring.mail.inbound import headers, spool
+from shoestring.mail.inbound.addresses import Refused, our_recipient
+from shoestring.mail.inbound.message import InboundMessage
+from shoestring.mail.inbound.server import Handler, InboundSMTP, Limits
+from shoestring.services import Health
+
+if TYPE_CHECKING:
+    from shoestring.app import App
+    from shoestring.config import InboundSettings
+
+log = logging.getLogger("shoestring.mail.inbound")
+
+MailHandler = Callable[[InboundMessage], Awaitable[Any]]
+AcceptCheck = Callable[[str], Awaitable[bool]]
+H = TypeVar("H", bound=MailHandler)
+PROCESS_JOB = "shoestring.mail.inbound.process"
+
+
+class MailboxFull(Exception):
+    """Raise from an `accept` check: the address exists but takes no more mail now (452)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    pattern: str
+    handler: MailHandler
+    accept: AcceptCheck | None
+
+
+class Inbound:
+    """A service: the SMTP server (when `mail.inbound.enabled`) and the handlers it feeds."""
+
+    name = "inbound"
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+        app.db.add_migrations(spool.MIGRATIONS)
+        self._routes: list[_Route] = []
+        self._server: asyncio.Server | None = None
+        mail = app.settings.mail  # a handler that fails is retried as deliveries are
+        self._process = app.job(
+            name=PROCESS_JOB, retries=mail.retries, backoff=mail.retry_backoff, timeout=300
+        )(self._process_message)
+
+    @property
+    def settings(self) -> InboundSettings:
+        return self._app.settings.mail.inbound
+
+    def on_mail(self, pattern: str, *, accept: AcceptCheck | None = None) -> Callable[[H], H]:
+        if "@" not in pattern:
+            raise ValueError(f"mail pattern {pattern!r} needs a domain part, e.g. '*@example.org'")
+
+        def decorator(handler: H) -> H:
+            self._routes.append(_Route(pattern.lower(), handler, accept))
+            return handler
+
+        return decorator
+
+    def route(self, recipient: str) -> _Route | None:
+        return next(
+            (r for r in self._routes if fnmatch.fnmatchcase(recipient.lower(), r.pattern)), None
+        )
+
+    # -- the SMTP conversation -------------------------------------------------
+
+    async def accept(self, address: str) -> str:
+        """RCPT: the normalized recipient, or Refused with the reply to give."""
+        recipient = our_recipient(address, self.settings.domains)
+        route = self.route(recipient)
+        if route is None:
+            raise Refused("550 5.1.1 No such mailbox here")
+        if route.accept is not None:
+            try:
+                exists = await route.accept(recipient)
+            except MailboxFull:
+                raise Refused("452 4.2.2 Mailbox full; try again later") from None
+            if not exists:
+                raise Refused("550 5.1.1 No such mailbox here")
+        return recipient
+
+    async def receive(self, mail_from: str, recipients: list[str], raw: bytes) -> str:
+        """DATA: spool the message and its processing job; the 250 once both are committed."""
+        if headers.has_bare_line_ending(raw):
+            raise Refused("550 5.6.0 Bare CR or LF in the message; send CRLF line endings")
+        raw = headers.strip_ours(raw, self.authserv_id)
+        # Authentication results (SPF, DKIM, DMARC) are added here by auth.py.
+        auth: dict[str, str] = {}
+        message_id = _message_id(raw)
+        async with self._app.db.transaction() as tx:
+            spool_id = await spool.store(
+                tx, mail_from=mail_from, recipients=recipients, raw=raw, auth=auth,
+                dedupe=spool.dedupe_key(message_id, recipients, raw),
+            )  # fmt: skip
+            if spool_id is not None:
+                await self._app.jobs.enqueue_in(tx, self._process, (spool_id,))
+        if spool_id is None:
+            log.info("duplicate message ignored (already spooled)")
+            return "250 2.0.0 Ok: already queued"
+        log.info("message %s spooled", spool_id, extra={"recipients": len(recipients)})
+        return f"250 2.0.0 Ok: queued as {spool_id}"
+
+    @property
+    def authserv_id(self) -> str:
+        return self.settings.hostname or socket.getfqdn()
+
+    # -- processing ------------------------------------------------------------
+
+    async def _process_message(self, spool_id: str) -> None:
+        database = self._app.db.database
+        spooled = await spool.load(database, spool_id)
+        if spooled is None:
+            return  # processed already
+        done = list(spooled.done)
+        try:
+            for recipient in spooled.recipients:
+                if recipient in done:
+                    continue
+                route = self.route(recipient)
+                if route is None:
+                    log.warning(
+                        "message %s: no handler for a recipient any more; dropped", spool_id
+                    )
+                else:
+                    await route.handler(
+                        InboundMessage(
+                            id=spooled.id, mail_from=spooled.mail_from, recipient=recipient,
+                            recipients=tuple(spooled.recipients), raw=spooled.raw,
+                            received_at=datetime.fromtimestamp(spooled.received_at, UTC),
+                            authentication=spooled.auth,
+                        )
+                    )  # fmt: skip
+                done.append(recipient)
+        finally:
+            await spool.mark_done(database, spool_id, done, len(done) == len(spooled.recipients))
+
+    # -- the Service protocol --------------------------------------------------
+
+    async def start(self) -> None:
+        settings = self.settings
+        if not settings.enabled:
+            return
+        if not settings.domains:
+            raise ConfigError(
+                "the mail settings", ["mail.inbound.enabled needs mail.inbound.domains"]
+            )
+        tls = _tls_context(settings.tls_cert, settings.tls_key)
+        limits = Limits(
+            per_ip=settings.max_connections_per_ip,
+            recipients=settings.max_recipients,
+            bad_commands=settings.max_bad_commands,
+        )
+        handler = Handler(self.accept, self.receive)
+
+        def protocol() -> InboundSMTP:
+            return InboundSMTP(
+                handler, limits, data_size_limit=settings.max_message_size,
+                enable_SMTPUTF8=True, hostname=self.authserv_id, ident="shoestring",
+                tls_context=tls, timeout=120, command_call_limit=100,
+            )  # fmt: skip
+
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(
+                protocol, settings.host, settings.port, reuse_port=True
+            )
+        except OSError as exc:
+            raise ConfigError(
+                "the mail settings",
+                [
+                    f"the SMTP server cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+                ],
+            ) from None
+        log.info("SMTP server listening on %s:%d", settings.host, settings.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def health(self) -> Health:
+        if self.settings.enabled and self._server is None:
+            return Health(ok=False, detail="the SMTP server is not listening")
+        return Health(ok=True)
+
+
+def _message_id(raw: bytes) -> str:
+    for field in headers.split(raw)[0]:
+        if headers.field_name(field) == "message-id":
+            return field.split(b":", 1)[1].strip().decode("ascii", "replace")
+    return ""
+
+
+def _tls_context(cert: str, key: str) -> ssl.SSLContext | None:
+    if not cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            "the mail settings", [f"mail.inbound.tls_cert/tls_key cannot be loaded: {exc}"]
+        ) from None
+    return context

@@ -1,0 +1,99 @@
+"""The inbound spool: received messages in the app's database until every handler ran.
+
+A message is stored, with the job that processes it, in one transaction that
+commits (fsync) before the SMTP server answers 250; a crash after the 250
+therefore loses nothing, and the job processes it after the restart. The
+body is deleted once every recipient's handler succeeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from shoestring.db.database import Database, Transaction
+from shoestring.db.migrations import Migration
+
+MIGRATIONS = [
+    Migration(
+        "mail_inbound",
+        1,
+        by_dialect={
+            "sqlite": [
+                "CREATE TABLE shoestring_inbound (id TEXT PRIMARY KEY, dedupe TEXT UNIQUE NOT NULL,"
+                " mail_from TEXT NOT NULL, recipients TEXT NOT NULL, done TEXT NOT NULL DEFAULT '[]',"
+                " raw BLOB, auth TEXT NOT NULL, received_at REAL NOT NULL, state TEXT NOT NULL)"
+            ],
+            "postgresql": [
+                "CREATE TABLE shoestring_inbound (id TEXT PRIMARY KEY, dedupe TEXT UNIQUE NOT NULL,"
+                " mail_from TEXT NOT NULL, recipients TEXT NOT NULL, done TEXT NOT NULL DEFAULT '[]',"
+                " raw BYTEA, auth TEXT NOT NULL, received_at DOUBLE PRECISION NOT NULL,"
+                " state TEXT NOT NULL)"
+            ],
+        },
+    )
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Spooled:
+    id: str
+    mail_from: str
+    recipients: list[str]
+    done: list[str]
+    raw: bytes
+    auth: dict[str, str]
+    received_at: float
+
+
+def dedupe_key(message_id: str, recipients: list[str], raw: bytes) -> str:
+    """The same message to the same recipients, sent twice (a client retrying after a lost 250)."""
+    basis = message_id.encode() if message_id else hashlib.sha256(raw).digest()
+    return hashlib.sha256(basis + b"\0" + "\0".join(sorted(recipients)).encode()).hexdigest()
+
+
+async def store(
+    tx: Transaction,
+    *,
+    mail_from: str,
+    recipients: list[str],
+    raw: bytes,
+    auth: dict[str, str],
+    dedupe: str,
+) -> str | None:
+    """Spool a message; None if this very message is already spooled."""
+    spool_id = uuid.uuid4().hex
+    changed = await tx.execute(
+        "INSERT INTO shoestring_inbound (id, dedupe, mail_from, recipients, raw, auth,"
+        " received_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, 'received')"
+        " ON CONFLICT (dedupe) DO NOTHING",
+        [spool_id, dedupe, mail_from, json.dumps(recipients), raw, json.dumps(auth), time.time()],
+    )
+    return spool_id if changed == 1 else None
+
+
+async def load(database: Database, spool_id: str) -> Spooled | None:
+    row = await database.fetchone(
+        "SELECT id, mail_from, recipients, done, raw, auth, received_at FROM shoestring_inbound"
+        " WHERE id = ? AND state = 'received'",
+        [spool_id],
+    )
+    if row is None:
+        return None
+    return Spooled(
+        row[0], row[1], json.loads(row[2]), json.loads(row[3]), bytes(row[4]),
+        json.loads(row[5]), row[6],
+    )  # fmt: skip
+
+
+async def mark_done(database: Database, spool_id: str, done: list[str], finished: bool) -> None:
+    """Record which recipients are handled; once all are, forget the body."""
+    fields: list[Any] = [json.dumps(done)]
+    sql = "UPDATE shoestring_inbound SET done = ?"
+    if finished:
+        sql += ", state = 'processed', raw = NULL"
+    await database.write(sql + " WHERE id = ?", [*fields, spool_id])

@@ -1,0 +1,76 @@
+"""`shoestring run` with the SMTP server, driven by swaks: nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Server, free_port
+
+pytestmark = pytest.mark.e2e
+
+APP = """
+from pathlib import Path
+
+from shoestring import App
+
+app = App("mailroom")
+
+
+@app.on_mail("*@in.example")
+async def keep(message) -> None:
+    with (Path(__file__).parent / "received.txt").open("a") as out:
+        out.write(f"{message.recipient} {message.subject}\\n")
+"""
+
+
+def _swaks(port: int, to: str, subject: str) -> subprocess.CompletedProcess[str]:
+    if shutil.which("swaks") is None:
+        pytest.fail("swaks is needed (apt-get install swaks)")
+    return subprocess.run(
+        ["swaks", "--server", f"127.0.0.1:{port}", "--from", "ada@elsewhere.example",
+         "--to", to, "--header", f"Subject: {subject}", "--body", "hello", "--timeout", "10"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+
+def test_a_message_acknowledged_before_a_kill_9_is_handled_after_restart(
+    tmp_path: Path,
+) -> None:
+    project = tmp_path / "mailroom"
+    project.mkdir()
+    (project / "app.py").write_text(APP)
+    smtp_port = free_port()
+    (project / "shoestring.toml").write_text(
+        f'[mail.inbound]\nenabled = true\nport = {smtp_port}\ndomains = ["in.example"]\n'
+    )
+    received = project / "received.txt"
+
+    # first run: the job worker is off, so the message can only be in the spool
+    first = Server(project, env={"SHOESTRING_JOBS__WORKER": "false"})
+    try:
+        first.wait_ready("/_ready")
+        relayed = _swaks(smtp_port, "victim@elsewhere.example", "relay me")
+        assert relayed.returncode != 0 and "550 5.7.1" in relayed.stdout
+        sent = _swaks(smtp_port, "notes@in.example", "kept across a crash")
+        assert sent.returncode == 0, sent.stdout
+        assert "250 2.0.0 Ok: queued as" in sent.stdout
+    finally:
+        first.kill()  # SIGKILL, right after the 250
+    assert not received.exists()
+
+    second = Server(project)
+    try:
+        second.wait_ready("/_ready")
+        deadline = time.monotonic() + 15
+        while not received.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert received.read_text() == "notes@in.example kept across a crash\n"
+    finally:
+        assert second.terminate() == 0, second.log
+    for server in (first, second):
+        assert "ada@elsewhere.example" not in server.log and "notes@in.example" not in server.log
