@@ -10,6 +10,8 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from tests.e2e.conftest import free_port
+from tests.mail.dns import default_dns, zone  # noqa: F401 - loopback DNS fixtures
+from tests.mail.mailroom import mailroom  # noqa: F401 - an app receiving mail
 
 
 @dataclass

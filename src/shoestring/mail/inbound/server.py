@@ -29,7 +29,8 @@ from shoestring.mail.inbound.addresses import Refused
 logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 Accept = Callable[[str], Awaitable[str]]  # recipient -> normalized, or raises Refused
-Receive = Callable[[str, list[str], bytes], Awaitable[str]]  # -> the 250 reply, or raises Refused
+# (mail_from, recipients, raw, client ip, helo) -> the 250 reply, or raises Refused
+Receive = Callable[[str, list[str], bytes, str, str], Awaitable[str]]
 
 _SOURCE_ROUTE = re.compile(r"<\s*@")
 
@@ -114,7 +115,14 @@ class Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content
         assert isinstance(raw, bytes)
+        peer = session.peer[0] if isinstance(session.peer, tuple) else ""
         try:
-            return await self._receive(envelope.mail_from or "", list(envelope.rcpt_tos), raw)
+            return await self._receive(
+                envelope.mail_from or "",
+                list(envelope.rcpt_tos),
+                raw,
+                peer,
+                session.host_name or "",
+            )
         except Refused as refused:
             return refused.reply

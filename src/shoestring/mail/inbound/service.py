@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from shoestring.errors import ConfigError
 from shoestring.mail.inbound import headers, spool
 from shoestring.mail.inbound.addresses import Refused, our_recipient
+from shoestring.mail.inbound.auth import authenticate
 from shoestring.mail.inbound.message import InboundMessage
 from shoestring.mail.inbound.server import Handler, InboundSMTP, Limits
 from shoestring.services import Health
@@ -105,13 +106,24 @@ class Inbound:
                 raise Refused("550 5.1.1 No such mailbox here")
         return recipient
 
-    async def receive(self, mail_from: str, recipients: list[str], raw: bytes) -> str:
-        """DATA: spool the message and its processing job; the 250 once both are committed."""
+    async def receive(
+        self, mail_from: str, recipients: list[str], raw: bytes, ip: str = "", helo: str = ""
+    ) -> str:
+        """DATA: check, spool the message and its processing job; the 250 once both are committed."""
         if headers.has_bare_line_ending(raw):
             raise Refused("550 5.6.0 Bare CR or LF in the message; send CRLF line endings")
         raw = headers.strip_ours(raw, self.authserv_id)
-        # Authentication results (SPF, DKIM, DMARC) are added here by auth.py.
-        auth: dict[str, str] = {}
+        verdict, auth = await asyncio.to_thread(
+            authenticate, raw, authserv_id=self.authserv_id, ip=ip, mail_from=mail_from, helo=helo
+        )
+        if auth["dmarc"] == "fail" and auth.get("dmarc_policy") in ("reject", "quarantine"):
+            # Refused in the session, so the sending server (not us) tells its
+            # user: we never send a bounce to a sender that may be forged.
+            if auth["dmarc_policy"] == "reject" and self.settings.dmarc_reject == "reject":
+                raise Refused("550 5.7.1 Rejected: the sender's domain (DMARC p=reject) disowns it")
+            if self.settings.dmarc_reject != "accept":
+                auth["quarantine"] = "dmarc"
+        raw = verdict + raw
         message_id = _message_id(raw)
         async with self._app.db.transaction() as tx:
             spool_id = await spool.store(
