@@ -123,28 +123,61 @@ def mail_dns(project_dir: Path, domain: str, selector: str | None, mx_host: str 
 @click.option("--domain", required=True)
 @click.option("--selector", default=None, help="DKIM selector [default: mail.dkim_selector].")
 def mail_check(project_dir: Path, domain: str, selector: str | None) -> None:
-    """Compare what DNS publishes for DOMAIN now with what it should."""
-    import dns.exception
-    import dns.resolver
+    """Compare what DNS publishes for DOMAIN now with what it should.
 
+    SPF and DMARC must be published (their policies are yours to choose);
+    the DKIM record must carry the public key of this project's key.
+    """
     settings = load_settings(project_dir)
     selector = selector or settings.mail.dkim_selector
     path = dkim_keys.key_path(settings.data_dir, domain, selector)
     problems = 0
+    console = Console(highlight=False)
     for name, kind, expected in dkim_keys.dns_records(domain, selector, path, inbound_host=None):
-        try:
-            answers = dns.resolver.resolve(name, kind, lifetime=5)
-            found = ["".join(part.decode() for part in r.strings) for r in answers]
-        except dns.exception.DNSException as exc:
-            found, error = [], f" ({type(exc).__name__})"
-        else:
-            error = ""
-        prefix = expected.split(";")[0].split(" ")[0]
-        ok = any(value == expected or value.startswith(prefix) for value in found)
-        problems += not ok
-        mark = "[green]ok[/]" if ok else "[red]missing[/]"
-        Console().print(f"{mark}  {kind} {name}{error}")
+        found, error = _published_txt(name)
+        verdict = _compare(expected, found)
+        problems += verdict != "ok"
+        colour = "green" if verdict == "ok" else "red"
+        console.print(f"[{colour}]{verdict}[/]  {kind} {name}{error}")
+    if not path.exists():
+        console.print(
+            f"no DKIM key here for {domain}: `shoestring mail dkim init --domain {domain}`"
+        )
     if problems:
         raise ShoestringError(
             f"{problems} record(s) missing or different: see `shoestring mail dns --domain {domain}`"
         )
+
+
+def _published_txt(name: str) -> tuple[list[str], str]:
+    """The TXT values published at `name`, and a note on why there are none."""
+    import dns.exception
+    import dns.resolver
+
+    try:
+        answers = dns.resolver.resolve(name, "TXT", lifetime=5)
+    except dns.resolver.NXDOMAIN:
+        return [], ""
+    except dns.exception.DNSException as exc:
+        return [], f" (DNS: {type(exc).__name__})"
+    return ["".join(part.decode() for part in answer.strings) for answer in answers], ""
+
+
+def _compare(expected: str, found: list[str]) -> str:
+    """ok, missing, or different (a DKIM record whose key is not ours)."""
+    tag = expected.split(";")[0].split(" ")[0].lower()  # v=spf1, v=DKIM1, v=DMARC1
+    published = [value for value in found if value.lower().startswith(tag)]
+    if not published:
+        return "missing"
+    if tag != "v=dkim1":
+        return "ok"
+    ours = _tag(expected, "p")
+    return "ok" if any(_tag(value, "p") == ours for value in published) else "different"
+
+
+def _tag(record: str, name: str) -> str:
+    for part in record.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key.strip() == name:
+            return "".join(value.split())
+    return ""

@@ -1,0 +1,60 @@
+"""`shoestring mail check` against a real DNS server on loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from shoestring.cli import main
+from shoestring.mail import dkim
+from tests.mail.dns import LoopbackDNS
+
+runner = CliRunner()
+
+
+def _project(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "app.py").write_text('from shoestring import App\n\napp = App("checked")\n')
+    key = dkim.key_path(tmp_path / "data", "example.org", "mail")
+    dkim.generate_key(key)
+    return tmp_path, dkim.public_key_record(key)
+
+
+def _split(record: str) -> str:
+    return " ".join(f'"{record[i : i + 250]}"' for i in range(0, len(record), 250))
+
+
+def _check(project: Path) -> tuple[int, str]:
+    result = runner.invoke(
+        main, ["mail", "check", "--domain", "example.org", "--project", str(project)]
+    )
+    return result.exit_code, result.output
+
+
+def test_published_records_pass(tmp_path: Path, default_dns: LoopbackDNS) -> None:
+    project, record = _project(tmp_path)
+    default_dns.records = {
+        ("example.org", "TXT"): ['"v=spf1 include:_spf.provider.example -all"'],
+        ("mail._domainkey.example.org", "TXT"): [_split(record)],
+        ("_dmarc.example.org", "TXT"): ['"v=DMARC1; p=reject"'],
+    }
+    code, output = _check(project)
+    assert code == 0, output
+    assert output.count("ok") == 3
+
+
+def test_a_missing_dmarc_and_a_stale_dkim_key_are_reported(
+    tmp_path: Path, default_dns: LoopbackDNS
+) -> None:
+    project, _ = _project(tmp_path)
+    other = tmp_path / "old.pem"
+    dkim.generate_key(other)  # the key DNS still publishes is an older one
+    default_dns.records = {
+        ("example.org", "TXT"): ['"v=spf1 mx -all"'],
+        ("mail._domainkey.example.org", "TXT"): [_split(dkim.public_key_record(other))],
+    }
+    code, output = _check(project)
+    assert code == 1
+    assert "different  TXT mail._domainkey.example.org" in output
+    assert "missing  TXT _dmarc.example.org" in output
+    assert "2 record(s) missing or different" in output
