@@ -148,6 +148,10 @@ class InboundSettings(Section):
         description="PEM certificate offered with STARTTLS (in production, the one Caddy obtained).",
     )
     tls_key: str = Field("", description="PEM private key of `tls_cert`.")
+    nameservers: list[str] = Field(
+        default_factory=list,
+        description="DNS servers (`ip` or `ip:port`) for the SPF, DKIM and DMARC checks, e.g. a local caching resolver; empty: the system's.",
+    )
     dmarc_reject: Literal["reject", "quarantine", "accept"] = Field(
         "reject",
         description="What to do with mail failing DMARC whose domain publishes `p=reject`: refuse it at DATA, keep it marked as quarantined, or accept it.",

@@ -81,3 +81,23 @@ async def test_a_failure_under_p_quarantine_is_kept_marked(
     await mailroom.until_received(1)
     auth = mailroom.received[0].authentication
     assert (auth["spf"], auth["dmarc"], auth["quarantine"]) == ("fail", "fail", "dmarc")
+
+
+def test_nameservers_setting_points_the_checks_at_a_resolver(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dns.resolver
+
+    from shoestring.mail.inbound.auth import use_nameservers
+
+    monkeypatch.setattr(dns.resolver, "default_resolver", None)
+    use_nameservers(["127.0.0.1:5353", "127.0.0.2:5353"])
+    resolver = dns.resolver.get_default_resolver()
+    assert (resolver.nameservers, resolver.port) == (["127.0.0.1", "127.0.0.2"], 5353)
+    use_nameservers(["::1"])
+    assert (
+        dns.resolver.get_default_resolver().nameservers,
+        dns.resolver.get_default_resolver().port,
+    ) == (["::1"], 53)
+    with pytest.raises(ValueError, match="one port"):
+        use_nameservers(["127.0.0.1:53", "127.0.0.2:5353"])

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from shoestring.errors import ConfigError
 from shoestring.mail.inbound import headers, spool
 from shoestring.mail.inbound.addresses import Refused, our_recipient
-from shoestring.mail.inbound.auth import authenticate
+from shoestring.mail.inbound.auth import authenticate, use_nameservers
 from shoestring.mail.inbound.message import InboundMessage
 from shoestring.mail.inbound.server import Handler, InboundSMTP, Limits
 from shoestring.services import Health
@@ -42,6 +44,7 @@ MailHandler = Callable[[InboundMessage], Awaitable[Any]]
 AcceptCheck = Callable[[str], Awaitable[bool]]
 H = TypeVar("H", bound=MailHandler)
 PROCESS_JOB = "shoestring.mail.inbound.process"
+CHECK_THREADS = 16  # authentication checks at once (each mostly waits for DNS)
 
 
 class MailboxFull(Exception):
@@ -65,6 +68,7 @@ class Inbound:
         app.db.add_migrations(spool.MIGRATIONS)
         self._routes: list[_Route] = []
         self._server: asyncio.Server | None = None
+        self._checks: ThreadPoolExecutor | None = None
         mail = app.settings.mail  # a handler that fails is retried as deliveries are
         self._process = app.job(
             name=PROCESS_JOB, retries=mail.retries, backoff=mail.retry_backoff, timeout=300
@@ -113,8 +117,16 @@ class Inbound:
         if headers.has_bare_line_ending(raw):
             raise Refused("550 5.6.0 Bare CR or LF in the message; send CRLF line endings")
         raw = headers.strip_ours(raw, self.authserv_id)
-        verdict, auth = await asyncio.to_thread(
-            authenticate, raw, authserv_id=self.authserv_id, ip=ip, mail_from=mail_from, helo=helo
+        verdict, auth = await asyncio.get_running_loop().run_in_executor(
+            self._checks,
+            functools.partial(
+                authenticate,
+                raw,
+                authserv_id=self.authserv_id,
+                ip=ip,
+                mail_from=mail_from,
+                helo=helo,
+            ),
         )
         if auth["dmarc"] == "fail" and auth.get("dmarc_policy") in ("reject", "quarantine"):
             # Refused in the session, so the sending server (not us) tells its
@@ -183,6 +195,15 @@ class Inbound:
                 "the mail settings", ["mail.inbound.enabled needs mail.inbound.domains"]
             )
         tls = _tls_context(settings.tls_cert, settings.tls_key)
+        if settings.nameservers:
+            try:
+                use_nameservers(settings.nameservers)
+            except ValueError as exc:
+                raise ConfigError(
+                    "the mail settings", [f"mail.inbound.nameservers: {exc}"]
+                ) from None
+        # The checks block on DNS: their own threads, so they never starve the app's.
+        self._checks = ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="mail-auth")
         limits = Limits(
             per_ip=settings.max_connections_per_ip,
             recipients=settings.max_recipients,
@@ -216,6 +237,9 @@ class Inbound:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        if self._checks is not None:
+            self._checks.shutdown(wait=False, cancel_futures=True)
+            self._checks = None
 
     async def health(self) -> Health:
         if self.settings.enabled and self._server is None:
