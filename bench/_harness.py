@@ -27,6 +27,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class Counter:
+    """An aiosmtpd handler that accepts every message and counts them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        self.count += 1
+        return "250 OK"
+
+
 def wait_for(url: str, timeout: float = 20.0) -> float:
     """Seconds until `url` answers 200."""
     started = time.perf_counter()

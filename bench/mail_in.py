@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import VENV_BIN, free_port, wait_for
+from _harness import VENV_BIN, Counter, free_port, wait_for
 from aiosmtpd.controller import Controller
 
 from tests.mail.dns import LoopbackDNS
@@ -53,15 +53,6 @@ app = App("mailin")
 async def forward(message) -> None:
     await app.mail.send(to="owner@sink.example", subject=message.subject, text=message.text or "")
 """
-
-
-class Counter:
-    def __init__(self) -> None:
-        self.count = 0
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.count += 1
-        return "250 OK"
 
 
 def blast(port: int, messages: int) -> float:

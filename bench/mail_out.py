@@ -19,25 +19,15 @@ import tempfile
 import time
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import free_port
+from _harness import Counter, free_port
 from aiosmtpd.controller import Controller
 
 from shoestring import App, Settings
 from shoestring.config import DatabaseSettings, JobsSettings, MailSettings
-
-
-class Counter:
-    def __init__(self) -> None:
-        self.count = 0
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.count += 1
-        return "250 OK"
 
 
 def baseline(port: int, messages: int) -> float:
