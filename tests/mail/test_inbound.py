@@ -67,6 +67,16 @@ async def test_full_mailboxes_and_too_many_recipients_are_deferred(mailroom: Mai
     assert [r[:3] for r in replies[-4:]] == ["250", "250", "250", "452"]
 
 
+async def test_an_app_error_at_rcpt_is_a_temporary_failure_without_details(
+    mailroom: Mailroom,
+) -> None:
+    refused = await mailroom.send(f"broken@{DOMAIN}", f"fine@{DOMAIN}")
+    assert refused == {
+        f"broken@{DOMAIN}": (451, b"4.3.0 Temporary failure on our side; try again later")
+    }
+    await mailroom.until_received(1)  # the other recipient still got it
+
+
 async def test_oversized_messages_are_refused_before_they_are_stored(mailroom: Mailroom) -> None:
     declared = await asyncio.to_thread(
         converse, mailroom.port, [], mail_from="MAIL FROM:<s@elsewhere.example> SIZE=999999"

@@ -33,6 +33,8 @@ Accept = Callable[[str], Awaitable[str]]  # recipient -> normalized, or raises R
 Receive = Callable[[str, list[str], bytes, str, str], Awaitable[str]]
 
 _SOURCE_ROUTE = re.compile(r"<\s*@")
+TRY_LATER = "451 4.3.0 Temporary failure on our side; try again later"
+log = logging.getLogger("shoestring.mail.inbound")
 
 
 class Limits:
@@ -108,6 +110,9 @@ class Handler:
             recipient = await self._accept(address)
         except Refused as refused:
             return refused.reply
+        except Exception:
+            log.exception("checking a recipient failed")
+            return TRY_LATER
         if recipient not in envelope.rcpt_tos:
             envelope.rcpt_tos.append(recipient)
         return "250 2.1.5 Recipient ok"
@@ -126,3 +131,12 @@ class Handler:
             )
         except Refused as refused:
             return refused.reply
+        except Exception:
+            # The client keeps the message and tries again; nothing half-stored.
+            log.exception("receiving a message failed")
+            return TRY_LATER
+
+    async def handle_exception(self, error: Exception) -> str:
+        """Anything else that escapes: a temporary failure, never our internals in the reply."""
+        log.error("SMTP session failed: %s", type(error).__name__)
+        return "421 4.3.0 Temporary failure; closing the connection"
