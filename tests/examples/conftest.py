@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 from tests.mail.conftest import sink  # noqa: F401 - a real SMTP server, for the examples that mail
+from tests.mail.dns import zone  # noqa: F401 - a real DNS server, for othermail's SPF checks
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

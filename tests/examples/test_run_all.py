@@ -35,13 +35,14 @@ def test_every_example_is_served_and_ctrl_c_stops_them(tmp_path: Path) -> None:
     shutil.copytree(EXAMPLES, examples, ignore=shutil.ignore_patterns("data", "__pycache__"))
     port = free_port()
     script = subprocess.Popen(
-        [str(examples / "run")], env={**os.environ, "PORT": str(port)},
+        [str(examples / "run")], env={**os.environ, "PORT": str(port), "SMTP_PORT": str(free_port())},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 20
         _ready(f"http://127.0.0.1:{port}/_ready", deadline)
         _ready(f"http://127.0.0.1:{port + 1}/_ready", deadline)
+        _ready(f"http://127.0.0.1:{port + 2}/_ready", deadline)
         page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
         assert "<title>taptapmail</title>" in page.text
         assert "photos" in httpx.get(f"http://127.0.0.1:{port + 1}/", timeout=5).json()["upload"]
@@ -49,6 +50,6 @@ def test_every_example_is_served_and_ctrl_c_stops_them(tmp_path: Path) -> None:
         script.send_signal(signal.SIGINT)
         output, _ = script.communicate(timeout=30)
     assert f"taptapmail: http://127.0.0.1:{port}/" in output
-    for served in (port, port + 1):
+    for served in (port, port + 1, port + 2):
         with pytest.raises(httpx.TransportError):
             httpx.get(f"http://127.0.0.1:{served}/_health", timeout=1)

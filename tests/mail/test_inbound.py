@@ -147,3 +147,21 @@ async def test_connections_and_errors_are_limited(mailroom: Mailroom) -> None:
     assert [g[:3] for g in greetings] == ["220", "220", "220", "421"]
     replies = await asyncio.to_thread(converse, mailroom.port, ["BOGUS"] * 5)
     assert any(r.startswith("421 4.7.0 Too many errors") for r in replies)
+
+
+def test_hostile_headers_never_break_a_handler() -> None:
+    from datetime import UTC, datetime
+
+    from shoestring.mail.inbound import InboundMessage
+
+    raw = (
+        b"From: =?utf-8?b?QWRhDQpCY2M6IGV2ZUBleC5jb20=?= <ada@example.org>\r\n"  # "Ada\r\nBcc: ..."
+        b"Subject: =?utf-8?q?hi=0D=0ABcc=3A_eve@example.com?=\r\n\r\nbody\r\n"
+    )
+    message = InboundMessage(
+        id="1", mail_from="", recipient="r@in.example", recipients=("r@in.example",),
+        raw=raw, received_at=datetime.now(UTC),
+    )  # fmt: skip
+    assert message.subject == "hi  Bcc: eve@example.com"  # one line: safe to reuse in a header
+    assert "\n" not in message.from_ and "ada@example.org" in message.from_
+    assert message.message_id == ""

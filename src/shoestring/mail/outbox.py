@@ -12,13 +12,19 @@ body and recipients are deleted unless `mail.keep_sent` says otherwise.
 from __future__ import annotations
 
 import asyncio
+import base64
+import copy
+import email.policy
 import json
 import logging
+import re
 import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -149,14 +155,47 @@ class Mail:
             headers=headers,
             attachments=[a if isinstance(a, Attachment) else Attachment(*a) for a in attachments],
         )
-        message_id = uuid.uuid4().hex
         envelope_from = parse_address(from_ or settings.sender, "from").addr_spec
+        return await self._queue(envelope_from, recipients, subject, message.as_string())
+
+    async def send_message(
+        self, message: EmailMessage, *, to: list[str], envelope_from: str | None = None
+    ) -> str:
+        """Queue a whole MIME message as it is (forwarding, resending); return its id.
+
+        `to` are the envelope recipients; `envelope_from` the envelope sender
+        (where bounces go), by default the address in the message's From.
+        The message is sent as given, plus Date and Message-ID if it has
+        none and minus any Bcc; it is DKIM-signed like any other. Raises
+        InvalidMessage (nothing queued) for a bad address or a header value
+        with a line break in it.
+        """
+        if not to:
+            raise InvalidMessage("a message needs at least one recipient")
+        recipients = [parse_address(address, "to").addr_spec for address in to]
+        what = "envelope_from" if envelope_from is not None else "From (or pass envelope_from=)"
+        try:
+            # The email package raises on crafted headers when it parses them.
+            if envelope_from is None:
+                envelope_from = str(message.get("From", ""))
+            subject = " ".join(str(message.get("Subject", "")).split())[:998]
+        except (ValueError, TypeError) as exc:
+            raise InvalidMessage(f"the message's headers cannot be read: {exc}") from None
+        sender = parse_address(envelope_from, what)
+        raw_text = wire_text(message, message_id_domain=sender.domain)
+        return await self._queue(sender.addr_spec, recipients, subject, raw_text)
+
+    async def _queue(
+        self, envelope_from: str, recipients: list[str], subject: str, raw_text: str
+    ) -> str:
+        """Store the message and enqueue its delivery in one transaction (joining the caller's)."""
+        message_id = uuid.uuid4().hex
         row = [
             message_id,
             envelope_from,
             json.dumps(recipients),
             subject,
-            message.as_string(),
+            raw_text,
             "queued",
             self.transport.name,
             time.time(),
@@ -371,3 +410,55 @@ class Mail:
 
     async def health(self) -> Health:
         return Health(ok=True)
+
+
+_FIELD_LINE = re.compile(rb"^[!-9;-~]+:")
+
+
+def wire_text(message: EmailMessage, *, message_id_domain: str) -> str:
+    """`message` as the outbox stores it: CRLF lines, Date and Message-ID, no Bcc.
+
+    The caller's message is not changed. A body in 8-bit bytes that are not
+    UTF-8 is re-encoded as base64 (the same content; the outbox keeps text).
+    Raises InvalidMessage if a header name is not valid or a value would
+    add lines of its own on the wire (header injection).
+    """
+    message = copy.deepcopy(message)
+    del message["Bcc"]
+    if "Date" not in message:
+        message["Date"] = formatdate(localtime=False)
+    if "Message-ID" not in message:
+        message["Message-ID"] = make_msgid(domain=message_id_domain)
+    raw = _serialized(message)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    for part in message.walk():
+        encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+        if not part.is_multipart() and encoding in ("8bit", "binary"):
+            data = part.get_payload(decode=True)
+            assert isinstance(data, bytes)
+            del part["Content-Transfer-Encoding"]
+            part.set_payload(base64.encodebytes(data).decode("ascii"))
+            part["Content-Transfer-Encoding"] = "base64"
+    # Only headers with raw 8-bit bytes in them are left: Python re-encodes those.
+    return _serialized(message).decode("utf-8", "replace")
+
+
+def _serialized(message: EmailMessage) -> bytes:
+    try:
+        raw = message.as_bytes(policy=email.policy.SMTP)
+    except (ValueError, TypeError) as exc:
+        raise InvalidMessage(f"the message cannot be serialized: {exc}") from None
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    fields = [line for line in head.split(b"\r\n") if line[:1] not in (b" ", b"\t")]
+    # Each header must come out as exactly one field: a value that breaks
+    # into a line of its own (`X: a\nBcc: b`) or ends the header early shows
+    # as a different count or a line that is not a field.
+    if len(fields) != len(message.keys()) or not all(_FIELD_LINE.match(f) for f in fields):
+        raise InvalidMessage(
+            "a header of the message has a line break in its value or an invalid name;"
+            " header values must be one line"
+        )
+    return raw

@@ -41,17 +41,31 @@ class InboundMessage:
         assert isinstance(message, EmailMessage)
         return message
 
+    def header(self, name: str) -> str:
+        """A header's decoded value on one line ("" if absent); its raw text if it does not parse.
+
+        A sender controls every header: one that decodes to a line break or
+        breaks the address grammar must not take the handler down.
+        """
+        try:
+            value = str(self.parsed.get(name, ""))
+        except (ValueError, IndexError, TypeError, LookupError):
+            raw = email.message_from_bytes(self.raw, policy=email.policy.compat32)
+            value = str(raw.get(name, ""))
+        # Encoded words can smuggle line breaks in; a header value has none.
+        return value.replace("\r", " ").replace("\n", " ")
+
     @property
     def subject(self) -> str:
-        return str(self.parsed.get("Subject", ""))
+        return self.header("Subject")
 
     @property
     def from_(self) -> str:
-        return str(self.parsed.get("From", ""))
+        return self.header("From")
 
     @property
     def message_id(self) -> str:
-        return str(self.parsed.get("Message-ID", "")).strip()
+        return self.header("Message-ID").strip()
 
     @property
     def text(self) -> str | None:

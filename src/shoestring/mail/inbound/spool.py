@@ -95,5 +95,6 @@ async def mark_done(database: Database, spool_id: str, done: list[str], finished
     fields: list[Any] = [json.dumps(done)]
     sql = "UPDATE shoestring_inbound SET done = ?"
     if finished:
-        sql += ", state = 'processed', raw = NULL"
+        # Keep only what deduplicates resends (a hash) and what the queue needs.
+        sql += ", state = 'processed', raw = NULL, mail_from = '', recipients = '[]', auth = '{}'"
     await database.write(sql + " WHERE id = ?", [*fields, spool_id])
