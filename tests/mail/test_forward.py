@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shoestring.mail.inbound import InboundMessage, sent_by
-from shoestring.mail.inbound import forward as fwd
+from shoestring.mail.inbound import rewrite as fwd
 from shoestring.mail.outbox import wire_text
 
 DOMAIN = "othermail.example"

@@ -19,7 +19,7 @@ from shoestring.config import InboundSettings, JobsSettings, MailSettings
 from shoestring.mail import InvalidMessage
 from shoestring.mail import dkim as our_dkim
 from shoestring.mail.inbound import Bounce, Forwarder, InboundMessage
-from shoestring.mail.inbound import forward as fwd
+from shoestring.mail.inbound import rewrite as fwd
 from tests.backends import make_app, running
 from tests.mail.conftest import Sink
 from tests.mail.test_forward import ORIGINAL, dsn, owners_reply
