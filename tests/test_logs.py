@@ -99,3 +99,31 @@ def test_access_lines_stay_valid_json_for_hostile_paths(
     assert str(access["path"]).startswith('/a"b\\c/\u00fc?q=')
     assert str(access["path"]).endswith("&e=[email]")
     assert access["msg"] == f"GET {access['path']} 404"
+
+
+def test_successful_health_probes_are_not_logged_but_failures_are(
+    log_stream: io.StringIO, app: App
+) -> None:
+    from shoestring import Health
+
+    class Flaky:
+        name = "flaky"
+        ok = True
+
+        async def start(self) -> None: ...
+
+        async def stop(self) -> None: ...
+
+        async def health(self) -> Health:
+            return Health(ok=self.ok, detail="" if self.ok else "down")
+
+    flaky = Flaky()
+    app.services.add(flaky)
+    with TestClient(app) as client:
+        assert client.get("/_health").status_code == 200
+        assert client.get("/_ready").status_code == 200
+        flaky.ok = False
+        assert client.get("/_ready").status_code == 503
+        client.get("/elsewhere")
+    access = [line["msg"] for line in lines(log_stream) if line["logger"] == "shoestring.access"]
+    assert access == ["GET /_ready 503", "GET /elsewhere 404"]

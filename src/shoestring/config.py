@@ -315,6 +315,103 @@ class StorageSettings(Section):
     )
 
 
+class DeploySettings(Section):
+    host: str = Field(
+        "",
+        pattern=r"^$|^([a-z_][a-z0-9_-]*@)?[A-Za-z0-9.:\[\]-]+?(:\d+)?$",
+        description="Where `shoestring deploy` goes: `user@address[:port]` over SSH (a fresh Debian 12 or Ubuntu 24.04; root or a user with password-less sudo).",
+    )
+    ssh_key: str = Field(
+        "",
+        description="Private key for SSH, e.g. `~/.ssh/id_ed25519`; empty means your SSH agent and default keys.",
+    )
+    known_hosts: str = Field(
+        "~/.ssh/known_hosts",
+        description="Host keys checked on connect; a host not listed yet is trusted on first use and added (as OpenSSH's `accept-new`).",
+    )
+    domains: list[str] = Field(
+        default_factory=list,
+        description="Domain names Caddy serves with automatic HTTPS (certificates from `acme_ca`); empty means plain HTTP on `http_port`.",
+    )
+    acme_email: str = Field(
+        "", description="Contact address given to the certificate authority (expiry warnings)."
+    )
+    acme_ca: str = Field(
+        "",
+        description="ACME directory URL; empty means Caddy's default (Let's Encrypt, with ZeroSSL as fallback).",
+    )
+    acme_ca_root: str = Field(
+        "",
+        description="Local PEM file of the root that signs `acme_ca`'s own HTTPS certificate (for a private CA such as Pebble); uploaded to the host.",
+    )
+    hsts: bool = Field(
+        False,
+        description="Send Strict-Transport-Security (one year, subdomains): browsers then refuse plain HTTP for the domains.",
+    )
+    http_port: int = Field(
+        80, ge=1, le=65535, description="Caddy's HTTP port (redirects to HTTPS)."
+    )
+    https_port: int = Field(443, ge=1, le=65535, description="Caddy's HTTPS port.")
+    caddy_admin: str = Field(
+        "localhost:2019", description="Caddy's admin API address on the host (never exposed)."
+    )
+    caddy_options: list[str] = Field(
+        default_factory=list,
+        description="Extra lines for Caddy's global options, e.g. `renew_interval 1h`.",
+    )
+    ports: list[int] = Field(
+        default_factory=lambda: [8001, 8002],
+        min_length=2,
+        max_length=2,
+        description="The two loopback ports releases alternate between, so a new one starts beside the old.",
+    )
+    user: str = Field(
+        "",
+        pattern=r"^$|^[a-z_][a-z0-9_-]{0,31}$",
+        description="System user the app runs as; empty means the project name.",
+    )
+    base_dir: str = Field(
+        "/srv",
+        description="Releases go under `<base_dir>/<project>`; data under `/var/lib/<project>`.",
+    )
+    keep_releases: int = Field(
+        5, ge=2, le=100, description="Releases kept on the host for `shoestring rollback`."
+    )
+    pre_deploy: list[str] = Field(
+        default_factory=list,
+        description="Shell commands run on the host in the new release, as the app's user, before it starts.",
+    )
+    post_deploy: list[str] = Field(
+        default_factory=list,
+        description="Shell commands run on the host in the new release, as the app's user, after it serves.",
+    )
+    packages: list[str] = Field(
+        default_factory=list, description="Extra Debian packages installed on the host."
+    )
+    firewall: bool = Field(
+        True,
+        description="Install an nftables firewall that lets in only SSH, HTTP and HTTPS (and SMTP with `inbound_mail`).",
+    )
+    inbound_mail: bool = Field(
+        False, description="Open port 25 in the firewall for the receiving mail server."
+    )
+    upgrades_reboot_time: str = Field(
+        "04:00",
+        pattern=r"^$|^([01]\d|2[0-3]):[0-5]\d$",
+        description="unattended-upgrades installs security updates daily and, when one needs it, reboots at this time (`HH:MM`); empty never reboots.",
+    )
+    health_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a new release has to answer /_ready before it is abandoned.",
+    )
+    drain_seconds: float = Field(
+        5.0,
+        ge=3,
+        description="Seconds the old release keeps serving once the new one is ready (at least 3: Caddy checks readiness every 2 s); then it finishes its requests and stops.",
+    )
+
+
 class Settings(Section):
     data_dir: Path = Field(
         Path("data"),
@@ -330,6 +427,7 @@ class Settings(Section):
     sites: dict[str, SiteSettings] = Field(
         default_factory=dict, description="Static sites, `[sites.NAME]`."
     )
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
     tables: dict[str, TableSettings] = Field(
         default_factory=dict, description="Per-table settings, `[tables.NAME]`."
     )

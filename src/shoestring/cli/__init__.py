@@ -11,6 +11,18 @@ from rich.text import Text
 
 from shoestring import __version__
 from shoestring.cli.config import config_command
+from shoestring.cli.deploy import (
+    backup_command,
+    deploy_command,
+    destroy_command,
+    logs_command,
+    migrate_command,
+    releases_command,
+    restore_command,
+    rollback_command,
+    ssh_command,
+    status_command,
+)
 from shoestring.cli.jobs import jobs_group, schedules_command
 from shoestring.cli.keys import keys_group
 from shoestring.cli.mail import mail_group
@@ -80,3 +92,13 @@ main.add_command(storage_group)
 main.add_command(keys_group)
 main.add_command(sites_group)
 main.add_command(secrets_group)
+main.add_command(backup_command)
+main.add_command(restore_command)
+main.add_command(migrate_command)
+main.add_command(deploy_command)
+main.add_command(rollback_command)
+main.add_command(releases_command)
+main.add_command(logs_command)
+main.add_command(status_command)
+main.add_command(ssh_command)
+main.add_command(destroy_command)

@@ -9,12 +9,26 @@ import click
 
 from shoestring.cli.project_app import project_option
 from shoestring.config import load_settings
+from shoestring.deploy.vault import DeploySecrets
 from shoestring.errors import ShoestringError
 from shoestring.secrets import Secrets, environment_variable
 
 
-def _secrets(project_dir: Path) -> Secrets:
-    return Secrets(load_settings(project_dir).data_dir / "secrets")
+def _secrets(project_dir: Path, deploy: bool = False) -> Secrets | DeploySecrets:
+    settings = load_settings(project_dir)
+    if deploy:
+        project = settings.project.name or project_dir.resolve().name
+        return DeploySecrets.of(settings, project)
+    return Secrets(settings.data_dir / "secrets")
+
+
+deploy_option = click.option(
+    "--deploy",
+    is_flag=True,
+    help="The deploy host's secrets: kept here encrypted in <data_dir>/deploy-secrets/ (the "
+    "key in ~/.config/shoestring/deploy-keys/) and written to the host by `shoestring "
+    "deploy`, readable only by the app's user.",
+)
 
 
 @click.group("secrets")
@@ -23,14 +37,16 @@ def secrets_group() -> None:
 
     The app reads them with `app.secrets.get(NAME)`. They live in
     <data_dir>/secrets/, readable only by their owner; SHOESTRING_SECRET_<NAME>
-    in the environment overrides a stored one.
+    in the environment overrides a stored one. With --deploy, the commands
+    act on the values `shoestring deploy` delivers to the host instead.
     """
 
 
 @secrets_group.command("set")
 @project_option
+@deploy_option
 @click.argument("name")
-def secrets_set(project_dir: Path, name: str) -> None:
+def secrets_set(project_dir: Path, name: str, deploy: bool) -> None:
     """Store the secret NAME, asked for without echo (or read from stdin when piped).
 
     Never pass a secret as an argument: it would stay in the shell's history
@@ -40,24 +56,27 @@ def secrets_set(project_dir: Path, name: str) -> None:
         value = click.prompt(f"Value of {name}", hide_input=True, confirmation_prompt=True)
     else:
         value = sys.stdin.read()
-    _secrets(project_dir).set(name, value)
-    click.echo(f"stored secret {name}")
+    _secrets(project_dir, deploy).set(name, value)
+    click.echo(f"stored secret {name}" + (" for the deploy host" if deploy else ""))
 
 
 @secrets_group.command("ls")
 @project_option
-def secrets_ls(project_dir: Path) -> None:
+@deploy_option
+def secrets_ls(project_dir: Path, deploy: bool) -> None:
     """List the names of stored secrets (never their values)."""
-    for name in _secrets(project_dir).names():
+    for name in _secrets(project_dir, deploy).names():
         click.echo(name)
 
 
 @secrets_group.command("rm")
 @project_option
+@deploy_option
 @click.argument("name")
-def secrets_rm(project_dir: Path, name: str) -> None:
-    """Remove the stored secret NAME."""
-    if not _secrets(project_dir).delete(name):
+def secrets_rm(project_dir: Path, name: str, deploy: bool) -> None:
+    """Remove the stored secret NAME (with --deploy: from the next deploy on; the host keeps
+    the value it has until `shoestring ssh` removes it)."""
+    if not _secrets(project_dir, deploy).delete(name):
         raise ShoestringError(
             f"no stored secret {name!r} (one set as {environment_variable(name)} stays set)"
         )

@@ -3,7 +3,8 @@
 The outermost middleware: every HTTP response carries `X-Request-ID` (the
 client's or proxy's own, if it is a sane token, else a fresh one), every log
 line written while handling the request carries it, and one access-log line
-per request records method, path, status, size and duration. Personal data
+per request records method, path, status, size and duration (except
+successful health probes, which a proxy sends every few seconds). Personal data
 in paths and queries is removed by the log scrubber.
 """
 
@@ -23,6 +24,7 @@ from shoestring.logs import request_id_var, write_access_line
 error_log = logging.getLogger("shoestring.http")
 
 REQUEST_ID_HEADER = b"x-request-id"
+PROBE_PATHS = frozenset({"/_health", "/_ready"})
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -70,7 +72,10 @@ class RequestLogMiddleware:
                 status = 500
                 await _send_internal_error(send, id_header)
         finally:
-            if self.access_log_enabled:
+            # A proxy's or load balancer's health probe every few seconds would
+            # bury real traffic: successful probes are not logged, failures are.
+            probe = scope["path"] in PROBE_PATHS and status == 200
+            if self.access_log_enabled and not probe:
                 self._log_access(scope, status, size, started)
             request_id_var.reset(token)
 

@@ -1,0 +1,408 @@
+"""`shoestring deploy` and the commands around it: releases, rollback, logs,
+status, ssh, destroy, backup, restore and migrate.
+
+Deploy commands act on the host named in `[deploy]` of shoestring.toml;
+`backup` and `restore` act on this machine's data directory unless --remote
+says the host's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.table import Table
+from rich.text import Text
+
+from shoestring.app import App
+from shoestring.cli.project_app import project_option, run_with_app
+from shoestring.config import Settings, load_settings
+from shoestring.deploy import backup as backups
+from shoestring.deploy.errors import DeployError
+from shoestring.deploy.layout import Layout, Target
+from shoestring.errors import ShoestringError
+
+if TYPE_CHECKING:  # asyncssh takes 0.2 s to import: only deploy commands pay for it
+    from shoestring.deploy import remote
+
+T = TypeVar("T")
+console = Console(stderr=True, highlight=False)
+
+
+def _project_name(settings: Settings, project_dir: Path) -> str:
+    return settings.project.name or project_dir.resolve().name
+
+
+@contextmanager
+def _bytes_progress(
+    description: str,
+) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
+    """(on_total, advance) hooks drawing a rich progress bar on stderr."""
+    progress = Progress(
+        "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+        TransferSpeedColumn(), console=console, transient=not console.is_terminal,
+        disable=not console.is_terminal,
+    )  # fmt: skip
+    task = progress.add_task(description, total=None)
+    with progress:
+        yield (
+            lambda total: progress.update(task, total=total),
+            lambda done: progress.advance(task, done),
+        )
+
+
+def local_backup_dir() -> Path:
+    # Outside the project, so a backup (it holds the secrets) never lands in git.
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local/share"
+    return Path(base) / "shoestring" / "backups"
+
+
+def default_backup_name(project: str) -> str:
+    return f"{project}-{time.strftime('%Y%m%d-%H%M%S')}.backup.tar.gz"
+
+
+@click.command("backup")
+@project_option
+@click.option(
+    "--to",
+    "target",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The backup file [default: ~/.local/share/shoestring/backups/PROJECT-DATE.backup.tar.gz].",
+)
+@click.option(
+    "--remote",
+    "on_host",
+    is_flag=True,
+    help="Back up the deploy host's data (and download it) instead.",
+)
+def backup_command(project_dir: Path, target: Path | None, on_host: bool) -> None:
+    """Write the project's data to one file: databases, objects, secrets.
+
+    SQLite databases are copied with SQLite's online backup API, so the app
+    may keep running. The file holds the secrets: it is written readable by
+    you only; keep it somewhere safe. `shoestring restore FILE` brings it back.
+    """
+    settings = load_settings(project_dir)
+    project = _project_name(settings, project_dir)
+    if on_host:
+        from shoestring.deploy import remote
+
+        target = target or local_backup_dir() / default_backup_name(project)
+        _run(remote.remote_backup(settings, project_dir, project, target, RichReporter()))
+        console.print(f"the host's data is backed up to [bold]{target}[/]")
+        click.echo(str(target))
+        return
+    if settings.database.url and not settings.database.url.startswith("sqlite:"):
+        console.print(
+            "[yellow]The database is PostgreSQL: back it up with pg_dump; this file holds "
+            "the data directory only.[/]"
+        )
+    target = target or local_backup_dir() / default_backup_name(project)
+    with _bytes_progress("backing up") as (on_total, advance):
+        manifest = backups.create_backup(
+            settings.data_dir, target, project=project, progress=advance, on_total=on_total
+        )
+    console.print(
+        f"backed up {len(manifest.entries)} files ({_size(manifest.size)}) to [bold]{target}[/]"
+    )
+    click.echo(str(target))
+
+
+@click.command("restore")
+@project_option
+@click.argument("backup_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace a data directory that holds data.")
+def restore_command(project_dir: Path, backup_file: Path, force: bool) -> None:
+    """Replace the project's data directory with the contents of BACKUP_FILE.
+
+    Every file is checked against the backup's manifest before anything
+    changes; the swap is a rename, so the data directory is never half
+    restored. Stop the app first. A data directory that holds data is only
+    replaced with --force, and is then kept beside it (the command says where).
+    """
+    settings = load_settings(project_dir)
+    with _bytes_progress("restoring") as (on_total, advance):
+        on_total(backups.read_manifest(backup_file).size)
+        manifest, previous = backups.restore_backup(
+            backup_file, settings.data_dir, force=force, progress=advance
+        )
+    console.print(
+        f"restored {len(manifest.entries)} files ({_size(manifest.size)}) of "
+        f"{manifest.project} into [bold]{settings.data_dir}[/]"
+    )
+    if previous is not None:
+        console.print(f"the data it replaced is in {previous}; delete it when you are sure")
+
+
+@click.command("migrate")
+@project_option
+def migrate_command(project_dir: Path) -> None:
+    """Apply pending database migrations (shoestring's and the tables') and exit.
+
+    `shoestring deploy` runs it before a new release starts; the app also
+    migrates when it starts.
+    """
+
+    async def nothing(app: App) -> None:
+        return None
+
+    run_with_app(project_dir, nothing)
+    click.echo("database is up to date")
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"
+
+
+def _run(coroutine: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await coroutine
+
+    try:
+        return asyncio.run(main())
+    except DeployError:
+        raise
+    except OSError as exc:
+        raise ShoestringError(f"{exc}") from None
+
+
+class RichReporter:
+    """Prints each step of a deploy as it starts (a spinner) and ends (its time)."""
+
+    @contextmanager
+    def step(self, title: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            with console.status(title):
+                yield
+        except BaseException:
+            console.print(Text.assemble(("✗ ", "bold red"), title))
+            raise
+        console.print(
+            Text.assemble(("✓ ", "green"), title, (f" ({time.monotonic() - started:.1f}s)", "dim"))
+        )
+
+    def note(self, text: str) -> None:
+        console.print(Text("  " + text, style="dim"))
+
+
+def _deployment(
+    project_dir: Path,
+    action: Callable[[remote.Deployment], Awaitable[T]],
+) -> T:
+    from shoestring.deploy import remote
+
+    settings = load_settings(project_dir)
+    project = _project_name(settings, project_dir)
+
+    async def main() -> T:
+        async with remote.deployment(settings, project_dir, project, RichReporter()) as deployment:
+            return await action(deployment)
+
+    return _run(main())
+
+
+@click.command("deploy")
+@project_option
+@click.option(
+    "--restore",
+    "restore_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Provision a new host and restore this backup onto it before the release starts.",
+)
+def deploy_command(project_dir: Path, restore_file: Path | None) -> None:
+    """Deploy the project to the host in [deploy] of shoestring.toml.
+
+    The first run provisions the host (Debian packages incl. Caddy, the app's
+    user, a firewall, automatic security updates, a hardened systemd unit).
+    Every run then packages the project (git's view of it, plus pinned
+    requirements), installs it as a new release, backs up the data, migrates,
+    starts the release beside the live one, and moves traffic to it only
+    once /_ready answers. If it never does, the live release keeps serving.
+    Safe to run again after any failure.
+    """
+    started = time.monotonic()
+    release = _deployment(project_dir, lambda d: d.deploy(restore=restore_file))
+    console.print(
+        Text.assemble(
+            ("deployed ", "bold green"), release, f" in {time.monotonic() - started:.0f}s"
+        )
+    )
+
+
+@click.command("rollback")
+@project_option
+@click.argument("release", required=False)
+def rollback_command(project_dir: Path, release: str | None) -> None:
+    """Serve RELEASE again (default: the one before the live one).
+
+    It starts beside the live release and takes traffic once ready, like a
+    deploy; the data stays as it is (restore a backup for older data).
+    """
+    chosen = _deployment(project_dir, lambda d: d.rollback(release))
+    console.print(Text.assemble(("rolled back to ", "bold green"), chosen))
+
+
+@click.command("releases")
+@project_option
+def releases_command(project_dir: Path) -> None:
+    """List the releases on the host, the live one marked."""
+
+    async def action(d: remote.Deployment) -> tuple[list[str], remote.State]:
+        listed = await d.host.run(f"ls -1 {d.layout.releases}")
+        return sorted(listed.stdout.split()), await d.state()
+
+    releases, state = _deployment(project_dir, action)
+    table = Table("release", "", box=None)
+    for name in releases:
+        table.add_row(name, "live" if name == state.live else "")
+    Console().print(table)
+
+
+@click.command("logs")
+@project_option
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@click.option("-n", "--lines", default=100, show_default=True, help="How many recent lines.")
+@click.option("-g", "--grep", "pattern", help="Only lines matching this regular expression.")
+def logs_command(project_dir: Path, follow: bool, lines: int, pattern: str | None) -> None:
+    """The app's log on the host (journald), from every release's process."""
+
+    async def action(d: remote.Deployment) -> int:
+        units = shlex.quote(f"shoestring-{d.layout.project}@*")
+        command = f"journalctl -u {units} -o cat --no-pager -n {int(lines)}"
+        if pattern:
+            command += f" -g {shlex.quote(pattern)}"
+        return await d.host.stream(command + (" -f" if follow else ""), click.echo)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _deployment(project_dir, action)
+
+
+@click.command("status")
+@project_option
+def status_command(project_dir: Path) -> None:
+    """The live release, its uptime and health, disk, certificates, pending updates."""
+    rows = _deployment(project_dir, _status)
+    table = Table(box=None, show_header=False)
+    for key, value in rows:
+        table.add_row(Text(key, style="bold"), Text(value))
+    Console().print(table)
+
+
+async def _status(d: remote.Deployment) -> list[tuple[str, str]]:
+    state = await d.state()
+    rows = [("host", str(d.host.target)), ("release", state.live or "(none deployed)")]
+    if state.live_port is not None:
+        unit = d.layout.unit(state.live_port)
+        since = await d.host.run(
+            f"systemctl show -p ActiveState,ActiveEnterTimestamp --value {unit}", check=False
+        )
+        rows.append(("process", " since ".join(since.stdout.split("\n", 1)).strip()))
+        ready = await d.host.run(
+            f"curl -sS -m 5 -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{state.live_port}/_ready",
+            check=False,
+        )
+        rows.append(("health", "ready" if ready.stdout == "200" else f"NOT ready ({ready.stdout})"))
+    disk = await d.host.run(
+        f"df -h --output=used,avail,pcent {d.layout.data_dir} | tail -1", check=False
+    )
+    rows.append(("disk", "used, free, %: " + " ".join(disk.stdout.split())))
+    for domain in d.settings.deploy.domains:
+        expiry = await d.host.run(
+            "f=$(find /var/lib/caddy -name "
+            f"{shlex.quote(domain + '.crt')} | head -1); "
+            '[ -n "$f" ] && openssl x509 -noout -enddate -in "$f" | cut -d= -f2',
+            check=False,
+        )
+        rows.append((f"certificate {domain}", expiry.stdout.strip() or "none yet"))
+    updates = await d.host.run(
+        "apt-get -s -o Debug::NoLocking=1 upgrade 2>/dev/null | grep -c '^Inst.*-security' || true",
+        check=False,
+    )
+    rows.append(("security updates pending", updates.stdout.strip() or "?"))
+    return rows
+
+
+@click.command("ssh")
+@project_option
+def ssh_command(project_dir: Path) -> None:
+    """Open a shell on the host (OpenSSH, with the key and host of [deploy])."""
+    deploy = load_settings(project_dir).deploy
+    target = Target.parse(deploy.host)
+    command = ["ssh", "-p", str(target.port)]
+    if deploy.ssh_key:
+        command += ["-i", str(Path(deploy.ssh_key).expanduser())]
+    command += ["-o", f"UserKnownHostsFile={Path(deploy.known_hosts).expanduser()}"]
+    command.append(f"{target.user}@{target.address}")
+    os.execvp("ssh", command)  # noqa: S606 - an interactive shell is OpenSSH's job
+
+
+@click.command("destroy")
+@project_option
+@click.option("--no-backup", is_flag=True, help="Do not offer a final backup.")
+def destroy_command(project_dir: Path, no_backup: bool) -> None:
+    """Remove the project from the host: processes, releases, data, user.
+
+    Asks for the project's name to confirm, and offers to download a final
+    backup first (`shoestring deploy --restore FILE` brings it all back on a
+    new host). Debian packages, Caddy and the firewall stay.
+    """
+    settings = load_settings(project_dir)
+    project = _project_name(settings, project_dir)
+    console.print(
+        f"This deletes [bold]{project}[/] from {settings.deploy.host}: every release, "
+        "the data (tables, objects, secrets) and its user."
+    )
+    typed = click.prompt(
+        "Type the project name to confirm", default="", show_default=False, err=True
+    )
+    if typed != project:
+        raise ShoestringError(f"{typed!r} is not {project!r}: nothing was destroyed")
+    if not no_backup and click.confirm("Download a final backup first?", default=True, err=True):
+        from shoestring.deploy import remote
+
+        target = local_backup_dir() / default_backup_name(project)
+        _run(remote.remote_backup(settings, project_dir, project, target, RichReporter()))
+        console.print(f"final backup: [bold]{target}[/]")
+        click.echo(str(target))
+    _deployment(project_dir, _destroy)
+    console.print(Text.assemble(("destroyed ", "bold red"), project))
+
+
+async def _destroy(d: remote.Deployment) -> None:
+    from shoestring.deploy.remote import CADDYFILE
+
+    layout: Layout = d.layout
+    with d.report.step("stopping and removing the units"):
+        await d.host.run(
+            f"systemctl disable --now 'shoestring-{layout.project}@*' 2>/dev/null; "
+            f"for p in {' '.join(map(str, d.settings.deploy.ports))}; do "
+            f"systemctl disable --now shoestring-{layout.project}@$p 2>/dev/null; done; "
+            f"rm -f /etc/systemd/system/{layout.unit_template} && systemctl daemon-reload"
+        )
+    with d.report.step("emptying Caddy's config"):
+        await d.host.write_file(
+            CADDYFILE, f"{{\n\tadmin {d.settings.deploy.caddy_admin}\n}}\n".encode()
+        )
+        await d.host.run("systemctl reload-or-restart caddy", check=False)
+    with d.report.step("deleting releases, data and the user"):
+        await d.host.run(
+            f"rm -rf {layout.root} {layout.data_dir} {layout.data_dir}.before-restore-* "
+            f"{layout.pip_cache.parent} {layout.caddy_root_ca} && "
+            f"(userdel {shlex.quote(layout.user)} 2>/dev/null; true)"
+        )

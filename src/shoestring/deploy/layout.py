@@ -1,0 +1,131 @@
+"""Where a deployed project lives on its host, and how to reach the host.
+
+<base_dir>/<project>/
+    releases/<id>/          the project's files, its venv in venv/ (root-owned, read-only)
+    slots/<port>            -> releases/<id>: what the unit on that port runs
+    current                 -> releases/<id>: the release taking traffic
+    state.json              which port is live, release history
+    backups/                a backup before every switch (0700)
+    incoming/               uploads in progress
+/var/lib/<project>/         the data directory (owned by the app's user, 0700)
+    secrets/<name>          0600, the app's user only
+/etc/systemd/system/shoestring-<project>@.service   one instance per port
+/etc/caddy/Caddyfile
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from shoestring.config import DeploySettings, Settings
+from shoestring.deploy.errors import DeployError
+
+_PROJECT = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+_HOST = re.compile(r"^(?:(?P<user>[^@]+)@)?(?P<address>\[[^\]]+\]|[^:]+)(?::(?P<port>\d+))?$")
+
+
+@dataclass(frozen=True)
+class Target:
+    """`user@address:port` from `[deploy] host`."""
+
+    user: str
+    address: str
+    port: int
+
+    @classmethod
+    def parse(cls, host: str) -> Target:
+        match = _HOST.match(host)
+        if not host or match is None:
+            raise DeployError(
+                "no deploy host: set `host` in [deploy] of shoestring.toml, e.g. "
+                '`host = "root@203.0.113.7"`, or SHOESTRING_DEPLOY__HOST'
+            )
+        return cls(
+            user=match["user"] or "root",
+            address=match["address"].strip("[]"),
+            port=int(match["port"] or 22),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.address}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The paths and names of one project on its host."""
+
+    project: str
+    user: str
+    root: PurePosixPath
+    data_dir: PurePosixPath
+
+    @classmethod
+    def of(cls, settings: Settings, project: str) -> Layout:
+        deploy: DeploySettings = settings.deploy
+        if not _PROJECT.match(project):
+            raise DeployError(
+                f"{project!r} cannot name a deployed project (it names a user, a unit and "
+                "directories): set `name` in [project] to letters, digits, '-' and '_'"
+            )
+        return cls(
+            project=project,
+            user=deploy.user or _system_name(project),
+            root=PurePosixPath(deploy.base_dir) / project,
+            data_dir=PurePosixPath("/var/lib") / project,
+        )
+
+    @property
+    def releases(self) -> PurePosixPath:
+        return self.root / "releases"
+
+    def release(self, release_id: str) -> PurePosixPath:
+        return self.releases / release_id
+
+    def venv(self, environment: str) -> PurePosixPath:
+        return self.root / "venvs" / environment
+
+    def slot(self, port: int) -> PurePosixPath:
+        return self.root / "slots" / str(port)
+
+    @property
+    def current(self) -> PurePosixPath:
+        return self.root / "current"
+
+    @property
+    def state_file(self) -> PurePosixPath:
+        return self.root / "state.json"
+
+    @property
+    def backups(self) -> PurePosixPath:
+        return self.root / "backups"
+
+    @property
+    def incoming(self) -> PurePosixPath:
+        return self.root / "incoming"
+
+    @property
+    def pip_cache(self) -> PurePosixPath:
+        return PurePosixPath("/var/cache/shoestring") / self.project / "pip"
+
+    @property
+    def unit_template(self) -> str:
+        return f"shoestring-{self.project}@.service"
+
+    def unit(self, port: int) -> str:
+        return f"shoestring-{self.project}@{port}.service"
+
+    @property
+    def caddy_root_ca(self) -> PurePosixPath:
+        return PurePosixPath("/etc/caddy") / f"{self.project}-acme-ca-root.pem"
+
+
+def deploy_secrets_dir(settings: Settings) -> Path:
+    """Where `shoestring secrets set --deploy` keeps, on this machine, values meant for the host."""
+    return settings.data_dir / "deploy-secrets"
+
+
+def _system_name(project: str) -> str:
+    name = re.sub(r"[^a-z0-9_-]", "-", project.lower()).lstrip("-0123456789") or "app"
+    return name[:32]

@@ -1,0 +1,461 @@
+"""What `shoestring deploy` does on the host, step by step.
+
+    provision   packages (caddy, python3-venv, unattended-upgrades, nftables),
+                the app's user, directories, the unit, firewall, upgrades
+    upload      the release tarball, unpacked into releases/<id> with its own venv
+    secrets     `shoestring secrets set --deploy` values into <data>/secrets/, 0600
+    backup      the data directory, before anything can change it
+    migrate     `shoestring migrate` from the new release
+    start       the new release on the port the live one does not use
+    ready       /_ready answers 200, or the new release is stopped and we say why
+    switch      the release is live; Caddy, which checks both ports' /_ready
+                itself, sends it traffic (no reload: see render.caddyfile)
+    drain       the old release finishes its requests, then stops
+
+Every step is idempotent, so a deploy that failed half-way is simply run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import shlex
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from shoestring.config import Settings
+from shoestring.deploy import package, render
+from shoestring.deploy.errors import DeployError, HealthCheckFailed
+from shoestring.deploy.layout import Layout
+from shoestring.deploy.ssh import Host, connect
+from shoestring.deploy.vault import DeploySecrets
+
+PROVISION_VERSION = 1
+BASE_PACKAGES = [
+    "caddy",
+    "python3-venv",
+    "unattended-upgrades",
+    "nftables",
+    "curl",
+    "ca-certificates",
+]
+CADDYFILE = PurePosixPath("/etc/caddy/Caddyfile")
+APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
+APT_OPTIONS = '-y -q -o Dpkg::Options::="--force-confdef" -o Dpkg::Options::="--force-confold"'
+
+
+class Reporter(Protocol):
+    """How progress reaches the person deploying (rich in the CLI)."""
+
+    def step(self, title: str) -> contextlib.AbstractContextManager[None]: ...
+
+    def note(self, text: str) -> None: ...
+
+
+@dataclass
+class State:
+    """`state.json` on the host: which release serves, on which port, and the history."""
+
+    live: str | None = None
+    live_port: int | None = None
+    history: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, raw: bytes | None) -> State:
+        if not raw:
+            return cls()
+        data = json.loads(raw)
+        return cls(
+            live=data.get("live"), live_port=data.get("live_port"), history=data.get("history", [])
+        )
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {"live": self.live, "live_port": self.live_port, "history": self.history}, indent=1
+        ).encode()
+
+
+class Deployment:
+    """One project on one host: the operations the CLI commands call."""
+
+    def __init__(
+        self, host: Host, settings: Settings, layout: Layout, project_dir: Path, report: Reporter
+    ) -> None:
+        self.host = host
+        self.settings = settings
+        self.layout = layout
+        self.project_dir = project_dir
+        self.report = report
+
+    def local_path(self, name: str) -> Path:
+        """A path from the settings, relative to the project directory."""
+        return self.project_dir / Path(name).expanduser()
+
+    @property
+    def user(self) -> str:
+        return self.layout.user
+
+    def app_env(self) -> dict[str, str]:
+        return {"SHOESTRING_DATA_DIR": str(self.layout.data_dir), "HOME": str(self.layout.data_dir)}
+
+    async def state(self) -> State:
+        return State.parse(await self.host.read_file(self.layout.state_file))
+
+    async def save_state(self, state: State) -> None:
+        await self.host.write_file(self.layout.state_file, state.to_json(), mode=0o644)
+
+    # -- provisioning ---------------------------------------------------------
+
+    async def provision(self) -> None:
+        deploy = self.settings.deploy
+        layout = self.layout
+        packages = sorted({*BASE_PACKAGES, *deploy.packages})
+        marker = layout.root / ".provisioned"
+        wanted = hashlib.sha256(json.dumps([PROVISION_VERSION, packages]).encode()).hexdigest()
+        done = (await self.host.read_file(marker) or b"").decode().strip()
+        if done != wanted:
+            with self.report.step("installing Debian packages (" + ", ".join(packages) + ")"):
+                # Our Caddyfile goes first: Caddy then never starts on its default site.
+                if await self.host.read_file(CADDYFILE) is None:
+                    caddy_root = self.layout.caddy_root_ca if deploy.acme_ca_root else None
+                    config = render.caddyfile(self.settings, layout, acme_ca_root=caddy_root)
+                    await self.host.write_file(CADDYFILE, config.encode())
+                await self.host.run("apt-get update -q", env=APT_ENV)
+                await self.host.run(
+                    f"apt-get install {APT_OPTIONS} {' '.join(map(shlex.quote, packages))}",
+                    env=APT_ENV,
+                )
+        with self.report.step(f"user {self.user}, directories, unit, upgrades, firewall"):
+            user = shlex.quote(self.user)
+            await self.host.run(
+                f"id -u {user} >/dev/null 2>&1 || useradd --system --user-group "
+                f"--home-dir {layout.data_dir} --no-create-home --shell /usr/sbin/nologin {user}"
+            )
+            await self.host.run(
+                f"install -d -m 0755 {layout.root} {layout.releases} {layout.root / 'slots'} "
+                f"{layout.root / 'venvs'} "
+                f"{layout.incoming} && "
+                f"install -d -m 0700 -o {user} -g {user} {layout.data_dir} {layout.backups} "
+                f"{layout.data_dir / 'secrets'} && install -d -m 0755 {layout.pip_cache}"
+            )
+            unit = render.unit(self.settings, layout).encode()
+            await self.host.write_file(
+                PurePosixPath("/etc/systemd/system") / layout.unit_template, unit
+            )
+            await self.host.run("systemctl daemon-reload")
+            await self.host.write_file(
+                PurePosixPath("/etc/apt/apt.conf.d/52shoestring-upgrades"),
+                render.unattended_upgrades(self.settings).encode(),
+            )
+            if deploy.firewall:
+                rules = render.firewall(self.settings, ssh_port=self.host.target.port)
+                await self.host.write_file(
+                    PurePosixPath("/etc/nftables.conf"), rules.encode(), mode=0o755
+                )
+                await self.host.run(
+                    "nft -c -f /etc/nftables.conf && systemctl enable --now nftables && systemctl reload nftables"
+                )
+            if deploy.acme_ca_root:
+                await self.host.upload(self.local_path(deploy.acme_ca_root), layout.caddy_root_ca)
+        await self.host.write_file(marker, wanted.encode())
+        await self.configure_caddy()
+
+    # -- a release ------------------------------------------------------------
+
+    async def upload_release(self) -> str:
+        with tempfile.TemporaryDirectory(prefix="shoestring-release-") as workdir:
+            with self.report.step("packaging the project"):
+                built = package.build(self.project_dir, self.settings.data_dir, Path(workdir))
+                self.report.note(
+                    f"release {built.release_id}: {built.files} files, "
+                    f"{built.path.stat().st_size / 1024:.0f} KB"
+                )
+            with self.report.step("uploading"):
+                remote = self.layout.incoming / built.path.name
+                await self.host.upload(built.path, remote)
+        release = self.layout.release(built.release_id)
+        venv = self.layout.venv(built.environment)
+        with self.report.step("unpacking into " + str(release)):
+            await self.host.run(
+                f"rm -rf {release} && install -d -m 0755 {release} && "
+                f"tar -xzf {remote} -C {release} --no-same-owner && rm -f {remote} && "
+                f"ln -sfn {venv} {release}/.venv && chmod -R go-w {release}"
+            )
+        ready = await self.host.run(f"test -e {venv}/.complete", check=False)
+        if ready.status == 0:
+            self.report.note(f"dependencies unchanged: reusing {venv}")
+            return built.release_id
+        with self.report.step(f"installing dependencies into {venv}"):
+            await self.host.run(
+                f"rm -rf {venv} && python3 -m venv {venv} && "
+                f"cd {release}/{package.RELEASE_DIR} && "
+                f"{venv}/bin/pip install -q --disable-pip-version-check "
+                f"--cache-dir {self.layout.pip_cache} -c constraints.txt -r requirements.txt && "
+                f"chmod -R go-w {venv} && touch {venv}/.complete",
+                time_limit=1200,
+            )
+        return built.release_id
+
+    async def deliver_secrets(self) -> None:
+        store = DeploySecrets.of(self.settings, self.layout.project)
+        names = store.names()
+        if not names:
+            return
+        with self.report.step(f"secrets ({', '.join(names)})"):
+            for name in names:
+                value = store.get(name)
+                await self.host.write_file(
+                    self.layout.data_dir / "secrets" / name,
+                    value.encode(),
+                    mode=0o600,
+                    owner=self.user,
+                )
+
+    async def backup(self, release: str, *, label: str) -> PurePosixPath | None:
+        """Back up the data directory with the release's shoestring; None when there is no data."""
+        empty = await self.host.run(
+            f"test -n \"$(ls -A {self.layout.data_dir} | grep -v '^secrets$')\"", check=False
+        )
+        if empty.status != 0:
+            return None
+        target = self.layout.backups / f"{label}.backup.tar.gz"
+        with self.report.step(f"backing up the data to {target}"):
+            await self.host.run(
+                f"{self.layout.release(release)}/.venv/bin/shoestring backup "
+                f"--project {self.layout.release(release)} --to {target}",
+                as_user=self.user,
+                env=self.app_env(),
+            )
+            keep = self.settings.deploy.keep_releases
+            await self.host.run(
+                f"ls -1t {self.layout.backups}/*.backup.tar.gz | tail -n +{keep + 1} | xargs -r rm -f"
+            )
+        return target
+
+    async def migrate(self, release: str) -> None:
+        directory = self.layout.release(release)
+        with self.report.step("migrating the database"):
+            await self.host.run(
+                f"cd {directory} && .venv/bin/shoestring migrate --project .",
+                as_user=self.user,
+                env=self.app_env(),
+            )
+
+    async def run_hooks(self, release: str, commands: list[str], when: str) -> None:
+        for command in commands:
+            with self.report.step(f"{when}: {command}"):
+                await self.host.run(
+                    f"cd {self.layout.release(release)} && {command}",
+                    as_user=self.user,
+                    env=self.app_env(),
+                )
+
+    async def start_beside(self, release: str, state: State) -> int:
+        """Start `release` on the port the live release is not on; return that port."""
+        first, second = self.settings.deploy.ports
+        port = second if state.live_port == first else first
+        unit = self.layout.unit(port)
+        with self.report.step(f"starting {release} on port {port}"):
+            started = await self.host.run(
+                f"systemctl stop {unit}; ln -sfn {self.layout.release(release)} "
+                f"{self.layout.slot(port)} && systemctl reset-failed {unit} 2>/dev/null; "
+                f"date +%s && systemctl start {unit}"
+            )
+        with self.report.step(f"waiting for http://127.0.0.1:{port}/_ready"):
+            await self.wait_ready(port, since=started.stdout.split()[-1])
+        return port
+
+    async def wait_ready(self, port: int, *, since: str) -> None:
+        """Poll /_ready on `port`; HealthCheckFailed with the log since `since` (epoch s)."""
+        unit = self.layout.unit(port)
+        deadline = time.monotonic() + self.settings.deploy.health_timeout
+        answer = ""
+        while time.monotonic() < deadline:
+            probe = await self.host.run(
+                f"curl -sS -m 5 -w '\\n%{{http_code}}' http://127.0.0.1:{port}/_ready", check=False
+            )
+            body, _, code = probe.stdout.rpartition("\n")
+            if code.strip() == "200":
+                return
+            answer = (
+                f"/_ready answered {code.strip()}: {body.strip()[:500]}"
+                if code.strip() not in ("", "000")
+                else probe.stderr.strip()
+            )
+            # A crash makes systemd restart it (Restart=on-failure): one restart
+            # is enough to know the release cannot start.
+            shown = await self.host.run(
+                f"systemctl show -p ActiveState -p NRestarts {unit}", check=False
+            )
+            unit_state = dict(line.partition("=")[::2] for line in shown.stdout.split())
+            restarted = unit_state.get("NRestarts", "0") not in ("", "0")
+            if restarted or unit_state.get("ActiveState") in ("failed", "inactive"):
+                break
+            await asyncio.sleep(0.5)
+        journal = await self.host.run(
+            f"journalctl -u {unit} --since @{since} -n 40 --no-pager -o cat", check=False
+        )
+        await self.host.run(f"systemctl stop {unit}", check=False)
+        raise HealthCheckFailed(
+            f"the new release on port {port} never became ready ({answer or 'no answer'}); "
+            f"it was stopped and the old release still serves. Its last log lines:\n"
+            f"{journal.stdout.strip()[-4000:]}\nFix the cause, then deploy again."
+        )
+
+    async def configure_caddy(self) -> None:
+        """Write the Caddyfile and load it through the admin API, if it changed."""
+        caddy_root = self.layout.caddy_root_ca if self.settings.deploy.acme_ca_root else None
+        config = render.caddyfile(self.settings, self.layout, acme_ca_root=caddy_root).encode()
+        running = await self.host.run("systemctl is-active caddy", check=False)
+        if await self.host.read_file(CADDYFILE) == config and running.status == 0:
+            return
+        with self.report.step("configuring Caddy"):
+            await self.host.write_file(CADDYFILE, config)
+            # `caddy reload` posts the config to the admin API: graceful, requests
+            # in flight finish. Only settings changes get here, never a release.
+            reload = await self.host.run(
+                f"caddy reload --config {CADDYFILE} --adapter caddyfile "
+                f"--address {shlex.quote(self.settings.deploy.caddy_admin)}",
+                check=False,
+            )
+            if reload.status != 0:
+                # Caddy is down, or its admin address changed in the settings.
+                await self.host.run("systemctl enable caddy && systemctl restart caddy")
+
+    async def switch(self, release: str, port: int, state: State) -> None:
+        """Make `release` (ready on `port`) the live one; stop the old one once Caddy sees it.
+
+        Caddy routes by its own readiness checks (see render.caddyfile), so the
+        switch is: mark the release live, give Caddy a health interval to see
+        it ready, then stop the old release, which finishes its requests first.
+        """
+        with self.report.step(f"making {release} live"):
+            await self.host.run(
+                f"ln -sfn {self.layout.release(release)} {self.layout.current} && "
+                f"systemctl enable {self.layout.unit(port)} 2>/dev/null"
+            )
+            old_port = state.live_port
+            state.live, state.live_port = release, port
+            state.history = [r for r in state.history if r != release] + [release]
+            await self.save_state(state)
+        if old_port is None or old_port == port:
+            return
+        old = self.layout.unit(old_port)
+        wait = max(self.settings.deploy.drain_seconds, render.HEALTH_INTERVAL + 1)
+        with self.report.step(f"moving traffic, then stopping the old release on port {old_port}"):
+            await asyncio.sleep(wait)
+            await self.host.run(f"systemctl disable --now {old} 2>/dev/null; true")
+
+    async def prune(self, state: State) -> None:
+        keep = self.settings.deploy.keep_releases
+        listed = await self.host.run(f"ls -1 {self.layout.releases}")
+        releases = sorted(listed.stdout.split())
+        kept = set(state.history[-keep:]) | {state.live or ""}
+        old = [r for r in releases[:-keep] if r not in kept]
+        if old:
+            with self.report.step(f"removing {len(old)} old release(s)"):
+                paths = " ".join(str(self.layout.release(r)) for r in old)
+                await self.host.run(f"rm -rf {paths}")
+        state.history = [r for r in state.history if r not in old]
+        await self.save_state(state)
+        # Venvs no remaining release links to.
+        venvs = self.layout.root / "venvs"
+        await self.host.run(
+            f"cd {venvs} && used=$(readlink {self.layout.releases}/*/.venv | xargs -rn1 basename) "
+            '&& for v in *; do echo "$used" | grep -qx "$v" || rm -rf "$v"; done',
+            check=False,
+        )
+
+    async def deploy(self, *, restore: Path | None = None) -> str:
+        await self.provision()
+        state = await self.state()
+        if restore is not None and state.live is not None:
+            raise DeployError(
+                f"the host already serves release {state.live}: --restore is for a new host. "
+                "Run `shoestring destroy` first, or restore on the host by hand"
+            )
+        release = await self.upload_release()
+        if restore is not None:
+            await self.restore(release, restore)
+        await self.deliver_secrets()
+        await self.backup(release, label=f"before-{release}")
+        await self.migrate(release)
+        await self.run_hooks(release, self.settings.deploy.pre_deploy, "pre-deploy")
+        port = await self.start_beside(release, state)
+        await self.switch(release, port, state)
+        await self.run_hooks(release, self.settings.deploy.post_deploy, "post-deploy")
+        await self.prune(state)
+        return release
+
+    async def restore(self, release: str, archive: Path) -> None:
+        remote = self.layout.incoming / "restore.backup.tar.gz"
+        with self.report.step(f"uploading the backup {archive.name}"):
+            await self.host.upload(archive, remote, mode=0o600)
+        with self.report.step("restoring the data"):
+            venv = self.layout.release(release) / ".venv"
+            await self.host.run(
+                f"{venv}/bin/shoestring restore --project {self.layout.release(release)} "
+                f"--force {remote} && rm -f {remote} && "
+                f"rm -rf {self.layout.data_dir}.before-restore-* && "
+                f"chown -R {self.user}:{self.user} {self.layout.data_dir} && "
+                f"chmod 0700 {self.layout.data_dir}",
+                env=self.app_env(),
+            )
+
+    async def rollback(self, release: str | None) -> str:
+        state = await self.state()
+        listed = (await self.host.run(f"ls -1 {self.layout.releases}")).stdout.split()
+        if release is None:
+            earlier = [r for r in state.history if r != state.live and r in listed]
+            if not earlier:
+                raise DeployError(
+                    "there is no earlier release to roll back to (`shoestring releases` lists them)"
+                )
+            release = earlier[-1]
+        if release not in listed:
+            raise DeployError(
+                f"no release {release!r} on the host; `shoestring releases` lists them"
+            )
+        if release == state.live:
+            raise DeployError(f"{release} is already the live release")
+        port = await self.start_beside(release, state)
+        await self.switch(release, port, state)
+        return release
+
+
+@contextlib.asynccontextmanager
+async def deployment(
+    settings: Settings, project_dir: Path, project: str, report: Reporter
+) -> AsyncIterator[Deployment]:
+    """An SSH connection to the host, as the Deployment of `project` (see Deployment)."""
+    async with contextlib.AsyncExitStack() as stack:
+        with report.step(f"connecting to {settings.deploy.host}"):
+            host = await stack.enter_async_context(
+                connect(
+                    settings.deploy,
+                    on_new_key=lambda f: report.note(f"new host key {f} trusted and recorded"),
+                )
+            )
+        yield Deployment(host, settings, Layout.of(settings, project), project_dir, report)
+
+
+async def remote_backup(
+    settings: Settings, project_dir: Path, project: str, target: Path, report: Reporter
+) -> Path:
+    async with deployment(settings, project_dir, project, report) as remote:
+        state = await remote.state()
+        if state.live is None:
+            raise DeployError("nothing is deployed on the host yet: there is nothing to back up")
+        label = f"{project}-{time.strftime('%Y%m%d-%H%M%S')}"
+        path = await remote.backup(state.live, label=label)
+        if path is None:
+            raise DeployError("the host's data directory is empty: there is nothing to back up")
+        with report.step(f"downloading to {target}"):
+            await remote.host.download(path, target)
+    return target

@@ -1,0 +1,211 @@
+"""The files a deploy writes on the host: systemd unit, Caddyfile, firewall, upgrades.
+
+Pure functions of the settings and the layout, so tests check them with the
+real tools (`systemd-analyze verify`, `caddy validate`, `nft -c`) without a host.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from shoestring.config import Settings
+from shoestring.deploy.layout import Layout
+from shoestring.sites import caddy as site_caddy
+
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+def unit(settings: Settings, layout: Layout) -> str:
+    """The systemd template unit; instance `%i` is the port the release listens on.
+
+    Each port has its own instance, so a new release starts beside the old
+    one; `slots/<port>` says which release an instance runs. The sandbox
+    leaves the app nothing writable but its data directory.
+    """
+    slot = layout.root / "slots" / "%i"
+    stop_timeout = settings.server.shutdown_timeout + 10
+    return f"""\
+# Written by `shoestring deploy`; changes are overwritten on the next deploy.
+[Unit]
+Description=shoestring app {layout.project} on port %i
+After=network-online.target
+Wants=network-online.target
+StartLimitIntervalSec=60
+StartLimitBurst=5
+
+[Service]
+Type=exec
+User={layout.user}
+Group={layout.user}
+WorkingDirectory={slot}
+Environment=SHOESTRING_DATA_DIR={layout.data_dir}
+Environment=SHOESTRING_SERVER__HOST=127.0.0.1
+Environment=PYTHONUNBUFFERED=1
+ExecStart={slot}/.venv/bin/shoestring run {slot} --host 127.0.0.1 --port %i
+Restart=on-failure
+RestartSec=2
+TimeoutStopSec={stop_timeout}
+KillMode=mixed
+UMask=0077
+
+NoNewPrivileges=yes
+ProtectSystem=strict
+ReadWritePaths={layout.data_dir}
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+LockPersonality=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @resources
+CapabilityBoundingSet=
+{_mail_capabilities(settings)}
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def _mail_capabilities(settings: Settings) -> str:
+    # Port 25 is privileged; the receiving SMTP server binds it without root.
+    if not settings.deploy.inbound_mail:
+        return ""
+    return "AmbientCapabilities=CAP_NET_BIND_SERVICE\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n"
+
+
+# Caddy's own check of each release's /_ready. Every check is one access-log
+# line of the app, so not more often: a deploy waits this long (plus one
+# second) before the old release stops, so Caddy has seen the new one ready.
+HEALTH_INTERVAL = 2
+_UPSTREAM = "shoestring-app"  # placeholder the sites renderer writes; becomes `import app`
+
+
+def caddyfile(
+    settings: Settings, layout: Layout, *, acme_ca_root: PurePosixPath | None = None
+) -> str:
+    """Caddy's whole config: global options, then the project's site.
+
+    Both release ports are upstreams, always: Caddy sends each request to
+    the first one that its own health check finds ready on /_ready, and
+    retries the other when a connection is refused. A deploy therefore never
+    reloads Caddy: a new release takes traffic once Caddy sees it ready, the
+    old one stops after that, and open connections (websockets, HTTP/2) stay
+    up. A release that never gets ready never gets a request.
+
+    With `domains`, Caddy obtains certificates for them and redirects HTTP to
+    HTTPS on its own; without, it serves plain HTTP on `http_port`. Sites
+    with a directory are served by Caddy from the live release (see
+    shoestring.sites.caddy); the rest goes to the app.
+    """
+    deploy = settings.deploy
+    options = [
+        f"admin {deploy.caddy_admin}",
+        f"http_port {deploy.http_port}",
+        f"https_port {deploy.https_port}",
+    ]
+    if deploy.acme_email:
+        options.append(f"email {deploy.acme_email}")
+    if deploy.acme_ca:
+        options.append(f"acme_ca {deploy.acme_ca}")
+    if acme_ca_root is not None:
+        options.append(f"acme_ca_root {acme_ca_root}")
+    options += deploy.caddy_options
+    address = ", ".join(deploy.domains) if deploy.domains else f"http://:{deploy.http_port}"
+    served = _on_host(settings, layout)
+    site = site_caddy.render(served, address=address, upstream=_UPSTREAM)
+    site = site.replace(f"reverse_proxy {_UPSTREAM}", "import app")
+    if deploy.hsts and deploy.domains:
+        head, _, rest = site.partition("\n")
+        site = f'{head}\n\theader Strict-Transport-Security "{HSTS}"\n{rest}'
+    global_options = "\n".join(f"\t{option}" for option in options)
+    upstreams = " ".join(f"127.0.0.1:{port}" for port in deploy.ports)
+    snippet = f"""\
+(app) {{
+\treverse_proxy {upstreams} {{
+\t\tlb_policy first
+\t\tlb_try_duration {HEALTH_INTERVAL * 3}s
+\t\tlb_try_interval 100ms
+\t\tfail_duration 1s
+\t\thealth_uri /_ready
+\t\thealth_interval {HEALTH_INTERVAL}s
+\t\thealth_timeout 2s
+\t}}
+}}
+"""
+    return f"# Written by `shoestring deploy`.\n{{\n{global_options}\n}}\n\n{snippet}\n{site}"
+
+
+def _on_host(settings: Settings, layout: Layout) -> Settings:
+    """The settings as the host sees them: its data directory, sites in the live release."""
+    project_dir = str(settings.data_dir.parent)
+    sites = {}
+    for name, site in settings.sites.items():
+        root = site.root
+        if root:
+            inside = root.removeprefix(project_dir).lstrip("/")
+            root = str(layout.current / inside)
+        sites[name] = site.model_copy(update={"root": root})
+    return settings.model_copy(update={"data_dir": layout.data_dir, "sites": sites})
+
+
+def firewall(settings: Settings, *, ssh_port: int) -> str:
+    """An nftables ruleset: inbound SSH, HTTP, HTTPS (and SMTP) only; outbound free."""
+    deploy = settings.deploy
+    ports = sorted(
+        {ssh_port, deploy.http_port, deploy.https_port} | ({25} if deploy.inbound_mail else set())
+    )
+    allowed = ", ".join(str(port) for port in ports)
+    return f"""\
+#!/usr/sbin/nft -f
+# Written by `shoestring deploy`.
+flush ruleset
+
+table inet filter {{
+\tchain input {{
+\t\ttype filter hook input priority 0; policy drop;
+\t\tct state established,related accept
+\t\tct state invalid drop
+\t\tiif "lo" accept
+\t\tip protocol icmp accept
+\t\tip6 nexthdr ipv6-icmp accept
+\t\ttcp dport {{ {allowed} }} accept
+\t}}
+\tchain forward {{
+\t\ttype filter hook forward priority 0; policy drop;
+\t}}
+\tchain output {{
+\t\ttype filter hook output priority 0; policy accept;
+\t}}
+}}
+"""
+
+
+def unattended_upgrades(settings: Settings) -> str:
+    """apt settings: daily security updates, reboots only at the chosen time."""
+    reboot = settings.deploy.upgrades_reboot_time
+    lines = [
+        "// Written by `shoestring deploy`.",
+        'APT::Periodic::Update-Package-Lists "1";',
+        'APT::Periodic::Unattended-Upgrade "1";',
+        'APT::Periodic::AutocleanInterval "7";',
+        "Unattended-Upgrade::Origins-Pattern {",
+        '\t"origin=Debian,codename=${distro_codename}-security,label=Debian-Security";',
+        '\t"origin=Debian,codename=${distro_codename},label=Debian-Security";',
+        '\t"origin=Ubuntu,archive=${distro_codename}-security";',
+        "};",
+        'Unattended-Upgrade::Remove-Unused-Dependencies "true";',
+        f'Unattended-Upgrade::Automatic-Reboot "{"true" if reboot else "false"}";',
+    ]
+    if reboot:
+        lines.append(f'Unattended-Upgrade::Automatic-Reboot-Time "{reboot}";')
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,213 @@
+"""One SSH connection to the deploy host (asyncssh), and the few things done over it.
+
+Commands are built with `shlex.quote` from fixed parts and validated names;
+file contents, secrets included, travel on a command's stdin, never in its
+arguments, so they appear in no process list and no log. A user other than
+root runs everything through `sudo -n` (password-less sudo is required).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import asyncssh
+
+from shoestring.config import DeploySettings
+from shoestring.deploy.errors import DeployError, RemoteError
+from shoestring.deploy.layout import Target
+
+CONNECT_TIMEOUT = 20
+
+
+@dataclass
+class Result:
+    stdout: str
+    stderr: str
+    status: int
+
+
+class Host:
+    """The deploy host, as root (directly or through sudo)."""
+
+    def __init__(self, connection: asyncssh.SSHClientConnection, target: Target) -> None:
+        self.connection = connection
+        self.target = target
+
+    def _wrap(self, command: str, *, as_user: str | None, env: dict[str, str] | None) -> str:
+        prefix = ""
+        if env:
+            prefix = "env " + " ".join(shlex.quote(f"{k}={v}") for k, v in env.items()) + " "
+        command = f"{prefix}sh -c {shlex.quote(command)}"
+        if as_user:
+            command = f"runuser -u {shlex.quote(as_user)} -- {command}"
+        if self.target.user != "root":
+            command = f"sudo -n {command}"
+        return command
+
+    async def run(
+        self,
+        command: str,
+        *,
+        check: bool = True,
+        input: bytes | None = None,
+        as_user: str | None = None,
+        env: dict[str, str] | None = None,
+        time_limit: float = 600,
+    ) -> Result:
+        """Run `command` (a shell command line) on the host; RemoteError if it fails."""
+        wrapped = self._wrap(command, as_user=as_user, env=env)
+        try:
+            done = await self.connection.run(
+                wrapped, input=input, encoding=None, timeout=time_limit, check=False
+            )
+        except asyncssh.TimeoutError:
+            raise RemoteError(
+                f"`{command}` took longer than {time_limit:.0f}s on the host"
+            ) from None
+        except (asyncssh.Error, OSError) as exc:
+            raise RemoteError(
+                f"lost the connection to {self.target} running `{command}`: {exc}"
+            ) from None
+        result = Result(
+            stdout=_text(done.stdout), stderr=_text(done.stderr), status=done.exit_status or 0
+        )
+        if done.exit_status is None and done.exit_signal:
+            result.status = 128
+        if check and result.status != 0:
+            output = (result.stderr.strip() or result.stdout.strip())[-3000:]
+            raise RemoteError(f"`{command}` failed on the host (exit {result.status}):\n{output}")
+        return result
+
+    async def write_file(
+        self, path: PurePosixPath, content: bytes, *, mode: int = 0o644, owner: str = "root"
+    ) -> None:
+        """Write `content` to `path` atomically with the given mode and owner (via stdin)."""
+        temporary = f"{path}.tmp-shoestring"
+        quoted = shlex.quote(str(path))
+        await self.run(
+            f"install -D -m {mode:o} -o {shlex.quote(owner)} -g {shlex.quote(owner)} "
+            f"/dev/stdin {shlex.quote(temporary)} && mv -f {shlex.quote(temporary)} {quoted}",
+            input=content,
+        )
+
+    async def read_file(self, path: PurePosixPath) -> bytes | None:
+        done = await self.connection.run(
+            self._wrap(f"cat {shlex.quote(str(path))}", as_user=None, env=None),
+            encoding=None,
+            check=False,
+        )
+        if done.exit_status != 0:
+            return None
+        output = done.stdout or b""
+        return output.encode() if isinstance(output, str) else bytes(output)
+
+    async def upload(self, local: Path, remote: PurePosixPath, *, mode: int = 0o644) -> None:
+        """Copy a local file to the host (streamed on stdin, so sudo works too)."""
+        await self.write_file(remote, await asyncio.to_thread(local.read_bytes), mode=mode)
+
+    async def download(self, remote: PurePosixPath, local: Path) -> None:
+        data = await self.read_file(remote)
+        if data is None:
+            raise RemoteError(f"cannot read {remote} on the host")
+        await asyncio.to_thread(_write_private, local, data)
+
+    async def stream(self, command: str, emit: Callable[[str], None]) -> int:
+        """Run `command`, passing each line of its output to `emit` as it comes."""
+        async with self.connection.create_process(
+            self._wrap(command, as_user=None, env=None), stderr=asyncssh.STDOUT
+        ) as process:
+            async for line in process.stdout:
+                emit(str(line).rstrip("\n"))
+            await process.wait()
+            return process.exit_status or 0
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial")
+    temporary.touch(mode=0o600)
+    temporary.write_bytes(data)
+    temporary.rename(path)
+
+
+def _client_files(deploy: DeploySettings, target: Target) -> tuple[Path, bool, list[str]]:
+    """(known_hosts path, whether it lists the host, client key files)."""
+    known = Path(deploy.known_hosts).expanduser()
+    listed = known.exists() and bool(
+        asyncssh.read_known_hosts(str(known)).match(target.address, "", target.port)[0]
+    )
+    keys = [str(Path(deploy.ssh_key).expanduser())] if deploy.ssh_key else []
+    return known, listed, keys
+
+
+def _text(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    if isinstance(data, str):
+        return data
+    return data.decode("utf-8", "replace")
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    deploy: DeploySettings, *, on_new_key: Callable[[str], None]
+) -> AsyncIterator[Host]:
+    """An open connection to `deploy.host`, its key checked against `known_hosts`.
+
+    A host that `known_hosts` does not list yet is trusted on first use and
+    added (OpenSSH's `accept-new`), and `on_new_key` is told its fingerprint;
+    a listed host whose key differs is refused.
+    """
+    target = Target.parse(deploy.host)
+    known, listed, keys = _client_files(deploy, target)
+    try:
+        connection = await asyncssh.connect(
+            target.address,
+            target.port,
+            username=target.user,
+            client_keys=keys or (),  # () means the agent and ~/.ssh/id_*
+            known_hosts=str(known) if listed else None,
+            connect_timeout=CONNECT_TIMEOUT,
+        )
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise DeployError(
+            f"the host key of {target.address} does not match {known} ({exc.reason}). If the "
+            f"host was reinstalled, remove its line with `ssh-keygen -R {_spec(target)} -f {known}`; "
+            "otherwise someone may be in the way: do not continue"
+        ) from None
+    except asyncssh.PermissionDenied:
+        raise DeployError(
+            f"{target} refused the SSH key: add your public key to the host's "
+            f"~{target.user}/.ssh/authorized_keys or set `ssh_key` in [deploy]"
+        ) from None
+    except (asyncssh.Error, OSError) as exc:
+        raise DeployError(
+            f"cannot connect to {target}: {exc}. Check `host` in [deploy] and that sshd runs"
+        ) from None
+    try:
+        if not listed:
+            key = connection.get_server_host_key()
+            if key is not None:
+                line = f"{_spec(target)} {key.export_public_key().decode().strip()}\n"
+                await asyncio.to_thread(_append, known, line)
+                on_new_key(key.get_fingerprint())
+        yield Host(connection, target)
+    finally:
+        connection.close()
+        with contextlib.suppress(Exception):
+            await connection.wait_closed()
+
+
+def _append(path: Path, line: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with path.open("a") as file:
+        file.write(line)
+
+
+def _spec(target: Target) -> str:
+    return target.address if target.port == 22 else f"[{target.address}]:{target.port}"

@@ -1,0 +1,165 @@
+"""The files deploy writes, checked by the tools that will read them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from shoestring.config import DeploySettings, Settings, SiteSettings
+from shoestring.deploy import render
+from shoestring.deploy.errors import DeployError
+from shoestring.deploy.layout import Layout, Target
+
+
+def need(tool: str, package: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{tool} is required under CI: apt-get install {package}")
+        pytest.skip(f"{tool} is not installed: apt-get install {package}")
+    return path
+
+
+def settings(tmp_path: Path, **deploy: object) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "project" / "data",
+        deploy=DeploySettings(base_dir=str(tmp_path / "srv"), **deploy),  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize("inbound_mail", [False, True])
+def test_the_unit_verifies_without_a_single_warning(tmp_path: Path, inbound_mail: bool) -> None:
+    need("systemd-analyze", "systemd")
+    config = settings(tmp_path, inbound_mail=inbound_mail)
+    layout = Layout.of(config, "demo")
+    # verify checks that ExecStart exists: give it the release's entry point.
+    entry = Path(str(layout.slot(8001))) / ".venv/bin/shoestring"
+    entry.parent.mkdir(parents=True)
+    entry.write_text("#!/bin/sh\n")
+    entry.chmod(0o755)
+    (tmp_path / layout.unit_template).write_text(render.unit(config, layout))
+    instance = tmp_path / layout.unit(8001)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(instance)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and not done.stderr.strip() and not done.stdout.strip(), (
+        done.stdout + done.stderr
+    )
+    security = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--threshold=25", str(instance)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert security.returncode == 0, security.stdout[-2000:] + security.stderr
+    exposure = security.stdout.rsplit("Overall exposure level", 1)[1]
+    assert "OK" in exposure or "SAFE" in exposure, exposure
+
+
+def test_the_unit_sandboxes_the_app(tmp_path: Path) -> None:
+    config = settings(tmp_path)
+    text = render.unit(config, Layout.of(config, "demo"))
+    for line in (
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/var/lib/demo",
+        "PrivateTmp=yes",
+        "Restart=on-failure",
+        "User=demo",
+        "CapabilityBoundingSet=\n",
+    ):
+        assert line in text
+    assert "CAP_NET_BIND_SERVICE" not in text
+
+
+def test_the_caddyfile_validates_with_tls_redirect_and_hsts(tmp_path: Path) -> None:
+    caddy = need("caddy", "caddy")
+    root_ca = tmp_path / "root.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(tmp_path / "key.pem"), "-out", str(root_ca),
+         "-subj", "/CN=test root", "-days", "1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    config = settings(
+        tmp_path,
+        domains=["app.example", "www.app.example"],
+        acme_email="ops@app.example",
+        acme_ca="https://127.0.0.1:14000/dir",
+        hsts=True,
+        http_port=18080,
+        https_port=18443,
+        caddy_admin="127.0.0.1:12019",
+    )
+    config = config.model_copy(
+        update={"sites": {"www": SiteSettings(root=str(tmp_path / "project" / "web"))}}
+    )
+    layout = Layout.of(config, "demo")
+    text = render.caddyfile(config, layout, acme_ca_root=PurePosixPath(root_ca))
+    assert "app.example, www.app.example {" in text
+    assert f"acme_ca_root {root_ca}" in text
+    assert 'Strict-Transport-Security "max-age=31536000' in text
+    # Both release ports, always: Caddy's own /_ready checks pick the live one.
+    assert "reverse_proxy 127.0.0.1:8001 127.0.0.1:8002 {" in text
+    assert "health_uri /_ready" in text and "lb_policy first" in text
+    assert "import app" in text and "shoestring-app" not in text
+    assert f"root * {tmp_path}/srv/demo/current/web" in text  # served from the live release
+    path = tmp_path / "Caddyfile"
+    path.write_text(text)
+    done = subprocess.run(
+        [caddy, "validate", "--adapter", "caddyfile", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Caddy redirects HTTP to HTTPS for named hosts by itself, unless told not to.
+    assert "auto_https" not in text
+
+
+def test_without_domains_caddy_serves_plain_http_and_no_hsts(tmp_path: Path) -> None:
+    config = settings(tmp_path, hsts=True, http_port=8080)
+    layout = Layout.of(config, "demo")
+    text = render.caddyfile(config, layout)
+    assert "http://:8080 {" in text
+    assert "Strict-Transport-Security" not in text
+
+
+def test_the_firewall_lets_in_only_what_is_served(tmp_path: Path) -> None:
+    text = render.firewall(settings(tmp_path), ssh_port=2222)
+    assert "tcp dport { 80, 443, 2222 } accept" in text and "policy drop" in text
+    with_mail = render.firewall(settings(tmp_path, inbound_mail=True), ssh_port=22)
+    assert "tcp dport { 22, 25, 80, 443 } accept" in with_mail
+    nft = need("nft", "nftables")
+    path = tmp_path / "rules.nft"
+    path.write_text(with_mail)
+    done = subprocess.run([nft, "-c", "-f", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_unattended_upgrades_reboot_in_the_window(tmp_path: Path) -> None:
+    text = render.unattended_upgrades(settings(tmp_path, upgrades_reboot_time="03:30"))
+    assert 'Automatic-Reboot "true"' in text and 'Automatic-Reboot-Time "03:30"' in text
+    never = render.unattended_upgrades(settings(tmp_path, upgrades_reboot_time=""))
+    assert 'Automatic-Reboot "false"' in never
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("203.0.113.7", Target("root", "203.0.113.7", 22)),
+        ("deploy@box.example:2222", Target("deploy", "box.example", 2222)),
+        ("root@[2001:db8::1]:22", Target("root", "2001:db8::1", 22)),
+    ],
+)
+def test_hosts_parse(host: str, expected: Target) -> None:
+    assert Target.parse(host) == expected
+
+
+def test_no_host_says_what_to_set() -> None:
+    with pytest.raises(DeployError, match=r"set `host` in \[deploy\]"):
+        Target.parse("")
