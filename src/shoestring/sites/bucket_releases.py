@@ -302,19 +302,27 @@ def _plan(source: Path, files: str) -> list[_Upload]:
 
 
 async def _each(items: Iterable[T], action: Callable[[T], Awaitable[object]]) -> None:
-    """Run `action` on every item, UPLOADS_AT_ONCE at a time; the first failure stops all."""
+    """Run `action` on every item, UPLOADS_AT_ONCE at a time; after a failure, start no more.
+
+    Actions already running finish rather than being cancelled: a cancelled
+    upload may still land after the caller has cleaned up, leaving a stray key.
+    """
     pending = iter(items)
+    failures: list[BaseException] = []
 
     async def worker() -> None:
         for item in pending:  # one shared iterator: each item goes to one worker
-            await action(item)
+            if failures:
+                return
+            try:
+                await action(item)
+            except Exception as exc:
+                failures.append(exc)
+                return
 
-    try:
-        async with asyncio.TaskGroup() as group:
-            for _ in range(UPLOADS_AT_ONCE):
-                group.create_task(worker())
-    except ExceptionGroup as failures:
-        raise failures.exceptions[0] from None
+    await asyncio.gather(*(worker() for _ in range(UPLOADS_AT_ONCE)))
+    if failures:
+        raise failures[0]
 
 
 async def _chunks(path: Path) -> AsyncIterator[bytes]:
