@@ -57,3 +57,17 @@ def test_a_handler_over_its_limit_answers_429_with_retry_after(app: App) -> None
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "rate_limited"
     assert 0 < int(refused.headers["retry-after"]) <= 3600  # when this hour's window ends
+
+
+async def test_inside_a_tables_transaction_the_count_commits_with_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    app = make_app(database_url, tmp_path)
+    app.tables  # noqa: B018 - started with the app
+    async with running(app):
+        async with asyncio.timeout(10):  # must not wait on its own transaction
+            async with app.tables.transaction():
+                await app.limits.hit("signup", "ip", limit=1, per=60)
+            with pytest.raises(RateLimited):
+                async with app.tables.transaction():
+                    await app.limits.hit("signup", "ip", limit=1, per=60)

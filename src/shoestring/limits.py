@@ -5,7 +5,9 @@
 `hit` counts one event for `key` under the limit `name` and raises
 RateLimited (an HTTP 429 with Retry-After when it reaches a handler) once
 there have been more than `limit` in the current window of `per` seconds.
-Refused events count too, so hammering stays refused until the window ends.
+Refused events count too, so hammering stays refused until the window ends
+(inside `app.tables.transaction()` the count commits with the transaction, so
+a refusal that rolls it back is not counted; the limit still holds).
 
 Windows are fixed (they start at multiples of `per`): a client can get up to
 twice `limit` through around a window's boundary, never more. Keys are
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from shoestring.db.migrations import Migration
 from shoestring.errors import HTTPError
+from shoestring.tables.table import current_transaction
 
 if TYPE_CHECKING:
     from shoestring.app import App
@@ -84,8 +87,12 @@ class RateLimits:
         if self._secret is None:
             self._secret = self._app.secrets.ensure("rate-limits").encode()
         digest = hmac.new(self._secret, f"{name}\0{key}".encode(), hashlib.sha256).hexdigest()[:40]
-        async with self._app.db.transaction() as tx:
-            row = await tx.fetchone(_HIT, [digest, window_start, window_start + per])
+        joined = current_transaction.get()
+        if joined is not None:  # inside app.tables.transaction(): count with it
+            row = await joined.fetchone(_HIT, [digest, window_start, window_start + per])
+        else:
+            async with self._app.db.transaction() as tx:
+                row = await tx.fetchone(_HIT, [digest, window_start, window_start + per])
         assert row is not None
         self._hits += 1
         if self._hits % PURGE_EVERY == 0:

@@ -132,3 +132,22 @@ async def test_an_intent_whose_write_never_happened_delivers_nothing(
 
 async def _killed(*args: object) -> None:
     raise SystemExit("killed before the write")
+
+
+async def test_inside_a_tables_transaction_triggers_commit_with_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    app, photos, seen = _watched_app(database_url, tmp_path)
+    notes = app.table("notes")
+    async with running(app):
+        async with asyncio.timeout(10):  # the write must not wait on its own transaction
+            async with app.tables.transaction():
+                await photos.put("kept.png", b"1")
+                await notes.put({"id": "kept"})
+            with pytest.raises(RuntimeError):
+                async with app.tables.transaction():
+                    await photos.put("undone.png", b"2")
+                    raise RuntimeError("abort")
+        await _until(lambda: len(seen) >= 1)
+        await asyncio.sleep(0.3)
+    assert [e.key for e in seen] == ["kept.png"]

@@ -114,9 +114,17 @@ class Triggers:
         if not triggers:
             yield delivery
             return
+        joined = current_transaction.get()
+        if joined is not None:
+            # Inside a tables transaction, the database is that transaction's
+            # until it ends: the triggers are queued in it, after the write, and
+            # commit (or roll back) with it, as table triggers do.
+            yield delivery
+            if delivery.event is not None:
+                for trigger in triggers:
+                    await self._app.jobs.enqueue_in(joined, trigger.job, (asdict(delivery.event),))
+            return
         intent = {"name": name, "bucket": bucket, "key": key, "since": time.time()}
-        # The intents must not ride on (and roll back with) a tables transaction
-        # the caller has open: the object write they stand for does not.
         outside = current_transaction.set(None)
         try:
             ids = [await t.job.enqueue(intent, delay=INTENT_DELAY) for t in triggers]
