@@ -85,3 +85,29 @@ def test_publish_refuses_a_directory_without_index(project: Path, tmp_path: Path
     assert result.returncode == 1 and "has no index.html" in result.stderr
     unknown = run_cli(project, "sites", "publish", "nope", str(tmp_path / "empty"))
     assert unknown.returncode == 1 and "no [sites.nope]" in unknown.stderr
+
+
+def test_a_directory_publish_reports_its_progress(tmp_path: Path) -> None:
+    from shoestring.sites import publish as releases
+
+    build = tmp_path / "dist"
+    (build / "assets").mkdir(parents=True)
+    (build / "index.html").write_text("<h1>hi</h1>")
+    (build / "assets" / "app.js").write_bytes(b"x" * 5000)
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.plan: tuple[int, int] | None = None
+            self.done: list[int] = []
+
+        def planned(self, files: int, size: int) -> None:
+            self.plan = (files, size)
+
+        def uploaded(self, path: str, size: int) -> None:
+            self.done.append(size)
+
+    recorder = Recorder()
+    release = releases.publish(tmp_path / "data", "www", build, progress=recorder)
+    assert recorder.plan == (2, 5011)
+    assert sorted(recorder.done) == [11, 5000]  # every file, as copied
+    assert releases.current_root(tmp_path / "data", "www").name == release

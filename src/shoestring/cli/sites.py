@@ -56,7 +56,7 @@ def _with_bucket_releases(
 
 
 class _ProgressBar:
-    """A rich progress bar on stderr, fed by BucketReleases.publish."""
+    """A rich progress bar on stderr (on a terminal), fed by a publish."""
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -100,16 +100,17 @@ def sites_publish(project_dir: Path, name: str, build_dir: Path) -> None:
     the previous release stays for rollback.
     """
     site = _site(project_dir, name)
-    if site.bucket:
-        progress = _ProgressBar(f"publish {name}")
-        try:
+    progress = _ProgressBar(f"publish {name}")
+    try:
+        if site.bucket:
             release = _with_bucket_releases(
                 project_dir, name, site, lambda bucket: bucket.publish(build_dir, progress=progress)
             )
-        finally:
-            progress.stop()
-    else:
-        release = releases.publish(load_settings(project_dir).data_dir, name, build_dir)
+        else:
+            data_dir = load_settings(project_dir).data_dir
+            release = releases.publish(data_dir, name, build_dir, progress=progress)
+    finally:
+        progress.stop()
     click.echo(f"site {name}: release {release} is live")
 
 

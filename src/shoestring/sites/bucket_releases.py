@@ -33,6 +33,7 @@ import anyio
 from shoestring.sites.publish import (
     KEEP_RELEASES,
     PublishError,
+    PublishProgress,
     compress,
     new_release_id,
     should_compress,
@@ -90,14 +91,6 @@ class BucketLayout:
 
     def manifest(self, release: str) -> str:
         return f"{self.releases}{release}.json"
-
-
-class PublishProgress(Protocol):
-    """What `publish` reports as it goes (the CLI draws a progress bar from it)."""
-
-    def planned(self, files: int, size: int) -> None: ...
-
-    def uploaded(self, path: str, size: int) -> None: ...
 
 
 class SwitchWatcher(Protocol):

@@ -16,6 +16,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from shoestring.errors import ShoestringError
 
@@ -62,7 +63,17 @@ def releases(data_dir: Path, name: str) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.endswith(".tmp"))
 
 
-def publish(data_dir: Path, name: str, source: Path) -> str:
+class PublishProgress(Protocol):
+    """What a publish reports as it goes (the CLI draws a progress bar from it)."""
+
+    def planned(self, files: int, size: int) -> None: ...
+
+    def uploaded(self, path: str, size: int) -> None: ...
+
+
+def publish(
+    data_dir: Path, name: str, source: Path, *, progress: PublishProgress | None = None
+) -> str:
     """Copy `source` into a new release, compress it, switch to it; return its id."""
     if not (source / "index.html").is_file():
         raise PublishError(f"{source} has no index.html: point at the build output (dist/, build/)")
@@ -70,7 +81,17 @@ def publish(data_dir: Path, name: str, source: Path) -> str:
     folder = site_dir(data_dir, name) / "releases"
     staging = folder / f"{release}.tmp"
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source, staging, symlinks=False)
+    if progress is not None:
+        files = [path for path in source.rglob("*") if path.is_file()]
+        progress.planned(len(files), sum(path.stat().st_size for path in files))
+
+    def copy(src: str, dst: str) -> object:
+        copied = shutil.copy2(src, dst)
+        if progress is not None:
+            progress.uploaded(src, os.path.getsize(dst))
+        return copied
+
+    shutil.copytree(source, staging, symlinks=False, copy_function=copy)
     for path in staging.rglob("*"):
         if path.is_file() and should_compress(path.name, path.stat().st_size):
             sibling = path.with_name(path.name + ".gz")
