@@ -9,10 +9,8 @@ import time
 from email.message import EmailMessage
 from pathlib import Path
 
-import dkim as dkimpy
 import pytest
 
-from shoestring.mail import dkim as our_dkim
 from tests.e2e.conftest import SHOESTRING
 from tests.examples.othermail import (
     BOB,
@@ -25,6 +23,7 @@ from tests.examples.othermail import (
 )
 from tests.mail.conftest import Sink
 from tests.mail.dns import LoopbackDNS
+from tests.mail.signatures import dkim_verifies
 
 pytestmark = pytest.mark.e2e
 
@@ -47,13 +46,7 @@ def bobs_mail(to: str = SHOP, message_id: str = "<order-1@elsewhere.example>") -
 
 
 def verifies(raw: bytes, key: Path) -> bool:
-    record = our_dkim.public_key_record(key).encode()
-
-    def dns(name: bytes, timeout: int = 5) -> bytes:
-        assert name == f"mail._domainkey.{DOMAIN}.".encode()
-        return record
-
-    return bool(dkimpy.verify(raw, dnsfunc=dns))
+    return dkim_verifies(raw, key, DOMAIN)
 
 
 def test_mail_to_a_live_alias_arrives_from_our_domain_signed_and_threaded(

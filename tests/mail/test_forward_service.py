@@ -11,7 +11,6 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import dkim as dkimpy
 import pytest
 
 from shoestring import App
@@ -22,6 +21,7 @@ from shoestring.mail.inbound import Bounce, Forwarder, InboundMessage
 from shoestring.mail.inbound import rewrite as fwd
 from tests.backends import make_app, running
 from tests.mail.conftest import Sink
+from tests.mail.signatures import dkim_verifies
 from tests.mail.test_forward import ORIGINAL, dsn, owners_reply
 
 pytestmark = pytest.mark.anyio
@@ -74,13 +74,7 @@ def parse(raw: bytes) -> EmailMessage:
 
 
 def verifies(raw: bytes, key: Path) -> bool:
-    record = our_dkim.public_key_record(key).encode()
-
-    def dns(name: bytes, timeout: int = 5) -> bytes:
-        assert name == f"mail._domainkey.{DOMAIN}.".encode()
-        return record
-
-    return bool(dkimpy.verify(raw, dnsfunc=dns))
+    return dkim_verifies(raw, key, DOMAIN)
 
 
 async def test_a_forward_goes_out_from_our_domain_signed_with_a_verp_sender(
