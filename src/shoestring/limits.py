@@ -91,8 +91,9 @@ class RateLimits:
         if joined is not None:  # inside app.tables.transaction(): count with it
             row = await joined.fetchone(_HIT, [digest, window_start, window_start + per])
         else:
-            async with self._app.db.transaction() as tx:
-                row = await tx.fetchone(_HIT, [digest, window_start, window_start + per])
+            row = await self._app.db.database.write_returning(
+                _HIT, [digest, window_start, window_start + per]
+            )
         assert row is not None
         self._hits += 1
         if self._hits % PURGE_EVERY == 0:

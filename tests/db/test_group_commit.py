@@ -87,3 +87,35 @@ async def test_a_failed_commit_fails_every_member_and_keeps_nothing(tmp_path: Pa
     assert not failed & committed  # nobody was told "failed" for a row that is there
     assert failed | committed == set(range(10))  # nor "done" for a row that is not
     assert {row[0] for row in after} == committed | {20}
+
+
+async def test_a_failing_single_write_fails_alone(tmp_path: Path) -> None:
+    """A statement that breaks a constraint is refused; the writes beside it commit."""
+    database = await _database(tmp_path)
+    await database.write("INSERT INTO notes (id) VALUES (7)")
+
+    async def write(n: int) -> int:
+        return await database.write("INSERT INTO notes (id) VALUES (?)", (n,))
+
+    results = await asyncio.gather(*(write(n) for n in range(20)), return_exceptions=True)
+    rows = await database.fetchall("SELECT id FROM notes ORDER BY id")
+    await database.close()
+    assert isinstance(results[7], sqlite3.IntegrityError)
+    assert [n for n, r in enumerate(results) if r == 1] == [n for n in range(20) if n != 7]
+    assert [row[0] for row in rows] == list(range(20))
+
+
+async def test_write_returning_counts_atomically(tmp_path: Path) -> None:
+    database = await _database(tmp_path)
+    await database.write("CREATE TABLE hits (name TEXT PRIMARY KEY, count INTEGER NOT NULL)")
+    upsert = (
+        "INSERT INTO hits (name, count) VALUES (?, 1)"
+        " ON CONFLICT (name) DO UPDATE SET count = count + 1 RETURNING count"
+    )
+    rows = await asyncio.gather(*(database.write_returning(upsert, ("a",)) for _ in range(50)))
+    outsider = sqlite3.connect(tmp_path / "group.db")
+    stored = outsider.execute("SELECT count FROM hits").fetchone()
+    outsider.close()
+    await database.close()
+    assert sorted(row[0] for row in rows if row is not None) == list(range(1, 51))
+    assert stored == (50,)

@@ -51,6 +51,10 @@ class Database(Protocol):
         """Run one statement per parameter row, all in one transaction."""
         ...
 
+    async def write_returning(self, sql: str, params: Params = ()) -> Row | None:
+        """Run one statement (`... RETURNING ...`) in a transaction of its own; return its first row."""
+        ...
+
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
         """Read one row outside any write transaction."""
         ...

@@ -71,6 +71,11 @@ class PostgresDatabase:
             cursor = await connection.execute(to_psycopg(sql), params)
             return cursor.rowcount
 
+    async def write_returning(self, sql: str, params: Params = ()) -> Row | None:
+        async with self._pool.connection() as connection:  # autocommit: its own transaction
+            cursor = await connection.execute(to_psycopg(sql), params)
+            return await cursor.fetchone()
+
     async def write_many(self, sql: str, rows: Sequence[Params]) -> int:
         async with self._pool.connection() as connection, connection.transaction():
             cursor = connection.cursor()

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from shoestring.db.database import DatabaseError, Dialect, Params, Row
 
@@ -143,32 +143,52 @@ class SQLiteDatabase:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SQLiteTransaction]:
-        self._writers += 1
         durable: asyncio.Future[None] | None = None
+        async with self._queued():
+            tx = SQLiteTransaction(self)
+            try:
+                yield tx
+            except BaseException:
+                await self._end(tx, failed=True)
+                raise
+            durable, _ = await self._end(tx, failed=False)
+        if durable is not None:
+            await durable
+
+    async def write(self, sql: str, params: Params = ()) -> int:
+        return await self._write_once(lambda c: c.execute(sql, params).rowcount)
+
+    async def write_many(self, sql: str, rows: Sequence[Params]) -> int:
+        return await self._write_once(lambda c: c.executemany(sql, rows).rowcount)
+
+    async def write_returning(self, sql: str, params: Params = ()) -> Row | None:
+        row: Row | None = await self._write_once(lambda c: c.execute(sql, params).fetchone())
+        return row
+
+    async def _write_once(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` as a transaction of its own, joined to the commit group in one trip.
+
+        The savepoint, the statement, its release and (when due) the group's
+        COMMIT all run in a single hop to the writer thread.
+        """
+        async with self._queued():
+            durable, result = await self._end(None, failed=False, work=work)
+        if durable is not None:
+            await durable
+        return cast(T, result)  # what `work` returned: it raised otherwise
+
+    @asynccontextmanager
+    async def _queued(self) -> AsyncIterator[None]:
+        """Hold the write lock, counted among the writers queued for it meanwhile."""
+        self._writers += 1
         try:
             async with self._write_lock:
-                tx = SQLiteTransaction(self)
-                try:
-                    yield tx
-                except BaseException:
-                    await self._end(tx, failed=True)
-                    raise
-                durable = await self._end(tx, failed=False)
+                yield
         finally:
             self._writers -= 1
             if self._writers == 0 and self._group:
                 # The member due to commit never got the lock (it was cancelled).
                 self._flush_soon()
-        if durable is not None:
-            await durable
-
-    async def write(self, sql: str, params: Params = ()) -> int:
-        async with self.transaction() as tx:
-            return await tx.execute(sql, params)
-
-    async def write_many(self, sql: str, rows: Sequence[Params]) -> int:
-        async with self.transaction() as tx:
-            return await tx._run(lambda c: c.executemany(sql, rows).rowcount)
 
     def _open_savepoint(self, connection: sqlite3.Connection) -> None:
         """On the writer thread: join the open group, or begin one."""
@@ -186,26 +206,42 @@ class SQLiteDatabase:
         )
 
     async def _end(
-        self, tx: SQLiteTransaction | None, *, failed: bool, force: bool = False
-    ) -> asyncio.Future[None] | None:
+        self,
+        tx: SQLiteTransaction | None,
+        *,
+        failed: bool,
+        force: bool = False,
+        work: Callable[[sqlite3.Connection], T] | None = None,
+    ) -> tuple[asyncio.Future[None] | None, T | None]:
         """Holding the write lock: close `tx`'s savepoint and COMMIT the group if due, in one trip.
 
-        Returns what to await for durability (None when nothing was written).
+        With `work`, the savepoint opens, runs `work` and closes on that same
+        trip. Returns what to await for durability (None when nothing was
+        written) and what `work` returned; an error from `work` rolls back
+        its savepoint only and is raised after the trip.
         """
-        begun = tx is not None and tx.begun
+        begun = work is not None or (tx is not None and tx.begun)
         commit = force or self._commit_due()
         if not begun and not (commit and self._group):
-            return None
+            return None, None
         loop = asyncio.get_running_loop()
         durable: asyncio.Future[None] | None = None
         if begun and not failed:
             durable = loop.create_future()
             self._group.append(durable)
 
-        def finish(connection: sqlite3.Connection) -> None:
+        def finish(connection: sqlite3.Connection) -> tuple[T | None, BaseException | None]:
+            result: T | None = None
+            work_error: BaseException | None = None
             try:
+                if work is not None:
+                    self._open_savepoint(connection)
+                    try:
+                        result = work(connection)
+                    except Exception as exc:
+                        work_error = exc
                 if begun:
-                    if failed:
+                    if failed or work_error is not None:
                         connection.execute("ROLLBACK TO tx")
                     connection.execute("RELEASE tx")
             except BaseException:
@@ -218,12 +254,13 @@ class SQLiteDatabase:
                 except sqlite3.Error as exc:
                     connection.execute("ROLLBACK")
                     raise DatabaseError(f"the commit failed, nothing was kept: {exc}") from exc
+            return result, work_error
 
         members = self._group if commit else []
         if commit:
             self._group = []
 
-        def settle(done: asyncio.Future[None]) -> None:
+        def settle(done: asyncio.Future[tuple[T | None, BaseException | None]]) -> None:
             # A callback, so the group is settled even if our caller is cancelled.
             error = done.exception() if not done.cancelled() else DatabaseError("cancelled")
             if error is not None and not commit:
@@ -245,8 +282,16 @@ class SQLiteDatabase:
 
         trip = asyncio.ensure_future(self._on_writer(finish))
         trip.add_done_callback(settle)
-        await asyncio.shield(trip)
-        return durable
+        result, work_error = await asyncio.shield(trip)
+        if work_error is not None:
+            # Nothing of ours was kept: leave the group without waiting for it.
+            if durable is not None:
+                if durable in self._group:
+                    self._group.remove(durable)
+                if not durable.done():
+                    durable.set_result(None)
+            raise work_error
+        return durable, result
 
     def _flush_soon(self) -> None:
         async def flush() -> None:
