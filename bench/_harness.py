@@ -93,6 +93,64 @@ def wrk(url: str, *, seconds: int, connections: int = 64, threads: int = 2) -> L
     return LoadResult(rps, _ms(p99.group(1), p99.group(2)))
 
 
+_CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
+
+
+def post_request(host: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    """The bytes of one HTTP/1.1 keep-alive POST of a JSON body."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json",
+             f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]  # fmt: skip
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def open_loop(
+    host: str, port: int, requests: Sequence[bytes], rate: float, seconds: float
+) -> tuple[list[float], int]:
+    """Send `requests` round-robin at `rate` a second; latencies (ms) and non-2xx count.
+
+    Open loop: each request starts on its schedule whether or not earlier ones
+    have answered (on an idle keep-alive connection, or a new one), and its
+    latency counts from that scheduled start, so a server stall shows in the
+    tail instead of slowing the load down. Raw sockets on the client side cost
+    a few microseconds a request: an HTTP client library's own queueing would
+    be measured otherwise.
+    """
+    import asyncio
+
+    latencies: list[float] = []
+    failures = 0
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    opened: list[asyncio.StreamWriter] = []
+
+    async def one(scheduled: float, request: bytes) -> None:
+        nonlocal failures
+        if idle:
+            reader, writer = idle.pop()
+        else:
+            reader, writer = await asyncio.open_connection(host, port)
+            opened.append(writer)
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = _CONTENT_LENGTH.search(head)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+        latencies.append((time.perf_counter() - scheduled) * 1000)
+        failures += head[9:10] != b"2"
+        idle.append((reader, writer))
+
+    tasks = []
+    start = time.perf_counter() + 0.1
+    for n in range(int(rate * seconds)):
+        scheduled = start + n / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(scheduled, requests[n % len(requests)])))
+    await asyncio.gather(*tasks)
+    for writer in opened:
+        writer.close()
+    return latencies, failures
+
+
 def hello_project(directory: Path) -> Path:
     """A project whose one route answers {"hello": "world"}, as `shoestring new` would lay it out."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -92,7 +92,7 @@ class RateLimits:
             row = await joined.fetchone(_HIT, [digest, window_start, window_start + per])
         else:
             row = await self._app.db.database.write_returning(
-                _HIT, [digest, window_start, window_start + per]
+                _HIT, [digest, window_start, window_start + per], durable=False
             )
         assert row is not None
         self._hits += 1

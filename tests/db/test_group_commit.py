@@ -119,3 +119,25 @@ async def test_write_returning_counts_atomically(tmp_path: Path) -> None:
     await database.close()
     assert sorted(row[0] for row in rows if row is not None) == list(range(1, 51))
     assert stored == (50,)
+
+
+async def test_a_write_that_need_not_be_durable_commits_with_the_next(tmp_path: Path) -> None:
+    database = await _database(tmp_path)
+    outsider = sqlite3.connect(tmp_path / "group.db")
+    try:
+        insert = "INSERT INTO notes (id) VALUES (?) RETURNING id"
+        assert await database.write_returning(insert, (1,), durable=False) == (1,)
+        await database.write("INSERT INTO notes (id) VALUES (2)")
+        # the durable write's return means both are on disk
+        assert outsider.execute("SELECT id FROM notes ORDER BY id").fetchall() == [(1,), (2,)]
+
+        # alone, it is committed a moment later without another write
+        await database.write_returning(insert, (3,), durable=False)
+        for _ in range(200):
+            if outsider.execute("SELECT 1 FROM notes WHERE id = 3").fetchone():
+                break
+            await asyncio.sleep(0.01)
+        assert outsider.execute("SELECT 1 FROM notes WHERE id = 3").fetchone() == (1,)
+    finally:
+        outsider.close()
+        await database.close()

@@ -51,8 +51,15 @@ class Database(Protocol):
         """Run one statement per parameter row, all in one transaction."""
         ...
 
-    async def write_returning(self, sql: str, params: Params = ()) -> Row | None:
-        """Run one statement (`... RETURNING ...`) in a transaction of its own; return its first row."""
+    async def write_returning(
+        self, sql: str, params: Params = (), *, durable: bool = True
+    ) -> Row | None:
+        """Run one statement (`... RETURNING ...`) in a transaction of its own; return its first row.
+
+        With `durable=False` it may return before its commit reaches the disk,
+        and a crash soon after may lose it: for counts that may be lost, such
+        as rate limits, at a fraction of the latency.
+        """
         ...
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:

@@ -71,8 +71,12 @@ class PostgresDatabase:
             cursor = await connection.execute(to_psycopg(sql), params)
             return cursor.rowcount
 
-    async def write_returning(self, sql: str, params: Params = ()) -> Row | None:
-        async with self._pool.connection() as connection:  # autocommit: its own transaction
+    async def write_returning(
+        self, sql: str, params: Params = (), *, durable: bool = True
+    ) -> Row | None:
+        async with self._pool.connection() as connection, connection.transaction():
+            if not durable:
+                await connection.execute("SET LOCAL synchronous_commit TO OFF")
             cursor = await connection.execute(to_psycopg(sql), params)
             return await cursor.fetchone()
 

@@ -85,6 +85,7 @@ class SQLiteDatabase:
         self._writers = 0  # transactions holding or waiting for the write lock
         self._group: list[asyncio.Future[None]] = []  # finished, waiting for the group's COMMIT
         self._group_since = 0.0
+        self._pending = False  # the writer holds released savepoints not yet committed
         self._flushes: set[asyncio.Task[None]] = set()
 
     def connect(self) -> sqlite3.Connection:
@@ -140,6 +141,11 @@ class SQLiteDatabase:
     # for all. No caller returns before that COMMIT: acknowledged still means
     # on disk. A transaction alone commits at once, as before. If a COMMIT
     # fails, every member of its group gets the error; none was acknowledged.
+    #
+    # A write that need not be durable (`durable=False`: a rate-limit count)
+    # returns as soon as its savepoint is released, without a COMMIT of its
+    # own: the next durable transaction's COMMIT takes it along, or a flush
+    # MAX_GROUP_AGE later does.
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SQLiteTransaction]:
@@ -161,18 +167,23 @@ class SQLiteDatabase:
     async def write_many(self, sql: str, rows: Sequence[Params]) -> int:
         return await self._write_once(lambda c: c.executemany(sql, rows).rowcount)
 
-    async def write_returning(self, sql: str, params: Params = ()) -> Row | None:
-        row: Row | None = await self._write_once(lambda c: c.execute(sql, params).fetchone())
+    async def write_returning(
+        self, sql: str, params: Params = (), *, durable: bool = True
+    ) -> Row | None:
+        row: Row | None = await self._write_once(
+            lambda c: c.execute(sql, params).fetchone(), sync=durable
+        )
         return row
 
-    async def _write_once(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write_once(self, work: Callable[[sqlite3.Connection], T], sync: bool = True) -> T:
         """`work` as a transaction of its own, joined to the commit group in one trip.
 
         The savepoint, the statement, its release and (when due) the group's
-        COMMIT all run in a single hop to the writer thread.
+        COMMIT all run in a single hop to the writer thread. With `sync`
+        False, no COMMIT is waited for.
         """
         async with self._queued():
-            durable, result = await self._end(None, failed=False, work=work)
+            durable, result = await self._end(None, failed=False, work=work, sync=sync)
         if durable is not None:
             await durable
         return cast(T, result)  # what `work` returned: it raised otherwise
@@ -186,8 +197,9 @@ class SQLiteDatabase:
                 yield
         finally:
             self._writers -= 1
-            if self._writers == 0 and self._group:
-                # The member due to commit never got the lock (it was cancelled).
+            if self._writers == 0 and self._pending:
+                # The member due to commit never got the lock (it was cancelled),
+                # or only writes that need not wait are in the group.
                 self._flush_soon()
 
     def _open_savepoint(self, connection: sqlite3.Connection) -> None:
@@ -212,21 +224,23 @@ class SQLiteDatabase:
         failed: bool,
         force: bool = False,
         work: Callable[[sqlite3.Connection], T] | None = None,
+        sync: bool = True,
     ) -> tuple[asyncio.Future[None] | None, T | None]:
         """Holding the write lock: close `tx`'s savepoint and COMMIT the group if due, in one trip.
 
         With `work`, the savepoint opens, runs `work` and closes on that same
         trip. Returns what to await for durability (None when nothing was
         written) and what `work` returned; an error from `work` rolls back
-        its savepoint only and is raised after the trip.
+        its savepoint only and is raised after the trip. With `sync` False
+        the group is committed only if others wait for it.
         """
         begun = work is not None or (tx is not None and tx.begun)
-        commit = force or self._commit_due()
-        if not begun and not (commit and self._group):
+        commit = force or (self._commit_due() and (sync or bool(self._group)))
+        if not begun and not (commit and self._pending):
             return None, None
         loop = asyncio.get_running_loop()
         durable: asyncio.Future[None] | None = None
-        if begun and not failed:
+        if begun and not failed and sync:
             durable = loop.create_future()
             self._group.append(durable)
 
@@ -263,6 +277,8 @@ class SQLiteDatabase:
         def settle(done: asyncio.Future[tuple[T | None, BaseException | None]]) -> None:
             # A callback, so the group is settled even if our caller is cancelled.
             error = done.exception() if not done.cancelled() else DatabaseError("cancelled")
+            if error is not None:
+                self._pending = False  # the writer rolled the whole group back
             if error is not None and not commit:
                 # Only our savepoint failed to close: the group is still open, but
                 # its state is unknown, so roll it back and fail everyone in it.
@@ -283,6 +299,10 @@ class SQLiteDatabase:
         trip = asyncio.ensure_future(self._on_writer(finish))
         trip.add_done_callback(settle)
         result, work_error = await asyncio.shield(trip)
+        if commit:
+            self._pending = False
+        elif begun and not failed and work_error is None:
+            self._pending = True
         if work_error is not None:
             # Nothing of ours was kept: leave the group without waiting for it.
             if durable is not None:
@@ -295,6 +315,8 @@ class SQLiteDatabase:
 
     def _flush_soon(self) -> None:
         async def flush() -> None:
+            if not self._group:  # nobody waits: give the next writes time to join
+                await asyncio.sleep(MAX_GROUP_AGE)
             async with self._write_lock:
                 await self._end(None, failed=False, force=True)
 
