@@ -33,6 +33,7 @@ from shoestring.http.errors import EXCEPTION_HANDLERS
 from shoestring.http.lifespan import MountedLifespan
 from shoestring.http.request_log import RequestLogMiddleware
 from shoestring.http.responses import to_response
+from shoestring.http.routing import ReservedRoutes, reserved_only
 from shoestring.services import ServiceRegistry
 from shoestring.sites import site_routes
 
@@ -350,10 +351,14 @@ class App:
 
             serve_dev_mailbox(self)
             self._dev_mailbox = True
-        routes: list[BaseRoute] = [
+        system = [
             Route(HEALTH_PATH, self._health, methods=["GET"]),
             Route(READY_PATH, self._readiness, methods=["GET"]),
             *self._system_routes,
+        ]
+        routes: list[BaseRoute] = [
+            ReservedRoutes([route for route in system if reserved_only(route)]),
+            *[route for route in system if not reserved_only(route)],
             *self._routes,
             # Sites last: a site at "/" serves what no route or mount claimed.
             *site_routes(self.settings, buckets=lambda name: self.storage.bucket(name)),
