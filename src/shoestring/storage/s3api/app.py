@@ -187,6 +187,8 @@ class S3Route(BaseRoute):
         self.api = api
         self.prefix = prefix.rstrip("/")
         self.host = host.lower()
+        # Only under `/_s3`-like paths, unless it also answers on a host name of its own.
+        self.reserved_only = self.prefix.startswith("/_") and not self.host
 
     def _host(self, scope: Scope) -> str:
         for name, value in scope["headers"]:
