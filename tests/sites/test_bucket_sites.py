@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import brotli
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,10 +24,12 @@ from shoestring.sites import PublishError
 from shoestring.sites.bucket_releases import BucketLayout, BucketReleases
 from shoestring.storage import Bucket
 from tests.e2e.conftest import Server, run_cli
+from tests.sites.encodings import decode, etags_by_encoding, fetch_raw
 
 # Above files.SMALL_FILE: streamed from the bucket with ranged GETs, never held in memory.
 HUGE = os.urandom(2 * 1024 * 1024 + 4321)
 HEADERS = {"content-security-policy": "default-src 'self'"}
+SCRIPT = b"console.log('app');" * 100
 
 
 def build(root: Path, version: str = "v1") -> Path:
@@ -35,7 +38,7 @@ def build(root: Path, version: str = "v1") -> Path:
         f"<!doctype html><title>home {version}</title><div id=app></div>" + " " * 2000
     )
     (root / "404.html").write_text("<h1>not here</h1>")
-    (root / "assets" / "app.3f2a9c1b.js").write_text("console.log('app');" * 100)
+    (root / "assets" / "app.3f2a9c1b.js").write_bytes(SCRIPT)
     (root / "assets" / "style.css").write_text("body { color: red }")
     (root / "about").mkdir()
     (root / "about" / "index.html").write_text("<p>about</p>")
@@ -160,25 +163,52 @@ def test_ranges_of_a_file_streamed_from_the_bucket(client: TestClient) -> None:
     assert whole.headers["content-type"] == "application/octet-stream"
 
 
-def test_gzip_siblings_made_at_publish_are_served_by_accept_encoding(client: TestClient) -> None:
-    zipped = client.get("/assets/app.3f2a9c1b.js", headers={"accept-encoding": "gzip, br"})
-    assert zipped.headers["content-encoding"] == "gzip"
-    assert zipped.headers["vary"] == "Accept-Encoding"
-    assert zipped.text.startswith("console.log('app');")  # the client decompressed it
-    assert int(zipped.headers["content-length"]) < len(zipped.content)  # gzip went out
-    plain = client.get("/assets/app.3f2a9c1b.js", headers={"accept-encoding": "identity"})
-    assert "content-encoding" not in plain.headers
-    small = client.get("/assets/style.css", headers={"accept-encoding": "gzip"})
+@pytest.mark.parametrize(
+    ("accept", "encoding"),
+    [("gzip, deflate, br", "br"), ("gzip;q=1, br;q=0", "gzip"), ("identity", None)],
+)
+def test_siblings_made_at_publish_are_served_by_accept_encoding(
+    client: TestClient, accept: str, encoding: str | None
+) -> None:
+    response, body = fetch_raw(client, "/assets/app.3f2a9c1b.js", accept)
+    assert response.headers.get("content-encoding") == encoding
+    assert response.headers["vary"] == "Accept-Encoding"
+    assert decode(encoding, body) == SCRIPT  # brotli.decompress for `br`
+    if encoding is not None:
+        assert len(body) < len(SCRIPT)
+    small, _ = fetch_raw(client, "/assets/style.css", accept)
     assert "content-encoding" not in small.headers  # too small to be worth a sibling
+
+
+def test_each_encoding_has_its_own_strong_etag(client: TestClient) -> None:
+    etags_by_encoding(client, "/assets/app.3f2a9c1b.js")  # the objects' MD5s
 
 
 def test_a_sibling_the_build_brought_is_used(app: App, tmp_path: Path) -> None:
     root = build(tmp_path / "own")
     (root / "about" / "index.html.gz").write_bytes(gzip.compress(b"<p>zipped about</p>"))
+    own = brotli.compress(SCRIPT, quality=1)
+    (root / "assets" / "app.3f2a9c1b.js.br").write_bytes(own)
     with TestClient(app) as client:
         call(client, releases_of(app).publish, root)
         response = client.get("/about/", headers={"accept-encoding": "gzip"})
+        _, body = fetch_raw(client, "/assets/app.3f2a9c1b.js", "br")
     assert response.headers["content-encoding"] == "gzip" and response.text == "<p>zipped about</p>"
+    assert body == own  # not replaced by one made at publish
+
+
+def test_a_file_that_does_not_shrink_gets_no_sibling(app: App, tmp_path: Path) -> None:
+    root = build(tmp_path / "noise")
+    noise = os.urandom(4096)
+    (root / "assets" / "noise.js").write_bytes(noise)
+    with TestClient(app) as client:
+        release = call(client, releases_of(app).publish, root)
+        keys = call(client, _keys, app.storage.bucket("site"))
+        response, body = fetch_raw(client, "/assets/noise.js", "br, gzip")
+    made = {key.removeprefix(f"www/releases/{release}/") for key in keys}
+    assert {"assets/app.3f2a9c1b.js.br", "assets/app.3f2a9c1b.js.gz"} <= made
+    assert not {"assets/noise.js.br", "assets/noise.js.gz"} & made
+    assert "content-encoding" not in response.headers and body == noise
 
 
 def test_spa_routes_get_index_but_missing_assets_get_a_real_404(client: TestClient) -> None:
@@ -204,7 +234,7 @@ def test_head_and_other_methods(client: TestClient) -> None:
     head = client.head("/video.bin")
     assert head.status_code == 200 and head.content == b""
     assert head.headers["content-length"] == str(len(HUGE))
-    for encoding in ("identity", "gzip"):
+    for encoding in ("identity", "gzip", "br"):
         wanted = {"accept-encoding": encoding}
         head = client.head("/", headers=wanted)
         assert (

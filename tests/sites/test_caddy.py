@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Server, free_port, run_cli
+from tests.sites.encodings import decode, fetch_raw
 
 pytestmark = pytest.mark.e2e
 
@@ -71,7 +72,9 @@ def test_caddy_serves_files_and_the_app_the_same_way(
 ) -> None:
     build = tmp_path / "build"
     (build / "assets").mkdir(parents=True)
-    (build / "index.html").write_text("<title>shell</title>")
+    shell = "<title>shell</title>" + "<p>loading</p>" * 100  # big enough for siblings
+    (build / "index.html").write_text(shell)
+    (build / "about.html").write_text("<p>about</p>")  # too small for them
     (build / "404.html").write_text("not here")
     script = "console.log(1);" * 200
     (build / "assets" / "app.3f2a9c1b.js").write_text(script)
@@ -92,6 +95,20 @@ def test_caddy_serves_files_and_the_app_the_same_way(
     assert asset.headers["cache-control"] == "public, max-age=31536000, immutable"
     assert asset.headers["content-encoding"] == "gzip"  # the sibling made at publish time
     assert asset.text == script  # httpx undid the gzip
+    # Brotli when the client takes both, never against its q-values: as the app answers.
+    cases = [("gzip, deflate, br", "br"), ("gzip;q=1, br;q=0", "gzip"), ("identity", None)]
+    for path, content in [("/assets/app.3f2a9c1b.js", script), ("/", shell)]:
+        for accept, encoding in cases:
+            with httpx.Client() as client:
+                answers = [fetch_raw(client, base + path, accept) for base in (edge, app.base_url)]
+            assert answers[0][0].headers["server"] == "Caddy"
+            for response, body in answers:
+                assert response.headers.get("content-encoding") == encoding, (accept, response)
+                assert decode(encoding, body) == content.encode()  # brotli.decompress for `br`
+                assert response.headers.get_list("vary") == ["Accept-Encoding"]
+    for base in (edge, app.base_url):
+        small = httpx.get(base + "/about.html", headers={"accept-encoding": "br"})
+        assert small.text == "<p>about</p>" and "vary" not in small.headers  # one form only
 
     home = httpx.get(edge + "/")
     assert "<title>shell</title>" in home.text and home.headers["cache-control"] == "no-cache"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
+import brotli
 import httpx
 import pytest
 
 from tests.e2e.conftest import Server, run_cli
+from tests.sites.encodings import decode, fetch_raw
 
 pytestmark = pytest.mark.e2e
 
@@ -105,9 +108,61 @@ def test_a_directory_publish_reports_its_progress(tmp_path: Path) -> None:
 
         def uploaded(self, path: str, size: int) -> None:
             self.done.append(size)
+            if path.endswith(".js"):  # reported once compressed too
+                (staging,) = (tmp_path / "data/sites/www/releases").glob("*.tmp")
+                assert (staging / f"{path}.br").is_file() and (staging / f"{path}.gz").is_file()
 
     recorder = Recorder()
     release = releases.publish(tmp_path / "data", "www", build, progress=recorder)
     assert recorder.plan == (2, 5011)
     assert sorted(recorder.done) == [11, 5000]  # every file, as copied
     assert releases.current_root(tmp_path / "data", "www").name == release
+
+
+SCRIPT = b"".join(b"export function f%d(x) { return x * %d; }\n" % (i, i) for i in range(400))
+OWN_BR = brotli.compress(SCRIPT, quality=1)
+NOISE = os.urandom(4096)
+
+
+def siblings_build(directory: Path) -> Path:
+    """A build with one file of each kind publishing treats differently."""
+    (directory / "assets").mkdir(parents=True)
+    (directory / "index.html").write_text("<title>shell</title>" + "<p>hello</p>" * 200)
+    (directory / "assets" / "app.js").write_bytes(SCRIPT)
+    (directory / "assets" / "own.js").write_bytes(SCRIPT)
+    (directory / "assets" / "own.js.br").write_bytes(OWN_BR)  # brought by the build
+    (directory / "assets" / "noise.js").write_bytes(NOISE)  # does not shrink
+    (directory / "assets" / "tiny.js").write_text("let a = 1;")  # too small to bother
+    (directory / "logo.png").write_bytes(NOISE)  # not text
+    return directory
+
+
+def test_a_published_directory_gets_brotli_and_gzip_siblings(
+    project: Path, start: type[Server], tmp_path: Path
+) -> None:
+    (project / "shoestring.toml").write_text("[sites.www]\n")
+    (project / "app.py").write_text("from shoestring import App\n\napp = App('site')\n")
+    published = run_cli(project, "sites", "publish", "www", str(siblings_build(tmp_path / "b")))
+    assert published.returncode == 0, published.stderr
+    live = (project / "data/sites/www/current").resolve()
+    assert brotli.decompress((live / "assets/app.js.br").read_bytes()) == SCRIPT
+    assert (live / "assets/own.js.br").read_bytes() == OWN_BR  # left as the build made it
+    assert (live / "assets/own.js.gz").is_file()
+    made = {path.name for path in live.rglob("*") if path.suffix in (".br", ".gz")}
+    assert made == {"index.html.br", "index.html.gz", "app.js.br", "app.js.gz", "own.js.br",
+                    "own.js.gz"}  # fmt: skip
+
+    server = start(project)
+    server.wait_ready()
+    with httpx.Client(base_url=server.base_url) as client:
+        for accept, encoding in [("gzip, deflate, br", "br"), ("gzip;q=1, br;q=0", "gzip"),
+                                 ("identity", None)]:  # fmt: skip
+            response, body = fetch_raw(client, "/assets/app.js", accept)
+            assert response.headers.get("content-encoding") == encoding
+            assert decode(encoding, body) == SCRIPT
+            assert response.headers["vary"] == "Accept-Encoding"
+        response, body = fetch_raw(client, "/assets/own.js", "br")
+        assert body == OWN_BR
+        response, body = fetch_raw(client, "/assets/noise.js", "br, gzip")
+        assert "content-encoding" not in response.headers and body == NOISE
+        assert "vary" not in response.headers  # one form only

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import brotli
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,18 +15,19 @@ from starlette.testclient import TestClient
 
 from shoestring import App, Settings
 from shoestring.config import SiteSettings
+from tests.sites.encodings import decode, etags_by_encoding, fetch_raw
 
 BIG = os.urandom(700 * 1024)
+SCRIPT = b"console.log('app');" * 100
 
 
 def build(root: Path) -> Path:
     (root / "assets").mkdir(parents=True)
     (root / "index.html").write_text("<!doctype html><title>home</title><div id=app></div>")
     (root / "404.html").write_text("<h1>not here</h1>")
-    (root / "assets" / "app.3f2a9c1b.js").write_text("console.log('app');" * 100)
-    (root / "assets" / "app.3f2a9c1b.js.gz").write_bytes(
-        gzip.compress((root / "assets" / "app.3f2a9c1b.js").read_bytes())
-    )
+    (root / "assets" / "app.3f2a9c1b.js").write_bytes(SCRIPT)
+    (root / "assets" / "app.3f2a9c1b.js.gz").write_bytes(gzip.compress(SCRIPT))
+    (root / "assets" / "app.3f2a9c1b.js.br").write_bytes(brotli.compress(SCRIPT))
     (root / "about").mkdir()
     (root / "about" / "index.html").write_text("<p>about</p>")
     (root / "video.bin").write_bytes(BIG)
@@ -100,13 +102,73 @@ def test_ranges(client: TestClient) -> None:
     assert whole.status_code == 200 and whole.content == BIG  # streamed, not cached in memory
 
 
-def test_precompressed_sibling_by_accept_encoding(client: TestClient) -> None:
-    zipped = client.get("/assets/app.3f2a9c1b.js", headers={"accept-encoding": "gzip, br"})
-    assert zipped.headers["content-encoding"] == "gzip"
-    assert zipped.headers["vary"] == "Accept-Encoding"
-    assert zipped.text.startswith("console.log('app');")  # the client decompressed it
-    plain = client.get("/assets/app.3f2a9c1b.js", headers={"accept-encoding": "identity"})
-    assert "content-encoding" not in plain.headers
+@pytest.mark.parametrize(
+    ("accept", "encoding"),
+    [("gzip, deflate, br, zstd", "br"), ("br;q=1, gzip;q=1", "br"), ("gzip", "gzip"),
+     ("gzip;q=1, br;q=0", "gzip"), ("gzip, br;q=0.5", "gzip"), ("br;q=0.001, gzip;q=0", "br"),
+     ("identity", None), ("deflate, zstd", None), ("*", "br"), ("br;q=0, *", "gzip"),
+     ("*;q=0", None), ("x-gzip", "gzip"), ("BR", "br"), ("br;q=abc, gzip", "gzip"),
+     ("br;q=1.5, gzip", "gzip"), ("identity;q=1, br;q=0.5, gzip;q=0.5", None),
+     ("br, br;q=0, gzip", "gzip"), (" br ; q=0.9 ,gzip;q=0.8", "br")],
+)  # fmt: skip
+def test_the_encoding_the_client_weighs_highest_brotli_on_a_tie(
+    client: TestClient, accept: str, encoding: str | None
+) -> None:
+    response, body = fetch_raw(client, "/assets/app.3f2a9c1b.js", accept)
+    assert response.status_code == 200
+    assert response.headers.get("content-encoding") == encoding
+    assert response.headers["vary"] == "Accept-Encoding"
+    assert int(response.headers["content-length"]) == len(body)
+    assert decode(encoding, body) == SCRIPT  # brotli.decompress for `br`
+
+
+def test_each_encoding_has_its_own_strong_etag(client: TestClient) -> None:
+    url = "/assets/app.3f2a9c1b.js"
+    tags = etags_by_encoding(client, url)
+    # A cache holding several forms names them all; the one chosen is confirmed.
+    both = f"{tags['gzip']}, {tags['br']}"
+    held = client.get(url, headers={"accept-encoding": "br, gzip", "if-none-match": both})
+    assert held.status_code == 304 and held.headers["etag"] == tags["br"]
+
+
+def test_a_range_is_of_the_file_itself(client: TestClient) -> None:
+    url = "/assets/app.3f2a9c1b.js"
+    plain_tag = client.get(url, headers={"accept-encoding": "identity"}).headers["etag"]
+    part = client.get(url, headers={"accept-encoding": "br", "range": "bytes=0-9"})
+    assert part.status_code == 206 and part.content == SCRIPT[:10]
+    assert "content-encoding" not in part.headers and part.headers["etag"] == plain_tag
+    br_tag = client.get(url, headers={"accept-encoding": "br"}).headers["etag"]
+    stale = client.get(
+        url, headers={"accept-encoding": "br", "range": "bytes=0-9", "if-range": br_tag}
+    )
+    assert stale.status_code == 200 and stale.content == SCRIPT  # the whole file instead
+
+
+_CODINGS = ["br", "gzip", "x-gzip", "identity", "*", "deflate", "BR", ""]
+_WEIGHTS = ["", ";q=0", ";q=0.5", ";q=1", ";q=1.000", ";q=0.", ";q=x", ";q=2", ";Q=0"]
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(_CODINGS), st.sampled_from(_WEIGHTS)), max_size=5))
+def test_an_encoding_is_only_sent_when_accepted(
+    client: TestClient, items: list[tuple[str, str]]
+) -> None:
+    accept = ", ".join(coding + weight for coding, weight in items)
+    response, body = fetch_raw(client, "/assets/app.3f2a9c1b.js", accept)
+    assert response.status_code == 200
+    encoding = response.headers.get("content-encoding")
+    assert decode(encoding, body) == SCRIPT
+    if encoding is not None:
+        # Items with a malformed weight are left out; a coding named twice gets the lower.
+        kept = [(c.lower().removeprefix("x-"), w) for c, w in items if w not in (";q=x", ";q=2")]
+        refused = (";q=0", ";q=0.", ";Q=0")
+        named = [weight for coding, weight in kept if coding == encoding]
+        starred = [weight for coding, weight in kept if coding == "*"]
+        assert (
+            not any(w in refused for w in named)
+            if named
+            else any(w not in refused for w in starred)
+        ), accept
 
 
 def test_spa_routes_get_index_but_missing_assets_get_a_real_404(client: TestClient) -> None:

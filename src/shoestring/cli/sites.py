@@ -96,8 +96,8 @@ def sites_publish(project_dir: Path, name: str, build_dir: Path) -> None:
     """Publish BUILD_DIR (with its index.html) as the live release of site NAME.
 
     The files are copied (or uploaded, for a site with `bucket`), text files
-    get gzip siblings, and the site switches to the new release in one step;
-    the previous release stays for rollback.
+    get Brotli and gzip siblings, and the site switches to the new release in
+    one step; the previous release stays for rollback.
     """
     site = _site(project_dir, name)
     progress = _ProgressBar(f"publish {name}")

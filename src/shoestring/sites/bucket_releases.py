@@ -4,12 +4,13 @@
     PREFIX/releases/20261124T073000.123-1a2b.json             its manifest, written last
     PREFIX/current                                            the live release's id
 
-`publish` uploads every file (and the gzip siblings publish.py would make)
-under a new release, then its manifest, and only then replaces `current`
-with one put. Until that put, servers keep answering from the old release;
-a publish that fails halfway leaves a release without a manifest, which is
-never listed nor made live, and is deleted by the failed publish itself or,
-if that process died, by a later publish once it is an hour old.
+`publish` uploads every file (and the Brotli and gzip siblings a directory
+publish would make, compression.py) under a new release, then its manifest,
+and only then replaces `current` with one put. Until that put, servers keep
+answering from the old release; a publish that fails halfway leaves a
+release without a manifest, which is never listed nor made live, and is
+deleted by the failed publish itself or, if that process died, by a later
+publish once it is an hour old.
 
 Works the same on the fs and s3 storage backends: it uses only `Bucket`.
 """
@@ -30,14 +31,8 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import anyio
 
-from shoestring.sites.publish import (
-    KEEP_RELEASES,
-    PublishError,
-    PublishProgress,
-    compress,
-    new_release_id,
-    should_compress,
-)
+from shoestring.sites.compression import compress, siblings_to_make
+from shoestring.sites.publish import KEEP_RELEASES, PublishError, PublishProgress, new_release_id
 from shoestring.storage.errors import (
     BucketAlreadyExists,
     NoSuchBucket,
@@ -122,7 +117,7 @@ class _Upload:
     path: Path
     name: str  # relative to the build directory, `/`-separated
     size: int
-    gzip: bool  # make a gzip sibling: compressible and the build brought none
+    siblings: tuple[str, ...]  # suffixes of the siblings to try making (`.br`, `.gz`)
 
 
 class BucketReleases:
@@ -227,14 +222,15 @@ class BucketReleases:
     async def _upload(self, files: str, upload: _Upload, progress: PublishProgress | None) -> None:
         key = files + upload.name
         try:
-            if upload.size > STREAM_FROM and not upload.gzip:
+            if upload.size > STREAM_FROM and not upload.siblings:
                 await self.bucket.put(key, _chunks(upload.path))
             else:
                 data = await anyio.to_thread.run_sync(upload.path.read_bytes)
                 await self.bucket.put(key, data)
-                if upload.gzip:
-                    gzipped = await anyio.to_thread.run_sync(compress, data)
-                    await self.bucket.put(key + ".gz", gzipped)
+                for suffix in upload.siblings:
+                    encoded = await anyio.to_thread.run_sync(compress, data, suffix)
+                    if encoded is not None:
+                        await self.bucket.put(key + suffix, encoded)
         except (StorageError, OSError) as exc:
             raise PublishError(f"uploading {upload.path} failed: {exc}") from exc
         if progress is not None:
@@ -284,13 +280,13 @@ def _plan(source: Path, files: str) -> list[_Upload]:
     for path in paths:
         name = path.relative_to(source).as_posix()
         size = path.stat().st_size
-        gzip = should_compress(name, size) and f"{name}.gz" not in names
-        for key in (name, f"{name}.gz") if gzip else (name,):
+        siblings = siblings_to_make(name, size, names)
+        for key in (name, *(name + suffix for suffix in siblings)):
             try:
                 check_key(files + key)
             except ValueError as exc:
                 raise PublishError(f"{path} cannot be published: {exc}") from None
-        uploads.append(_Upload(path, name, size, gzip))
+        uploads.append(_Upload(path, name, size, siblings))
     return uploads
 
 

@@ -95,19 +95,19 @@ class BucketFiles:
             PurePosixPath(name).name,
             plain=plain,
             encodings=tuple(encodings),
-            etag=info.etag,  # the object's MD5 (or multipart MD5): a strong validator
             mtime_ns=int(info.last_modified.timestamp()) * 1_000_000_000,
         )
 
     async def _variant(self, name: str, encoding: str | None) -> tuple[Variant, ObjectInfo]:
+        """The object `name`; its ETag, the object's MD5 (or multipart MD5), is a strong one."""
         info = self._listing[name]
         key = self.prefix + name
         if info.size > SMALL_FILE or self._cached_bytes + info.size > MAX_CACHED_BYTES:
-            return Variant(key, info.size, encoding), info
+            return Variant(key, info.size, info.etag, encoding), info
         stored = await self._get(key, None)
         body = await stored.read()
         self._cached_bytes += len(body)
-        return Variant(key, len(body), encoding, body), stored.info
+        return Variant(key, len(body), stored.info.etag, encoding, body), stored.info
 
     async def _get(self, key: str, byte_range: RangeRequest | None) -> StoredObject:
         try:

@@ -55,6 +55,13 @@ def render(settings: Settings, *, address: str, upstream: str) -> str:
             f"{inner}\t@mutable not path_regexp {_FINGERPRINT_RE2}",
             f'{inner}\theader @mutable Cache-Control "{REVALIDATE}"',
             *[f'{inner}\theader {key} "{value}"' for key, value in site.headers.items()],
+            # Caddy 2.6 says `Vary` only on a compressed answer; the plain one
+            # varies as much (a shared cache must not hand it to every client).
+            f"{inner}\t@varies file {{path}}.br {{path}}.gz {{path}}/index.html.br {{path}}/index.html.gz",
+            f"{inner}\theader @varies {{",
+            f"{inner}\t\tVary Accept-Encoding",
+            f"{inner}\t\tdefer",
+            f"{inner}\t}}",
             f"{inner}\tfile_server {{",
             f"{inner}\t\tprecompressed br gzip",
             f"{inner}\t}}",

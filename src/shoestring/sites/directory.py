@@ -32,16 +32,7 @@ STREAM_CHUNK = 1024 * 1024
 
 
 def load(path: Path, info: os.stat_result) -> StaticFile:
-    """Read a regular file's metadata (and small body) once; ETag is its content hash."""
-    digest = hashlib.blake2b(digest_size=12)
-    body = None
-    with path.open("rb") as file:
-        if info.st_size <= SMALL_FILE:
-            body = file.read()
-            digest.update(body)
-        else:
-            for chunk in iter(lambda: file.read(1024 * 1024), b""):
-                digest.update(chunk)
+    """Read a regular file's metadata (and small body) once, and its siblings'."""
     encodings = []
     for encoding, suffix in SIBLINGS:
         sibling = path.with_name(path.name + suffix)
@@ -51,13 +42,39 @@ def load(path: Path, info: os.stat_result) -> StaticFile:
             continue
         # An older sibling is a leftover of a previous version of the file.
         if stat.S_ISREG(sibling_info.st_mode) and sibling_info.st_mtime_ns >= info.st_mtime_ns:
-            encodings.append(Variant(str(sibling), sibling_info.st_size, encoding))
+            encodings.append(_variant(sibling, sibling_info.st_size, encoding))
     return describe(
         path.name,
-        plain=Variant(str(path), info.st_size, body=body),
+        plain=_variant(path, info.st_size, None),
         encodings=tuple(encodings),
-        etag=f'"{digest.hexdigest()}"',
         mtime_ns=info.st_mtime_ns,
+    )
+
+
+def _variant(path: Path, size: int, encoding: str | None) -> Variant:
+    """The file at `path`; its ETag is a hash of its bytes, kept in memory when small."""
+    digest = hashlib.blake2b(digest_size=12)
+    body = None
+    with path.open("rb") as file:
+        if size <= SMALL_FILE:
+            body = file.read()
+            digest.update(body)
+        else:
+            for chunk in iter(lambda: file.read(1024 * 1024), b""):
+                digest.update(chunk)
+    size = len(body) if body is not None else size  # what is sent is what was read
+    return Variant(str(path), size, f'"{digest.hexdigest()}"', encoding, body)
+
+
+def _held(file: StaticFile) -> int:
+    return sum(len(variant.body) for variant in file.variants if variant.body is not None)
+
+
+def _without_bodies(file: StaticFile) -> StaticFile:
+    return dataclasses.replace(
+        file,
+        plain=dataclasses.replace(file.plain, body=None),
+        encodings=tuple(dataclasses.replace(v, body=None) for v in file.encodings),
     )
 
 
@@ -91,14 +108,11 @@ class FileIndex:
             loaded = load(candidate, info)
         except OSError:
             return None
-        body = loaded.plain.body
-        if body is not None:
-            if self._cached_bytes + len(body) > MAX_CACHED_BYTES:
-                loaded = dataclasses.replace(
-                    loaded, plain=dataclasses.replace(loaded.plain, body=None)
-                )
-            else:
-                self._cached_bytes += len(body)
+        held = _held(loaded)
+        if self._cached_bytes + held > MAX_CACHED_BYTES:
+            loaded = _without_bodies(loaded)
+        else:
+            self._cached_bytes += held
         self._files[key] = loaded
         return loaded
 

@@ -50,10 +50,16 @@ class SiteUnavailable(ShoestringError):
 
 @dataclass(frozen=True, slots=True)
 class Variant:
-    """One stored form of a file: the file itself, or a precompressed sibling."""
+    """One stored form of a file: the file itself, or a precompressed sibling.
+
+    Each has its own strong ETag, a hash of its bytes: a `br` and a `gzip`
+    response are different representations (RFC 9110 §8.8.3), and a cache
+    must not revalidate or combine one with the other.
+    """
 
     location: str  # where its source reads it: a file path, or an object key
     size: int
+    etag: str  # quoted: `"3f2a..."`
     encoding: str | None = None  # `br`, `gzip`; None for the file itself
     body: bytes | None = None  # in memory when small
 
@@ -62,16 +68,20 @@ class Variant:
 class StaticFile:
     plain: Variant
     mtime_ns: int
-    etag: str
     last_modified: str
     content_type: str
     cache_control: str
     encodings: tuple[Variant, ...]  # precompressed siblings, in order of preference
-    headers: tuple[tuple[bytes, bytes], ...] = ()  # computed once: they go out with every response
+    # Computed once: they go out with every response (all but the variant's ETag).
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
     @property
     def size(self) -> int:
         return self.plain.size
+
+    @property
+    def variants(self) -> tuple[Variant, ...]:
+        return (self.plain, *self.encodings)
 
 
 class SiteFiles(Protocol):
@@ -99,15 +109,14 @@ class FileGone(ShoestringError):
 
 
 def describe(
-    name: str, *, plain: Variant, encodings: tuple[Variant, ...], etag: str, mtime_ns: int
+    name: str, *, plain: Variant, encodings: tuple[Variant, ...], mtime_ns: int
 ) -> StaticFile:
-    """A file's validators, type and cache policy, and the headers every answer carries."""
+    """A file's Last-Modified, type and cache policy, and the headers every answer carries."""
     cache = IMMUTABLE if is_fingerprinted(name) else REVALIDATE
     last_modified = formatdate(mtime_ns / 1_000_000_000, usegmt=True)
     kind = content_type(name)
     headers = (
         (b"content-type", kind.encode()),
-        (b"etag", etag.encode()),
         (b"last-modified", last_modified.encode()),
         (b"cache-control", cache.encode()),
         (b"accept-ranges", b"bytes"),
@@ -116,7 +125,6 @@ def describe(
     return StaticFile(
         plain=plain,
         mtime_ns=mtime_ns,
-        etag=etag,
         last_modified=last_modified,
         content_type=kind,
         cache_control=cache,

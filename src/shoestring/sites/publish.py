@@ -5,39 +5,28 @@
 
 A request resolves `current` once, so it is served wholly from one release;
 the switch is a single rename, so there is no moment without a site. Text
-files get a gzip sibling at publish time, unless the build brought its own.
+files get Brotli and gzip siblings at publish time (compression.py), unless
+the build brought its own; files are copied and compressed on all cores.
 """
 
 from __future__ import annotations
 
-import gzip
 import os
 import shutil
 import time
 import uuid
-from pathlib import Path, PurePosixPath
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from pathlib import Path
 from typing import Protocol
 
 from shoestring.errors import ShoestringError
+from shoestring.sites.compression import compress, siblings_to_make
 
 KEEP_RELEASES = 5
-COMPRESSIBLE = {".html", ".htm", ".css", ".js", ".mjs", ".json", ".svg", ".txt", ".xml",
-                ".map", ".webmanifest", ".wasm", ".ico"}  # fmt: skip
-MIN_COMPRESS = 1024  # smaller files gain nothing worth a second file
 
 
 class PublishError(ShoestringError):
     """The site could not be published or rolled back; the live release is unchanged."""
-
-
-def should_compress(name: str, size: int) -> bool:
-    """Whether publishing makes a gzip sibling for this file (when the build brought none)."""
-    return PurePosixPath(name).suffix in COMPRESSIBLE and size >= MIN_COMPRESS
-
-
-def compress(data: bytes) -> bytes:
-    # mtime=0: the same file gives the same bytes, whichever release made them.
-    return gzip.compress(data, compresslevel=9, mtime=0)
 
 
 def new_release_id() -> str:
@@ -68,7 +57,9 @@ class PublishProgress(Protocol):
 
     def planned(self, files: int, size: int) -> None: ...
 
-    def uploaded(self, path: str, size: int) -> None: ...
+    def uploaded(self, path: str, size: int) -> None:
+        """`path` (`size` bytes) is in the release, with the siblings made for it."""
+        ...
 
 
 def publish(
@@ -81,22 +72,37 @@ def publish(
     folder = site_dir(data_dir, name) / "releases"
     staging = folder / f"{release}.tmp"
     folder.mkdir(parents=True, exist_ok=True)
+    files = [path for path in source.rglob("*") if path.is_file()]
+    present = {path.relative_to(source).as_posix() for path in files}
     if progress is not None:
-        files = [path for path in source.rglob("*") if path.is_file()]
         progress.planned(len(files), sum(path.stat().st_size for path in files))
 
-    def copy(src: str, dst: str) -> object:
-        copied = shutil.copy2(src, dst)
-        if progress is not None:
-            progress.uploaded(src, os.path.getsize(dst))
-        return copied
+    def place(src: str, dst: str) -> tuple[str, int]:
+        shutil.copy2(src, dst)
+        relative = Path(src).relative_to(source).as_posix()
+        size = os.path.getsize(dst)
+        suffixes = siblings_to_make(relative, size, present)
+        data = Path(dst).read_bytes() if suffixes else b""
+        for suffix in suffixes:
+            encoded = compress(data, suffix)  # Brotli and zlib let go of the GIL meanwhile
+            if encoded is not None:
+                Path(dst + suffix).write_bytes(encoded)
+        return relative, size
 
-    shutil.copytree(source, staging, symlinks=False, copy_function=copy)
-    for path in staging.rglob("*"):
-        if path.is_file() and should_compress(path.name, path.stat().st_size):
-            sibling = path.with_name(path.name + ".gz")
-            if not sibling.exists():
-                sibling.write_bytes(compress(path.read_bytes()))
+    # copytree makes each directory before handing out its files, so they can
+    # be copied and compressed in worker threads while it walks on.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        placed: list[Future[tuple[str, int]]] = []
+        shutil.copytree(
+            source,
+            staging,
+            symlinks=False,
+            copy_function=lambda src, dst: placed.append(pool.submit(place, src, dst)),
+        )
+        for done in as_completed(placed):
+            relative, size = done.result()
+            if progress is not None:
+                progress.uploaded(relative, size)
     _sync_tree(staging)
     staging.rename(folder / release)
     switch(data_dir, name, release)

@@ -2,10 +2,11 @@
 
 GET and HEAD only. Strong ETags (content hashes) and Last-Modified, 304 on
 If-None-Match / If-Modified-Since, single byte ranges, precompressed `.br` /
-`.gz` siblings chosen by Accept-Encoding, immutable caching for fingerprinted
-assets and `no-cache` for everything else. With `spa = true`, a path that
-looks like a route (no extension, the client accepts HTML) gets `index.html`;
-a missing asset is still a real 404.
+`.gz` siblings chosen by Accept-Encoding and its q-values (Brotli when the
+client likes both as well), each with its own ETag, immutable caching for
+fingerprinted assets and `no-cache` for everything else. With `spa = true`,
+a path that looks like a route (no extension, the client accepts HTML) gets
+`index.html`; a missing asset is still a real 404.
 
 The files come from a `SiteSource` (a directory, or a release in a storage
 bucket): this module is the only place HTTP semantics live, for both.
@@ -13,6 +14,7 @@ bucket): this module is the only place HTTP semantics live, for both.
 
 from __future__ import annotations
 
+import re
 from email.utils import parsedate_to_datetime
 from pathlib import PurePosixPath
 from urllib.parse import unquote
@@ -30,6 +32,11 @@ from shoestring.sites.files import (
 )
 
 Headers = list[tuple[bytes, bytes]]
+
+# RFC 9110 §12.4.2: a weight is 0 to 1 with at most three decimals.
+_QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
+# RFC 9110 §8.4.1.3: `x-gzip` is to be taken as `gzip`.
+_ALIASES = {"x-gzip": "gzip"}
 
 
 class SiteApp:
@@ -94,20 +101,20 @@ class SiteApp:
         request: dict[bytes, bytes],
         send: Send,
     ) -> None:
-        headers: Headers = [*file.headers, *self.extra_headers]
-        if status == 200 and _not_modified(file, request):
+        variant = file.plain
+        range_header = request.get(b"range")
+        if range_header is None:  # a range is always of the file itself
+            variant = _pick_encoding(file, request.get(b"accept-encoding", b"")) or file.plain
+        headers: Headers = [*file.headers, (b"etag", variant.etag.encode()), *self.extra_headers]
+        if status == 200 and _not_modified(file, variant, request):
             await send({"type": "http.response.start", "status": 304, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
             return
-        variant = file.plain
-        encoded = _pick_encoding(file, request.get(b"accept-encoding", b""))
-        range_header = request.get(b"range")
-        if encoded is not None and range_header is None:
-            variant = encoded
-            headers.append((b"content-encoding", (encoded.encoding or "").encode()))
+        if variant.encoding is not None:
+            headers.append((b"content-encoding", variant.encoding.encode()))
         size = variant.size
         start, end = 0, size - 1
-        if range_header is not None and status == 200 and _if_range_holds(file, request):
+        if range_header is not None and status == 200 and _if_range_holds(variant, request):
             parsed = _parse_range(range_header, size)
             if parsed is None:
                 headers.append((b"content-range", f"bytes */{size}".encode()))
@@ -151,11 +158,11 @@ def _looks_like_route(parts: list[str], headers: list[tuple[bytes, bytes]]) -> b
     return not PurePosixPath(last).suffix and accepts_html
 
 
-def _not_modified(file: StaticFile, request: dict[bytes, bytes]) -> bool:
+def _not_modified(file: StaticFile, variant: Variant, request: dict[bytes, bytes]) -> bool:
     if_none_match = request.get(b"if-none-match")
     if if_none_match is not None:
         tags = [tag.strip().removeprefix(b"W/") for tag in if_none_match.split(b",")]
-        return b"*" in tags or file.etag.encode() in tags
+        return b"*" in tags or variant.etag.encode() in tags
     since = request.get(b"if-modified-since")
     if since is not None:
         try:
@@ -168,9 +175,9 @@ def _not_modified(file: StaticFile, request: dict[bytes, bytes]) -> bool:
     return False
 
 
-def _if_range_holds(file: StaticFile, request: dict[bytes, bytes]) -> bool:
+def _if_range_holds(variant: Variant, request: dict[bytes, bytes]) -> bool:
     condition = request.get(b"if-range")
-    return condition is None or condition == file.etag.encode()
+    return condition is None or condition == variant.etag.encode()
 
 
 def _parse_range(header: bytes, size: int) -> tuple[int, int] | None:
@@ -195,11 +202,38 @@ def _parse_range(header: bytes, size: int) -> tuple[int, int] | None:
 
 
 def _pick_encoding(file: StaticFile, accept: bytes) -> Variant | None:
-    offered = {part.split(b";")[0].strip().decode("latin-1") for part in accept.split(b",")}
+    """The sibling the client weighs highest (ties: ours, Brotli first); None for the file.
+
+    RFC 9110 §12.5.3: `q=0` refuses a coding, `*` stands for those not named,
+    and a client naming `identity` above every sibling gets the file itself.
+    """
+    if not file.encodings or not accept:
+        return None
+    weights = _weights(accept)
+    chosen, best = None, 0.0
     for variant in file.encodings:
-        if variant.encoding in offered:
-            return variant
-    return None
+        weight = weights.get(variant.encoding or "", weights.get("*", 0.0))
+        if weight > best:
+            chosen, best = variant, weight
+    return None if weights.get("identity", 0.0) > best else chosen
+
+
+def _weights(accept: bytes) -> dict[str, float]:
+    """`gzip;q=0.5, br` -> {"gzip": 0.5, "br": 1.0}; items with a malformed weight are left out."""
+    weights: dict[str, float] = {}
+    for item in accept.decode("latin-1").split(","):
+        coding, *parameters = item.split(";")
+        coding = coding.strip().lower()
+        weight: float | None = 1.0
+        for parameter in parameters:
+            key, _, value = parameter.partition("=")
+            if key.strip().lower() == "q":
+                value = value.strip()
+                weight = float(value) if _QVALUE.fullmatch(value) else None
+        if coding and weight is not None:
+            coding = _ALIASES.get(coding, coding)
+            weights[coding] = min(weight, weights.get(coding, weight))  # named twice: the lower
+    return weights
 
 
 async def _plain(send: Send, status: int, body: bytes, headers: Headers) -> None:
