@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from datetime import datetime
 from email.utils import format_datetime
 
 from starlette.types import Send
@@ -31,6 +33,10 @@ class Reply:
         length = self.length if self.length is not None else len(self.body)
         headers = [*self.headers, (b"content-length", str(length).encode())]
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        if self.stream is not None and self.stream.data is not None and not self.head:
+            # Already in memory (a small object): one message, one write.
+            await send({"type": "http.response.body", "body": self.stream.data})
+            return
         if self.stream is not None and not self.head:
             try:
                 async for chunk in self.stream:
@@ -53,7 +59,14 @@ def error_reply(code: str, message: str, status: int, resource: str, request_id:
 
 
 def http_date(info: ObjectInfo) -> str:
-    return format_datetime(info.last_modified, usegmt=True)
+    return _http_date(info.last_modified)
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date(when: datetime) -> str:
+    # Formatting costs more than the rest of a small GET's headers; objects
+    # read often share few dates.
+    return format_datetime(when, usegmt=True)
 
 
 def object_headers(info: ObjectInfo) -> Reply:
