@@ -141,3 +141,14 @@ async def test_a_write_that_need_not_be_durable_commits_with_the_next(tmp_path: 
     finally:
         outsider.close()
         await database.close()
+
+
+async def test_a_batch_is_all_or_nothing(tmp_path: Path) -> None:
+    database = await _database(tmp_path)
+    insert = "INSERT INTO notes (id) VALUES (?)"
+    await database.write_batch([(insert, (1,)), (insert, (2,))])
+    with pytest.raises(sqlite3.IntegrityError):
+        await database.write_batch([(insert, (3,)), (insert, (1,))])  # 1 is taken
+    rows = await database.fetchall("SELECT id FROM notes ORDER BY id")
+    await database.close()
+    assert rows == [(1,), (2,)]

@@ -51,6 +51,10 @@ class Database(Protocol):
         """Run one statement per parameter row, all in one transaction."""
         ...
 
+    async def write_batch(self, statements: Sequence[tuple[str, Params]]) -> None:
+        """Run several statements, in order, in one transaction of their own."""
+        ...
+
     async def write_returning(
         self, sql: str, params: Params = (), *, durable: bool = True
     ) -> Row | None:

@@ -71,6 +71,11 @@ class PostgresDatabase:
             cursor = await connection.execute(to_psycopg(sql), params)
             return cursor.rowcount
 
+    async def write_batch(self, statements: Sequence[tuple[str, Params]]) -> None:
+        async with self._pool.connection() as connection, connection.transaction():
+            for sql, params in statements:
+                await connection.execute(to_psycopg(sql), params)
+
     async def write_returning(
         self, sql: str, params: Params = (), *, durable: bool = True
     ) -> Row | None:

@@ -167,6 +167,13 @@ class SQLiteDatabase:
     async def write_many(self, sql: str, rows: Sequence[Params]) -> int:
         return await self._write_once(lambda c: c.executemany(sql, rows).rowcount)
 
+    async def write_batch(self, statements: Sequence[tuple[str, Params]]) -> None:
+        def run(connection: sqlite3.Connection) -> None:
+            for sql, params in statements:
+                connection.execute(sql, params).fetchall()
+
+        await self._write_once(run)
+
     async def write_returning(
         self, sql: str, params: Params = (), *, durable: bool = True
     ) -> Row | None:

@@ -85,13 +85,15 @@ class Scheduler:
             job = self.jobs[schedule.job_name]
             await store.insert(
                 tx,
-                queue=job.queue,
-                name=job.name,
-                args=(),
-                kwargs={},
-                max_attempts=job.policy.retries + 1,
-                run_at=now,
-                idempotency_key=f"schedule:{schedule.name}:{due:.3f}",
+                store.new_job(
+                    queue=job.queue,
+                    name=job.name,
+                    args=(),
+                    kwargs={},
+                    max_attempts=job.policy.retries + 1,
+                    run_at=now,
+                    idempotency_key=f"schedule:{schedule.name}:{due:.3f}",
+                ),
             )
         log.info("schedule %s fired", schedule.name)
         return True

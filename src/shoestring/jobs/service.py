@@ -14,7 +14,6 @@ from shoestring.jobs.schedule import Schedule
 from shoestring.jobs.scheduler import Scheduler
 from shoestring.jobs.worker import Worker
 from shoestring.services import Health
-from shoestring.tables import codec
 from shoestring.tables.table import current_transaction
 
 if TYPE_CHECKING:
@@ -78,17 +77,12 @@ class Jobs:
         delay: float,
         idempotency_key: str | None,
     ) -> str:
-        codec.dumps({"args": list(args), "kwargs": kwargs})  # refuse what cannot be stored, early
+        new = self.new_job(job, args, kwargs, delay=delay, idempotency_key=idempotency_key)
         joined = current_transaction.get()
         if joined is not None:
-            job_id = await self.enqueue_in(
-                joined, job, args, kwargs, delay=delay, idempotency_key=idempotency_key
-            )
+            job_id = await store.insert(joined, new)
         else:
-            async with self._app.db.transaction() as tx:
-                job_id = await self.enqueue_in(
-                    tx, job, args, kwargs, delay=delay, idempotency_key=idempotency_key
-                )
+            job_id = await store.insert_alone(self._app.db.database, new)
         if delay <= 0:
             self.wake()
         return job_id
@@ -107,8 +101,23 @@ class Jobs:
 
         Call `wake()` after the commit for the worker of this process to look at once.
         """
-        return await store.insert(
-            tx,
+        new = self.new_job(job, args, kwargs, delay=delay, idempotency_key=idempotency_key)
+        return await store.insert(tx, new)
+
+    def new_job(
+        self,
+        job: Job[...],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None = None,
+        *,
+        delay: float = 0.0,
+        idempotency_key: str | None = None,
+    ) -> store.NewJob:
+        """The statement that queues `job`, for a caller batching it with its own writes.
+
+        Raises for arguments that cannot be stored, before anything is written.
+        """
+        return store.new_job(
             queue=job.queue,
             name=job.name,
             args=args,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from shoestring.db.database import Database, Transaction
 from shoestring.db.migrations import Migration
@@ -72,8 +72,15 @@ RECORD_COLUMNS = (
 )
 
 
-async def insert(
-    tx: Transaction,
+class NewJob(NamedTuple):
+    """The INSERT that adds a job: it returns the new id, or no row if the key was used."""
+
+    sql: str
+    params: list[Any]
+    idempotency_key: str | None
+
+
+def new_job(
     *,
     queue: str,
     name: str,
@@ -82,21 +89,34 @@ async def insert(
     max_attempts: int,
     run_at: float,
     idempotency_key: str | None,
-) -> str:
-    """Add a job; with an idempotency key already used, return the existing job's id."""
-    job_id = uuid.uuid4().hex
+) -> NewJob:
     payload = codec.dumps({"args": list(args), "kwargs": kwargs})
-    changed = await tx.execute(
+    sql = (
         "INSERT INTO shoestring_jobs (id, queue, name, args, state, max_attempts, run_at,"
         " idempotency_key, created_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)"
-        " ON CONFLICT (idempotency_key) DO NOTHING",
-        [job_id, queue, name, payload, max_attempts, run_at, idempotency_key, time.time()],
+        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
     )
-    if changed == 1:
-        return job_id
-    row = await tx.fetchone(
-        "SELECT id FROM shoestring_jobs WHERE idempotency_key = ?", [idempotency_key]
-    )
+    params = [uuid.uuid4().hex, queue, name, payload, max_attempts, run_at, idempotency_key]
+    return NewJob(sql, [*params, time.time()], idempotency_key)
+
+
+_BY_KEY = "SELECT id FROM shoestring_jobs WHERE idempotency_key = ?"
+
+
+async def insert(tx: Transaction, job: NewJob) -> str:
+    """Add a job in `tx`; with an idempotency key already used, return the existing job's id."""
+    row = await tx.fetchone(job.sql, job.params)
+    if row is None:
+        row = await tx.fetchone(_BY_KEY, [job.idempotency_key])
+    assert row is not None
+    return str(row[0])
+
+
+async def insert_alone(database: Database, job: NewJob) -> str:
+    """`insert` as a transaction of its own: one trip to the database when the key is new."""
+    row = await database.write_returning(job.sql, job.params)
+    if row is None:  # read where the writes are: the other job may not be committed yet
+        row = await database.write_returning(_BY_KEY, [job.idempotency_key])
     assert row is not None
     return str(row[0])
 

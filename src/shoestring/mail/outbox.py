@@ -32,7 +32,7 @@ import jinja2
 
 from shoestring.db.migrations import Migration
 from shoestring.errors import ConfigError
-from shoestring.jobs import RetryLater
+from shoestring.jobs import RetryLater, store
 from shoestring.mail import dkim
 from shoestring.mail.errors import InvalidMessage, PermanentFailure, TemporaryFailure
 from shoestring.mail.message import Attachment, compose, parse_address
@@ -204,21 +204,19 @@ class Mail:
             "INSERT INTO shoestring_outbox (id, sender, recipients, subject, message, state,"
             " transport, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         )
+        delivery = self._app.jobs.new_job(
+            self._deliver, (message_id,), idempotency_key=f"mail:{message_id}"
+        )
         joined = current_transaction.get()
         if joined is not None:
             await joined.execute(insert, row)
-            await self._enqueue_delivery(joined, message_id)
-        else:
-            async with self._app.db.transaction() as tx:
-                await tx.execute(insert, row)
-                await self._enqueue_delivery(tx, message_id)
+            await store.insert(joined, delivery)
+        else:  # one trip to the database for both
+            await self._app.db.database.write_batch(
+                [(insert, row), (delivery.sql, delivery.params)]
+            )
         self._app.jobs.wake()
         return message_id
-
-    async def _enqueue_delivery(self, tx: Any, message_id: str) -> None:
-        await self._app.jobs.enqueue_in(
-            tx, self._deliver, (message_id,), idempotency_key=f"mail:{message_id}"
-        )
 
     async def send_template(self, name: str, /, *, to: str | Sequence[str], **context: Any) -> str:
         """Send `templates/mail/NAME.subject`, `NAME.txt` and/or `NAME.html`, rendered with `context`.
