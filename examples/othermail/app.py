@@ -7,6 +7,7 @@
     PATCH  /api/aliases/ADDRESS   {paused?, note?}
     DELETE /api/aliases/ADDRESS
     POST   /api/signout
+    DELETE /api/account                                      every alias, the real address, all sign-ins
 
 (all but signup and confirm with `Authorization: Bearer TOKEN`)
 
@@ -59,7 +60,7 @@ app = App("othermail")
 forwarder = Forwarder(app, domain=DOMAIN)
 pending = app.table("pending", ttl="expires")  # HMAC(address) -> HMAC(code), attempts
 accounts = app.table("accounts")  # HMAC(address) -> the address, encrypted
-sessions = app.table("sessions", ttl="expires")  # HMAC(token) -> account
+sessions = app.table("sessions", ttl="expires", indexes=["account"])  # HMAC(token) -> account
 # address -> account, state, note, counters; "expiring" is set while an expiry is due
 aliases = app.table("aliases", indexes=["account", ("expiring", "expires")])
 
@@ -217,6 +218,22 @@ async def signout(request: Request) -> dict[str, str]:
     _, _, token = request.headers["authorization"].partition(" ")
     await sessions.delete(keyed("token", token))
     return {"status": "signed_out"}
+
+
+@app.route("/api/account", methods=["DELETE"])
+async def delete_account(request: Request) -> dict[str, str]:
+    """Forget the account: its aliases become tombstones (550 for good), its real address,
+    its correspondents and every browser's sign-in are deleted."""
+    account = await signed_in(request)
+    while page := (await aliases.query(account, index="account", limit=100)).items:
+        for alias in page:
+            await aliases.put({"id": alias["id"], "state": "deleted", "deleted": time.time()})
+            await forwarder.forget(alias["id"])
+    while signed := (await sessions.query(account, index="account", limit=100)).items:
+        for session in signed:
+            await sessions.delete(session["id"])
+    await accounts.delete(account)
+    return {"status": "deleted"}
 
 
 @app.route("/api/aliases", methods=["GET"])

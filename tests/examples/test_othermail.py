@@ -281,3 +281,30 @@ def test_shoestring_new_can_start_from_othermail(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     assert (tmp_path / "mine" / "app.py").read_text().startswith('"""othermail')
     assert (tmp_path / "mine" / "web" / "index.html").exists()
+
+
+def test_deleting_the_account_forgets_the_address_and_ends_every_alias(tmp_path: Path) -> None:
+    othermail = Othermail(tmp_path)
+    try:
+        token = othermail.sign_up()
+        other_browser = othermail.sign_up()
+        othermail.create(token, local_part="shop")
+        assert accepted(othermail.swaks(to=SHOP))
+        assert othermail.call("DELETE", "/api/account").status_code == 401  # not signed in
+        gone = othermail.call("DELETE", "/api/account", token)
+        assert (gone.status_code, gone.json()) == (200, {"status": "deleted"})
+        for browser in (token, other_browser):
+            assert othermail.call("GET", "/api/aliases", browser).status_code == 401
+        assert refused_at_rcpt(othermail.swaks(to=SHOP))
+        # signing up again starts afresh, and the old alias stays taken for good
+        again = othermail.sign_up()
+        assert othermail.call("GET", "/api/aliases", again).json()["aliases"] == []
+        taken = othermail.call("POST", "/api/aliases", again, local_part="shop")
+        assert taken.json()["error"]["code"] == "alias_taken"
+        othermail.call("DELETE", "/api/account", again)
+    finally:
+        othermail.stop()
+    with sqlite3.connect(othermail.project / "data" / "shoestring.db") as database:
+        accounts = database.execute("SELECT count(*) FROM tbl_accounts").fetchone()
+        sessions = database.execute("SELECT count(*) FROM tbl_sessions").fetchone()
+    assert (accounts, sessions) == ((0,), (0,))

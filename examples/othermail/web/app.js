@@ -140,6 +140,16 @@ $("#signout").addEventListener("click", async () => {
   show();
 });
 
+$("#delete-account").addEventListener("click", async () => {
+  if (!confirm("Delete your account? Every alias stops working for good and your address is forgotten.")) return;
+  try {
+    await call("DELETE", "/api/account");
+    session.forget();
+    status("Your account is deleted.");
+    show();
+  } catch (error) { failed(error); }
+});
+
 // The link in the confirmation mail: /#confirm=CODE&email=ADDRESS (a fragment: never sent to us).
 const link = new URLSearchParams(location.hash.slice(1));
 history.replaceState(null, "", location.pathname);
