@@ -19,6 +19,7 @@ class LoopbackDNS:
 
     def __init__(self) -> None:
         self.records: dict[tuple[str, str], list[str]] = {}
+        self.silent = False  # True: read queries, answer none (a DNS outage)
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._socket.bind(("127.0.0.1", 0))
         self._socket.settimeout(0.05)
@@ -32,6 +33,8 @@ class LoopbackDNS:
             try:
                 wire, peer = self._socket.recvfrom(65535)
             except TimeoutError:
+                continue
+            if self.silent:
                 continue
             query = dns.message.from_wire(wire)
             response = dns.message.make_response(query)

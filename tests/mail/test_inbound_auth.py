@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import time
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,22 @@ def test_nameservers_setting_points_the_checks_at_a_resolver(
     ) == (["::1"], 53)
     with pytest.raises(ValueError, match="one port"):
         use_nameservers(["127.0.0.1:53", "127.0.0.2:5353"])
+
+
+async def test_dns_that_never_answers_delays_the_250_by_a_bounded_time(
+    mailroom: Mailroom, default_dns: LoopbackDNS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shoestring.mail.inbound import service
+
+    import dns.resolver
+
+    monkeypatch.setattr(service, "AUTH_BUDGET", 1.0)
+    monkeypatch.setattr(dns.resolver.default_resolver, "lifetime", 30.0)
+    default_dns.silent = True
+    started = time.monotonic()
+    await _send_raw(mailroom, "ada@sender.example", _raw("ada@sender.example"))
+    waited = time.monotonic() - started
+    await mailroom.until_received(1)
+    assert mailroom.received[0].authentication["spf"] == "temperror"
+    assert mailroom.received[0].authentication["dmarc"] == "temperror"
+    assert waited < 15  # the checks alone would wait 30 s for each lookup

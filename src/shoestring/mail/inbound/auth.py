@@ -55,10 +55,16 @@ def authenticate(
         )  # fmt: skip
     except (dns.exception.DNSException, OSError, ValueError, LookupError) as exc:
         log.warning("authentication checks failed for want of DNS: %s", type(exc).__name__)
-        verdict = "; ".join(f"{method}=temperror" for method in METHODS)
-        header = f"Authentication-Results: {authserv_id}; {verdict}"
+        return unavailable(authserv_id)
     results = parse(header)
     return header.encode("utf-8", "replace") + b"\r\n", results
+
+
+def unavailable(authserv_id: str) -> tuple[bytes, dict[str, str]]:
+    """What `authenticate` answers when DNS cannot: every method a temporary error."""
+    verdict = "; ".join(f"{method}=temperror" for method in METHODS)
+    header = f"Authentication-Results: {authserv_id}; {verdict}"
+    return header.encode() + b"\r\n", parse(header)
 
 
 def parse(header: str) -> dict[str, str]:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from shoestring.errors import ConfigError
 from shoestring.mail.inbound import headers, spool
 from shoestring.mail.inbound.addresses import Refused, our_recipient
-from shoestring.mail.inbound.auth import authenticate, use_nameservers
+from shoestring.mail.inbound.auth import authenticate, unavailable, use_nameservers
 from shoestring.mail.inbound.message import InboundMessage
 from shoestring.mail.inbound.server import Handler, InboundSMTP, Limits
 from shoestring.services import Health
@@ -45,6 +45,7 @@ AcceptCheck = Callable[[str], Awaitable[bool]]
 H = TypeVar("H", bound=MailHandler)
 PROCESS_JOB = "shoestring.mail.inbound.process"
 CHECK_THREADS = 16  # authentication checks at once (each mostly waits for DNS)
+AUTH_BUDGET = 20.0  # seconds for a message's SPF, DKIM and DMARC checks, DNS included
 
 
 class MailboxFull(Exception):
@@ -117,17 +118,17 @@ class Inbound:
         if headers.has_bare_line_ending(raw):
             raise Refused("550 5.6.0 Bare CR or LF in the message; send CRLF line endings")
         raw = headers.strip_ours(raw, self.authserv_id)
-        verdict, auth = await asyncio.get_running_loop().run_in_executor(
-            self._checks,
-            functools.partial(
-                authenticate,
-                raw,
-                authserv_id=self.authserv_id,
-                ip=ip,
-                mail_from=mail_from,
-                helo=helo,
-            ),
+        checks = functools.partial(
+            authenticate, raw, authserv_id=self.authserv_id, ip=ip, mail_from=mail_from, helo=helo
         )
+        try:
+            verdict, auth = await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(self._checks, checks), AUTH_BUDGET
+            )
+        except TimeoutError:
+            # DNS that does not answer must not hold the sender's DATA for minutes.
+            log.warning("authentication checks took over %.0f s: marked temperror", AUTH_BUDGET)
+            verdict, auth = unavailable(self.authserv_id)
         if auth["dmarc"] == "fail" and auth.get("dmarc_policy") in ("reject", "quarantine"):
             # Refused in the session, so the sending server (not us) tells its
             # user: we never send a bounce to a sender that may be forged.
