@@ -91,7 +91,7 @@ class RateLimits:
         if joined is not None:  # inside app.tables.transaction(): count with it
             row = await joined.fetchone(_HIT, [digest, window_start, window_start + per])
         else:
-            row = await self._app.db.database.write_returning(
+            (row,) = await self._app.db.database.write_returning(
                 _HIT, [digest, window_start, window_start + per], durable=False
             )
         assert row is not None

@@ -113,11 +113,12 @@ async def test_write_returning_counts_atomically(tmp_path: Path) -> None:
         " ON CONFLICT (name) DO UPDATE SET count = count + 1 RETURNING count"
     )
     rows = await asyncio.gather(*(database.write_returning(upsert, ("a",)) for _ in range(50)))
+    counts = sorted(row[0] for (row,) in rows)
     outsider = sqlite3.connect(tmp_path / "group.db")
     stored = outsider.execute("SELECT count FROM hits").fetchone()
     outsider.close()
     await database.close()
-    assert sorted(row[0] for row in rows if row is not None) == list(range(1, 51))
+    assert counts == list(range(1, 51))
     assert stored == (50,)
 
 
@@ -126,7 +127,7 @@ async def test_a_write_that_need_not_be_durable_commits_with_the_next(tmp_path: 
     outsider = sqlite3.connect(tmp_path / "group.db")
     try:
         insert = "INSERT INTO notes (id) VALUES (?) RETURNING id"
-        assert await database.write_returning(insert, (1,), durable=False) == (1,)
+        assert await database.write_returning(insert, (1,), durable=False) == [(1,)]
         await database.write("INSERT INTO notes (id) VALUES (2)")
         # the durable write's return means both are on disk
         assert outsider.execute("SELECT id FROM notes ORDER BY id").fetchall() == [(1,), (2,)]

@@ -57,8 +57,8 @@ class Database(Protocol):
 
     async def write_returning(
         self, sql: str, params: Params = (), *, durable: bool = True
-    ) -> Row | None:
-        """Run one statement (`... RETURNING ...`) in a transaction of its own; return its first row.
+    ) -> list[Row]:
+        """Run one statement (`... RETURNING ...`) in a transaction of its own; return its rows.
 
         With `durable=False` it may return before its commit reaches the disk,
         and a crash soon after may lose it: for counts that may be lost, such

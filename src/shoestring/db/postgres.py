@@ -78,12 +78,12 @@ class PostgresDatabase:
 
     async def write_returning(
         self, sql: str, params: Params = (), *, durable: bool = True
-    ) -> Row | None:
+    ) -> list[Row]:
         async with self._pool.connection() as connection, connection.transaction():
             if not durable:
                 await connection.execute("SET LOCAL synchronous_commit TO OFF")
             cursor = await connection.execute(to_psycopg(sql), params)
-            return await cursor.fetchone()
+            return await cursor.fetchall()
 
     async def write_many(self, sql: str, rows: Sequence[Params]) -> int:
         async with self._pool.connection() as connection, connection.transaction():

@@ -176,11 +176,8 @@ class SQLiteDatabase:
 
     async def write_returning(
         self, sql: str, params: Params = (), *, durable: bool = True
-    ) -> Row | None:
-        row: Row | None = await self._write_once(
-            lambda c: c.execute(sql, params).fetchone(), sync=durable
-        )
-        return row
+    ) -> list[Row]:
+        return await self._write_once(lambda c: c.execute(sql, params).fetchall(), sync=durable)
 
     async def _write_once(self, work: Callable[[sqlite3.Connection], T], sync: bool = True) -> T:
         """`work` as a transaction of its own, joined to the commit group in one trip.

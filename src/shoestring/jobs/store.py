@@ -114,11 +114,10 @@ async def insert(tx: Transaction, job: NewJob) -> str:
 
 async def insert_alone(database: Database, job: NewJob) -> str:
     """`insert` as a transaction of its own: one trip to the database when the key is new."""
-    row = await database.write_returning(job.sql, job.params)
-    if row is None:  # read where the writes are: the other job may not be committed yet
-        row = await database.write_returning(_BY_KEY, [job.idempotency_key])
-    assert row is not None
-    return str(row[0])
+    rows = await database.write_returning(job.sql, job.params)
+    if not rows:  # read where the writes are: the other job may not be committed yet
+        rows = await database.write_returning(_BY_KEY, [job.idempotency_key])
+    return str(rows[0][0])
 
 
 async def claim(
@@ -128,16 +127,15 @@ async def claim(
     now = time.time()
     marks = ", ".join("?" for _ in queues)
     skip_locked = " FOR UPDATE SKIP LOCKED" if database.dialect == "postgresql" else ""
-    async with database.transaction() as tx:
-        rows = await tx.fetchall(
-            "UPDATE shoestring_jobs SET state = 'running', attempts = attempts + 1,"
-            " lease_until = ?, worker = ? WHERE id IN ("
-            f" SELECT id FROM shoestring_jobs WHERE queue IN ({marks}) AND ("
-            "  (state = 'queued' AND run_at <= ?) OR (state = 'running' AND lease_until < ?))"
-            f" ORDER BY run_at LIMIT ?{skip_locked})"
-            " RETURNING id, name, args, attempts, max_attempts",
-            [now + lease_seconds, worker, *queues, now, now, limit],
-        )
+    rows = await database.write_returning(
+        "UPDATE shoestring_jobs SET state = 'running', attempts = attempts + 1,"
+        " lease_until = ?, worker = ? WHERE id IN ("
+        f" SELECT id FROM shoestring_jobs WHERE queue IN ({marks}) AND ("
+        "  (state = 'queued' AND run_at <= ?) OR (state = 'running' AND lease_until < ?))"
+        f" ORDER BY run_at LIMIT ?{skip_locked})"
+        " RETURNING id, name, args, attempts, max_attempts",
+        [now + lease_seconds, worker, *queues, now, now, limit],
+    )
     claimed = []
     for job_id, name, args, attempts, max_attempts in rows:
         payload = codec.loads(args)
