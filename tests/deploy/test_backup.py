@@ -5,69 +5,25 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
+import json
 import stat
+import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from shoestring import App, Settings
 from shoestring.cli import main
 from shoestring.deploy.backup import (
     MANIFEST,
+    add_caddy_storage,
     create_backup,
     read_manifest,
     restore_backup,
 )
 from shoestring.deploy.errors import BackupError, RestoreRefused
-from tests.backends import running
-
-ITEMS = [{"id": f"n{i}", "owner": f"u{i % 3}", "text": "x" * i} for i in range(50)]
-OBJECTS = {f"photos/{i}.jpg": bytes([i]) * (i * 1000 + 1) for i in range(20)}
-
-
-def make_app(data_dir: Path) -> App:
-    app = App("backuptest", settings=Settings(data_dir=data_dir))
-    app.storage  # noqa: B018 - registers the service before it starts
-    return app
-
-
-async def fill(data_dir: Path) -> None:
-    app = make_app(data_dir)
-    notes = app.table("notes", key="id", indexes=["owner"])
-    async with running(app):
-        for item in ITEMS:
-            await notes.put(item)
-        bucket = await app.storage.create_bucket("media")
-        for key, body in OBJECTS.items():
-            await bucket.put(key, body)
-        # Written while the app is live: the backup must not need it stopped.
-    app.secrets.set("stripe-token", "sk_live_very_secret")
-    app.secrets.ensure("hmac-key")
-
-
-async def contents(
-    data_dir: Path,
-) -> tuple[list[dict[str, object]], dict[str, bytes], dict[str, str]]:
-    app = make_app(data_dir)
-    notes = app.table("notes", key="id", indexes=["owner"])
-    async with running(app):
-        items = (await notes.scan(limit=1000)).items
-        bucket = app.storage.bucket("media")
-        objects = {}
-        async for info in bucket.list(prefix=""):
-            assert not isinstance(info, str)
-            objects[info.key] = await (await bucket.get(info.key)).read()
-    secrets = {name: app.secrets.get(name) for name in app.secrets.names()}
-    return sorted(items, key=lambda i: str(i["id"])), objects, secrets
-
-
-@pytest.fixture
-def filled(tmp_path: Path) -> Path:
-    data_dir = tmp_path / "project" / "data"
-    asyncio.run(fill(data_dir))
-    return data_dir
+from tests.deploy.conftest import ITEMS, OBJECTS, contents
 
 
 def test_everything_comes_back(filled: Path, tmp_path: Path) -> None:
@@ -105,13 +61,13 @@ def test_restore_refuses_to_overwrite_data_without_force(filled: Path, tmp_path:
     assert (previous / "secrets" / "stripe-token").read_text() == "changed since"
 
 
-def _rewrite(archive: Path, change: str) -> Path:
-    """A copy of `archive` with one object body altered or one file dropped."""
+def _rewrite(archive: Path, change: str, prefix: str = "data/storage/data/") -> Path:
+    """A copy of `archive` with one file under `prefix` (an object body) altered or dropped."""
     damaged = archive.with_name("damaged.tar.gz")
     with tarfile.open(archive) as source, tarfile.open(damaged, "w:gz") as target:
         for member in source:
             data = source.extractfile(member).read()  # type: ignore[union-attr]
-            if member.name.startswith("data/storage/data/"):
+            if member.name.startswith(prefix):
                 if change == "drop":
                     change = "done"
                     continue
@@ -182,3 +138,131 @@ def test_entries_outside_the_data_directory_are_refused(
     with pytest.raises(BackupError, match="unexpected entry"):
         restore_backup(evil, tmp_path / "restore" / "data")
     assert not (tmp_path / "evil").exists() and not (tmp_path / "restore" / "data").exists()
+
+
+# Caddy's storage as certmagic writes it: directories 0700, files 0600.
+CADDY_FILES = {
+    "certificates/acme-v02.api.letsencrypt.org-directory/app.example/app.example.crt": 0o600,
+    "certificates/acme-v02.api.letsencrypt.org-directory/app.example/app.example.key": 0o600,
+    "certificates/acme-v02.api.letsencrypt.org-directory/app.example/app.example.json": 0o600,
+    "acme/acme-v02.api.letsencrypt.org-directory/users/ops@app.example/ops.key": 0o600,
+    "instance.uuid": 0o600,
+    "last_clean.json": 0o640,
+}
+
+
+@pytest.fixture
+def caddy_storage(tmp_path: Path) -> Path:
+    storage = tmp_path / "host" / "caddy"
+    for number, (name, mode) in enumerate(CADDY_FILES.items()):
+        path = storage / name
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.write_text(f"{name} {number}\n")
+        path.chmod(mode)
+    # Held only while a certificate is obtained: never backed up.
+    (storage / "locks").mkdir(mode=0o700)
+    (storage / "locks" / "issue_cert_app.example.lock").write_text("{}")
+    return storage
+
+
+def storage_tar(storage: Path) -> io.BytesIO:
+    """The stream `shoestring backup --remote` reads from the host, made the same way."""
+    done = subprocess.run(["tar", "-C", str(storage), "-cf", "-", "."], capture_output=True)
+    assert done.returncode == 0, done.stderr
+    return io.BytesIO(done.stdout)
+
+
+@pytest.fixture
+def host_backup(filled: Path, caddy_storage: Path, tmp_path: Path) -> Path:
+    """What `shoestring backup --remote` writes: the host's data and its Caddy storage."""
+    data_only = tmp_path / "data.tar.gz"
+    create_backup(filled, data_only, project="backuptest")
+    add_caddy_storage(data_only, storage_tar(caddy_storage), tmp_path / "host.tar.gz")
+    return tmp_path / "host.tar.gz"
+
+
+def new_host_storage(tmp_path: Path) -> Path:
+    """A new host's Caddy storage: Caddy has started once and made one of its own."""
+    storage = tmp_path / "newhost" / "caddy"
+    storage.mkdir(parents=True)
+    (storage / "instance.uuid").write_text("new host")
+    return storage
+
+
+def test_caddys_storage_comes_back_with_its_modes(
+    host_backup: Path, filled: Path, caddy_storage: Path, tmp_path: Path
+) -> None:
+    manifest = read_manifest(host_backup)
+    assert manifest.format == 2
+    assert {entry.path for entry in manifest.caddy} == set(CADDY_FILES)
+    assert manifest.entries == read_manifest(tmp_path / "data.tar.gz").entries
+    assert stat.S_IMODE(host_backup.stat().st_mode) == 0o600
+
+    storage = new_host_storage(tmp_path)
+    target = tmp_path / "newhost" / "data"
+    restore_backup(host_backup, target, caddy_storage=storage)
+    for name, mode in CADDY_FILES.items():
+        assert (storage / name).read_text() == (caddy_storage / name).read_text()
+        assert stat.S_IMODE((storage / name).stat().st_mode) == mode
+    assert not (storage / "locks").exists()
+    assert sorted(p.name for p in storage.parent.iterdir()) == ["caddy", "data"]
+    assert asyncio.run(contents(target)) == asyncio.run(contents(filled))
+
+
+def test_without_caddy_storage_a_backup_is_format_1_and_leaves_caddy_alone(
+    filled: Path, caddy_storage: Path, tmp_path: Path
+) -> None:
+    archive = tmp_path / "b.tar.gz"
+    create_backup(filled, archive, project="backuptest")
+    with tarfile.open(archive) as tar:
+        raw = json.loads(tar.extractfile(MANIFEST).read())  # type: ignore[union-attr]
+    assert raw["format"] == 1 and "caddy" not in raw  # what every shoestring reads
+    before = {p: p.read_bytes() for p in caddy_storage.rglob("*") if p.is_file()}
+    restore_backup(archive, tmp_path / "restored", caddy_storage=caddy_storage)
+    assert {p: p.read_bytes() for p in caddy_storage.rglob("*") if p.is_file()} == before
+
+
+def test_a_local_restore_leaves_caddys_files_out(host_backup: Path, tmp_path: Path) -> None:
+    target = tmp_path / "laptop" / "data"
+    restore_backup(host_backup, target)
+    assert [p.name for p in target.parent.iterdir()] == ["data"]
+    assert not any("certificates" in str(p) for p in target.rglob("*"))
+
+
+def test_a_damaged_caddy_file_is_refused_before_anything_changes(
+    host_backup: Path, tmp_path: Path
+) -> None:
+    damaged = _rewrite(host_backup, "flip", prefix="caddy/")
+    storage = new_host_storage(tmp_path)
+    with pytest.raises(BackupError, match="fails its checksum"):
+        restore_backup(damaged, tmp_path / "newhost" / "data", caddy_storage=storage)
+    assert [p.name for p in storage.iterdir()] == ["instance.uuid"]
+    assert [p.name for p in storage.parent.iterdir()] == ["caddy"]
+
+
+@pytest.mark.parametrize("name", ["../evil", "/etc/evil"])
+def test_caddy_storage_entries_outside_it_are_refused(
+    filled: Path, tmp_path: Path, name: str
+) -> None:
+    data_only = tmp_path / "data.tar.gz"
+    create_backup(filled, data_only, project="backuptest")
+    stream = io.BytesIO()
+    with tarfile.open(fileobj=stream, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    stream.seek(0)
+    with pytest.raises(BackupError, match="unexpected entry"):
+        add_caddy_storage(data_only, stream, tmp_path / "host.tar.gz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.tar.gz", "project"]
+
+
+def test_a_newer_format_says_which_shoestring_reads_it(filled: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "future.tar.gz"
+    body = json.dumps({"format": 3, "project": "p", "created": 0, "shoestring": "9.0"}).encode()
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo(MANIFEST)
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+    with pytest.raises(BackupError, match=r"format 3; this shoestring reads formats 1, 2: .*9\.0"):
+        read_manifest(archive)

@@ -3,7 +3,8 @@
 One VM serves the whole story in order: deploy from nothing, redeploy under
 load with zero failed requests, a release that fails its health check never
 takes traffic, rollback, destroy with a final backup; then a second, fresh
-VM gets everything back with `deploy --restore`, behind HTTPS from Pebble.
+VM gets everything back with `deploy --restore` (Caddy's storage included),
+behind HTTPS from Pebble.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shoestring.deploy.backup import read_manifest
 from tests.e2e.conftest import SHOESTRING
 from tests.e2e.pebble import Pebble, pebble_or_skip, served_certificate
 from tests.e2e.vm import VirtualMachine, free_port, vm_or_skip
@@ -28,6 +30,11 @@ from tests.e2e.vm import VirtualMachine, free_port, vm_or_skip
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 CERT_SECONDS = 45  # Pebble's certificate lifetime in the HTTPS test
+# An ACME account key of a CA the first VM used, in Caddy's storage (Debian's caddy package).
+ACCOUNT = (
+    "/var/lib/caddy/.local/share/caddy/acme/ca.example-directory/users/ops@shipit.test/ops.key"
+)
+ACCOUNT_KEY = "account-key-" + hashlib.sha256(os.urandom(8)).hexdigest()[:12]
 SECRET = "tok_" + hashlib.sha256(os.urandom(16)).hexdigest()[:24]
 
 APP = """\
@@ -310,12 +317,17 @@ def test_destroy_then_deploy_restore_on_a_new_vm_with_https(
 ) -> None:
     pebble_or_skip()
     before = httpx.get(site(ports) + "/notes").json()
+    vm.run(
+        f"runuser -u caddy -- sh -c 'umask 077 && mkdir -p {os.path.dirname(ACCOUNT)} && "
+        f"printf %s {ACCOUNT_KEY} > {ACCOUNT}'"
+    )
     refused = shoestring(project, "destroy", stdin="wrong-name\n")
     assert refused.returncode == 1 and "nothing was destroyed" in refused.stderr
     done = shoestring(project, "destroy", stdin="shipit\ny\n")
     assert done.returncode == 0, done.stdout + done.stderr
     backup = Path(done.stdout.strip().splitlines()[-1])
     assert backup.exists()
+    assert any(entry.path.endswith("/ops.key") for entry in read_manifest(backup).caddy)
     assert vm.run("test -e /var/lib/shipit || test -e /srv/shipit", check=False).returncode == 1
     assert vm.run("id shipit", check=False).returncode != 0
     vm.stop()
@@ -336,8 +348,11 @@ def test_destroy_then_deploy_restore_on_a_new_vm_with_https(
         )
         (project / "VERSION").write_text("2\n")  # the code that was live
         started = time.monotonic()
-        deployed(project, "--restore", str(backup))
+        restored = deployed(project, "--restore", str(backup))
         print(f"\ndeploy --restore on a new VM: {time.monotonic() - started:.1f}s")
+        assert "Caddy's certificate storage" in restored.stderr
+        account = fresh.run(f"stat -c '%a %U' {ACCOUNT} && cat {ACCOUNT}").stdout.split()
+        assert account == ["600", "caddy", ACCOUNT_KEY]
         root = pebble.issuing_root()
         url = f"https://shipit.test:{tls.https}"
         resolve = ["--resolve", f"shipit.test:{tls.https}:127.0.0.1", "--cacert", str(root)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -76,8 +77,22 @@ def test_the_unit_sandboxes_the_app(tmp_path: Path) -> None:
     assert "CAP_NET_BIND_SERVICE" not in text
 
 
-def test_the_caddyfile_validates_with_tls_redirect_and_hsts(tmp_path: Path) -> None:
+def run_caddy(command: str, caddyfile: str, tmp_path: Path) -> str:
+    """`caddy validate` or `caddy adapt` of `caddyfile`: its output, once it succeeded."""
     caddy = need("caddy", "caddy")
+    path = tmp_path / "Caddyfile"
+    path.write_text(caddyfile)
+    done = subprocess.run(
+        [caddy, command, "--adapter", "caddyfile", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_the_caddyfile_validates_with_tls_redirect_and_hsts(tmp_path: Path) -> None:
     root_ca = tmp_path / "root.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
@@ -108,17 +123,15 @@ def test_the_caddyfile_validates_with_tls_redirect_and_hsts(tmp_path: Path) -> N
     assert "health_uri /_ready" in text and "lb_policy first" in text
     assert "import app" in text and "shoestring-app" not in text
     assert f"root * {tmp_path}/srv/demo/current/web" in text  # served from the live release
-    path = tmp_path / "Caddyfile"
-    path.write_text(text)
-    done = subprocess.run(
-        [caddy, "validate", "--adapter", "caddyfile", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_caddy("validate", text, tmp_path)
     # Caddy redirects HTTP to HTTPS for named hosts by itself, unless told not to.
     assert "auto_https" not in text
+
+
+def test_the_idle_caddyfile_serves_nothing_and_asks_no_ca(tmp_path: Path) -> None:
+    config = settings(tmp_path, domains=["app.example"], caddy_admin="127.0.0.1:12019")
+    adapted = json.loads(run_caddy("adapt", render.idle_caddyfile(config), tmp_path))
+    assert adapted == {"admin": {"listen": "127.0.0.1:12019"}}  # no site, so no certificate
 
 
 def test_without_domains_caddy_serves_plain_http_and_no_hsts(tmp_path: Path) -> None:

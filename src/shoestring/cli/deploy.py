@@ -3,7 +3,8 @@ status, ssh, destroy, backup, restore and migrate.
 
 Deploy commands act on the host named in `[deploy]` of shoestring.toml;
 `backup` and `restore` act on this machine's data directory unless --remote
-says the host's.
+says the host's. A backup is a local file or an object in S3
+(`s3://BUCKET/KEY`, see shoestring.deploy.s3).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import shlex
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -28,12 +30,12 @@ from shoestring.app import App
 from shoestring.cli.project_app import project_option, run_with_app
 from shoestring.config import Settings, load_settings
 from shoestring.deploy import backup as backups
-from shoestring.deploy.errors import DeployError
+from shoestring.deploy.errors import BackupError, DeployError
 from shoestring.deploy.layout import Layout, Target
 from shoestring.errors import ShoestringError
 
-if TYPE_CHECKING:  # asyncssh takes 0.2 s to import: only deploy commands pay for it
-    from shoestring.deploy import remote
+if TYPE_CHECKING:  # asyncssh (0.2 s) and boto3 (0.3 s) are slow to import: only users pay
+    from shoestring.deploy import remote, s3
 
 T = TypeVar("T")
 console = Console(stderr=True, highlight=False)
@@ -71,43 +73,108 @@ def default_backup_name(project: str) -> str:
     return f"{project}-{time.strftime('%Y%m%d-%H%M%S')}.backup.tar.gz"
 
 
+def _in_s3(where: str) -> bool:
+    return where.startswith("s3://")  # without importing boto3: local backups never pay for it
+
+
+def _s3_bucket(url: str, *, default_name: str | None = None) -> s3.BackupBucket:
+    from shoestring.deploy import s3
+
+    return s3.BackupBucket(s3.S3Location.parse(url, default_name=default_name))
+
+
+@contextmanager
+def _transfer_dir() -> Iterator[Path]:
+    """A private directory for a backup on its way to or from S3, deleted after."""
+    base = local_backup_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".s3-", dir=base) as directory:
+        yield Path(directory)
+
+
+@contextmanager
+def _backup_file(source: str) -> Iterator[Path]:
+    """The backup at `source` (a path or s3://BUCKET/KEY) as a local file."""
+    if not _in_s3(source):
+        if not Path(source).is_file():
+            raise BackupError(f"there is no backup file at {source}")
+        yield Path(source)
+        return
+    bucket = _s3_bucket(source)
+    size = bucket.size()  # before anything is written here: errors come first
+    with _transfer_dir() as directory:
+        local = directory / "backup.tar.gz"
+        with _bytes_progress(f"downloading {bucket.location}") as (on_total, advance):
+            on_total(size)
+            bucket.download(local, progress=advance)
+        yield local
+
+
 @click.command("backup")
 @project_option
 @click.option(
     "--to",
     "target",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The backup file [default: ~/.local/share/shoestring/backups/PROJECT-DATE.backup.tar.gz].",
+    metavar="FILE|s3://BUCKET/KEY",
+    help="Where the backup goes: a file, or an S3 object (a key ending in / gets the default "
+    "name) [default: ~/.local/share/shoestring/backups/PROJECT-DATE.backup.tar.gz].",
 )
 @click.option(
     "--remote",
     "on_host",
     is_flag=True,
-    help="Back up the deploy host's data (and download it) instead.",
+    help="Back up the deploy host's data and Caddy's certificates instead.",
 )
-def backup_command(project_dir: Path, target: Path | None, on_host: bool) -> None:
+def backup_command(project_dir: Path, target: str | None, on_host: bool) -> None:
     """Write the project's data to one file: databases, objects, secrets.
 
     SQLite databases are copied with SQLite's online backup API, so the app
     may keep running. The file holds the secrets: it is written readable by
     you only; keep it somewhere safe. `shoestring restore FILE` brings it back.
+    With --remote the file also holds the host's Caddy certificate storage,
+    which `shoestring deploy --restore FILE` puts back on a new host.
+
+    --to s3://BUCKET/KEY uploads it with the standard AWS credentials
+    (AWS_ACCESS_KEY_ID..., or AWS_PROFILE); AWS_ENDPOINT_URL_S3 names
+    another S3 service.
     """
     settings = load_settings(project_dir)
     project = _project_name(settings, project_dir)
+    name = default_backup_name(project)
+    if target is None or not _in_s3(target):
+        path = Path(target) if target else local_backup_dir() / name
+        if path.is_dir():
+            raise BackupError(
+                f"{path} is a directory: give the backup's file name, e.g. {path / name}"
+            )
+        _write_backup(settings, project_dir, project, on_host, path)
+        click.echo(str(path))
+        return
+    bucket = _s3_bucket(target, default_name=name)
+    bucket.check_writable()  # before the backup is made: a wrong bucket fails in a second
+    with _transfer_dir() as directory:
+        local = _write_backup(settings, project_dir, project, on_host, directory / name)
+        with _bytes_progress(f"uploading to {bucket.location}") as (on_total, advance):
+            on_total(local.stat().st_size)
+            bucket.upload(local, progress=advance)
+    console.print(f"uploaded to [bold]{bucket.location}[/]")
+    click.echo(str(bucket.location))
+
+
+def _write_backup(
+    settings: Settings, project_dir: Path, project: str, on_host: bool, target: Path
+) -> Path:
     if on_host:
         from shoestring.deploy import remote
 
-        target = target or local_backup_dir() / default_backup_name(project)
         _run(remote.remote_backup(settings, project_dir, project, target, RichReporter()))
         console.print(f"the host's data is backed up to [bold]{target}[/]")
-        click.echo(str(target))
-        return
+        return target
     if settings.database.url and not settings.database.url.startswith("sqlite:"):
         console.print(
             "[yellow]The database is PostgreSQL: back it up with pg_dump; this file holds "
             "the data directory only.[/]"
         )
-    target = target or local_backup_dir() / default_backup_name(project)
     with _bytes_progress("backing up") as (on_total, advance):
         manifest = backups.create_backup(
             settings.data_dir, target, project=project, progress=advance, on_total=on_total
@@ -115,31 +182,55 @@ def backup_command(project_dir: Path, target: Path | None, on_host: bool) -> Non
     console.print(
         f"backed up {len(manifest.entries)} files ({_size(manifest.size)}) to [bold]{target}[/]"
     )
-    click.echo(str(target))
+    return target
 
 
 @click.command("restore")
 @project_option
-@click.argument("backup_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("backup", metavar="BACKUP")
 @click.option("--force", is_flag=True, help="Replace a data directory that holds data.")
-def restore_command(project_dir: Path, backup_file: Path, force: bool) -> None:
-    """Replace the project's data directory with the contents of BACKUP_FILE.
+@click.option(
+    "--caddy-storage",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also replace Caddy's certificate storage, this directory, with the backup's "
+    "(what `shoestring deploy --restore` does on the host; stop Caddy first).",
+)
+def restore_command(
+    project_dir: Path, backup: str, force: bool, caddy_storage: Path | None
+) -> None:
+    """Replace the project's data directory with the contents of BACKUP.
 
-    Every file is checked against the backup's manifest before anything
-    changes; the swap is a rename, so the data directory is never half
-    restored. Stop the app first. A data directory that holds data is only
-    replaced with --force, and is then kept beside it (the command says where).
+    BACKUP is a file or s3://BUCKET/KEY. Every file is checked against the
+    backup's manifest before anything changes; the swap is a rename, so the
+    data directory is never half restored. Stop the app first. A data
+    directory that holds data is only replaced with --force, and is then
+    kept beside it (the command says where).
     """
     settings = load_settings(project_dir)
-    with _bytes_progress("restoring") as (on_total, advance):
-        on_total(backups.read_manifest(backup_file).size)
-        manifest, previous = backups.restore_backup(
-            backup_file, settings.data_dir, force=force, progress=advance
-        )
+    with _backup_file(backup) as archive:
+        manifest = backups.read_manifest(archive)
+        with _bytes_progress("restoring") as (on_total, advance):
+            on_total(manifest.size)
+            manifest, previous = backups.restore_backup(
+                archive,
+                settings.data_dir,
+                force=force,
+                progress=advance,
+                caddy_storage=caddy_storage,
+            )
     console.print(
         f"restored {len(manifest.entries)} files ({_size(manifest.size)}) of "
         f"{manifest.project} into [bold]{settings.data_dir}[/]"
     )
+    if manifest.caddy and caddy_storage is not None:
+        console.print(
+            f"and Caddy's certificate storage ({len(manifest.caddy)} files) into {caddy_storage}"
+        )
+    elif manifest.caddy:
+        console.print(
+            f"The backup also holds a host's Caddy certificate storage ({len(manifest.caddy)} "
+            "files): `shoestring deploy --restore` puts it back on a new host."
+        )
     if previous is not None:
         console.print(f"the data it replaced is in {previous}; delete it when you are sure")
 
@@ -221,11 +312,12 @@ def _deployment(
 @project_option
 @click.option(
     "--restore",
-    "restore_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Provision a new host and restore this backup onto it before the release starts.",
+    "restore_from",
+    metavar="FILE|s3://BUCKET/KEY",
+    help="Provision a new host and restore this backup (data, secrets, Caddy's "
+    "certificates) onto it before the release starts.",
 )
-def deploy_command(project_dir: Path, restore_file: Path | None) -> None:
+def deploy_command(project_dir: Path, restore_from: str | None) -> None:
     """Deploy the project to the host in [deploy] of shoestring.toml.
 
     The first run provisions the host (Debian packages incl. Caddy, the app's
@@ -237,7 +329,9 @@ def deploy_command(project_dir: Path, restore_file: Path | None) -> None:
     Safe to run again after any failure.
     """
     started = time.monotonic()
-    release = _deployment(project_dir, lambda d: d.deploy(restore=restore_file))
+    with contextlib.ExitStack() as stack:
+        archive = stack.enter_context(_backup_file(restore_from)) if restore_from else None
+        release = _deployment(project_dir, lambda d: d.deploy(restore=archive))
     console.print(
         Text.assemble(
             ("deployed ", "bold green"), release, f" in {time.monotonic() - started:.0f}s"
@@ -385,6 +479,7 @@ def destroy_command(project_dir: Path, no_backup: bool) -> None:
 
 
 async def _destroy(d: remote.Deployment) -> None:
+    from shoestring.deploy import render
     from shoestring.deploy.remote import CADDYFILE
 
     layout: Layout = d.layout
@@ -396,9 +491,7 @@ async def _destroy(d: remote.Deployment) -> None:
             f"rm -f /etc/systemd/system/{layout.unit_template} && systemctl daemon-reload"
         )
     with d.report.step("emptying Caddy's config"):
-        await d.host.write_file(
-            CADDYFILE, f"{{\n\tadmin {d.settings.deploy.caddy_admin}\n}}\n".encode()
-        )
+        await d.host.write_file(CADDYFILE, render.idle_caddyfile(d.settings).encode())
         await d.host.run("systemctl reload-or-restart caddy", check=False)
     with d.report.step("deleting releases, data and the user"):
         await d.host.run(

@@ -2,12 +2,12 @@
 
     ShoestringError
     └── DeployError            anything below; the message says what to do
-        ├── BackupError        a backup could not be written, or a file is not a valid backup
+        ├── BackupError        a backup could not be written or read (a file, S3), or is not valid
         ├── RestoreRefused     restoring would overwrite data without --force
         ├── RemoteError        a command on the host failed (its output is in the message)
         └── HealthCheckFailed  a new release did not become ready; the old one still serves
 
-Library errors (asyncssh, OSError, tarfile) are translated into these at the
+Library errors (asyncssh, boto3, OSError, tarfile) are translated into these at the
 boundary, so the CLI prints one short message instead of a traceback.
 """
 

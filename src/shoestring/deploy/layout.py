@@ -11,6 +11,7 @@
     secrets/<name>          0600, the app's user only
 /etc/systemd/system/shoestring-<project>@.service   one instance per port
 /etc/caddy/Caddyfile
+/var/lib/caddy/.local/share/caddy/   Caddy's certificates and ACME account (user caddy)
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ from pathlib import Path, PurePosixPath
 
 from shoestring.config import DeploySettings, Settings
 from shoestring.deploy.errors import DeployError
+
+# Debian's caddy package runs Caddy as the user caddy, home /var/lib/caddy, and
+# Caddy keeps its data in $HOME/.local/share/caddy when XDG_DATA_HOME is unset.
+CADDY_USER = "caddy"
+CADDY_STORAGE = PurePosixPath("/var/lib/caddy/.local/share/caddy")
 
 _PROJECT = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 _HOST = re.compile(r"^(?:(?P<user>[^@]+)@)?(?P<address>\[[^\]]+\]|[^:]+)(?::(?P<port>\d+))?$")

@@ -3,6 +3,8 @@
     provision   packages (caddy, python3-venv, unattended-upgrades, nftables),
                 the app's user, directories, the unit, firewall, upgrades
     upload      the release tarball, unpacked into releases/<id> with its own venv
+    restore     with --restore: the data and Caddy's certificate storage
+    caddy       the Caddyfile, loaded if it changed
     secrets     `shoestring secrets set --deploy` values into <data>/secrets/, 0600
     backup      the data directory, before anything can change it
     migrate     `shoestring migrate` from the new release
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import json
 import shlex
 import tempfile
@@ -31,8 +34,9 @@ from typing import Protocol
 
 from shoestring.config import Settings
 from shoestring.deploy import package, render
+from shoestring.deploy.backup import Manifest, add_caddy_storage, read_manifest
 from shoestring.deploy.errors import DeployError, HealthCheckFailed
-from shoestring.deploy.layout import Layout
+from shoestring.deploy.layout import CADDY_STORAGE, CADDY_USER, Layout
 from shoestring.deploy.ssh import Host, connect
 from shoestring.deploy.vault import DeploySecrets
 
@@ -123,8 +127,7 @@ class Deployment:
             with self.report.step("installing Debian packages (" + ", ".join(packages) + ")"):
                 # Our Caddyfile goes first: Caddy then never starts on its default site.
                 if await self.host.read_file(CADDYFILE) is None:
-                    caddy_root = self.layout.caddy_root_ca if deploy.acme_ca_root else None
-                    config = render.caddyfile(self.settings, layout, acme_ca_root=caddy_root)
+                    config = render.idle_caddyfile(self.settings)
                     await self.host.write_file(CADDYFILE, config.encode())
                 await self.host.run("apt-get update -q", env=APT_ENV)
                 await self.host.run(
@@ -164,7 +167,6 @@ class Deployment:
             if deploy.acme_ca_root:
                 await self.host.upload(self.local_path(deploy.acme_ca_root), layout.caddy_root_ca)
         await self.host.write_file(marker, wanted.encode())
-        await self.configure_caddy()
 
     # -- a release ------------------------------------------------------------
 
@@ -373,6 +375,8 @@ class Deployment:
         )
 
     async def deploy(self, *, restore: Path | None = None) -> str:
+        # A file that is no backup is refused before the host changes.
+        backup = await asyncio.to_thread(read_manifest, restore) if restore else None
         await self.provision()
         state = await self.state()
         if restore is not None and state.live is not None:
@@ -381,8 +385,10 @@ class Deployment:
                 "Run `shoestring destroy` first, or restore on the host by hand"
             )
         release = await self.upload_release()
-        if restore is not None:
-            await self.restore(release, restore)
+        if restore is not None and backup is not None:
+            await self.restore(release, restore, backup)
+        # After the restore: Caddy finds its certificates instead of asking the CA again.
+        await self.configure_caddy()
         await self.deliver_secrets()
         await self.backup(release, label=f"before-{release}")
         await self.migrate(release)
@@ -393,20 +399,35 @@ class Deployment:
         await self.prune(state)
         return release
 
-    async def restore(self, release: str, archive: Path) -> None:
+    async def restore(self, release: str, archive: Path, backup: Manifest) -> None:
+        """Put the backup's data (and Caddy's storage, if it holds it) on the host."""
         remote = self.layout.incoming / "restore.backup.tar.gz"
         with self.report.step(f"uploading the backup {archive.name}"):
             await self.host.upload(archive, remote, mode=0o600)
-        with self.report.step("restoring the data"):
-            venv = self.layout.release(release) / ".venv"
-            await self.host.run(
-                f"{venv}/bin/shoestring restore --project {self.layout.release(release)} "
-                f"--force {remote} && rm -f {remote} && "
-                f"rm -rf {self.layout.data_dir}.before-restore-* && "
-                f"chown -R {self.user}:{self.user} {self.layout.data_dir} && "
-                f"chmod 0700 {self.layout.data_dir}",
-                env=self.app_env(),
+        data, directory = self.layout.data_dir, self.layout.release(release)
+        caddy = f"--caddy-storage {CADDY_STORAGE} " if backup.caddy else ""
+        command = (
+            f"{directory}/.venv/bin/shoestring restore --project {directory} --force {caddy}"
+            f"{remote} && rm -f {remote} && rm -rf {data}.before-restore-* && "
+            f"chown -R {self.user}:{self.user} {data} && chmod 0700 {data}"
+        )
+        title = "restoring the data"
+        if backup.caddy:
+            # Caddy stays stopped until configure_caddy starts it on the restored storage.
+            owner = f"{CADDY_USER}:{CADDY_USER}"
+            command = (
+                f"systemctl stop caddy && {command} && chown -R {owner} {CADDY_STORAGE} && "
+                f"chown {owner} {CADDY_STORAGE.parent} {CADDY_STORAGE.parent.parent}"
             )
+            title += f" and Caddy's certificate storage ({len(backup.caddy)} files)"
+        with self.report.step(title):
+            await self.host.run(command, env=self.app_env())
+
+    async def caddy_storage(self) -> bytes:
+        """Caddy's certificate storage as a tar stream, read as root; empty before Caddy made it."""
+        return await self.host.output(
+            f"if [ -d {CADDY_STORAGE} ]; then tar -C {CADDY_STORAGE} -cf - .; fi"
+        )
 
     async def rollback(self, release: str | None) -> str:
         state = await self.state()
@@ -457,5 +478,16 @@ async def remote_backup(
         if path is None:
             raise DeployError("the host's data directory is empty: there is nothing to back up")
         with report.step(f"downloading to {target}"):
-            await remote.host.download(path, target)
+            storage = await remote.caddy_storage()
+            if not storage:
+                await remote.host.download(path, target)
+                return target
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=".shoestring-", dir=target.parent) as workdir:
+                data = Path(workdir, "data.backup.tar.gz")
+                await remote.host.download(path, data)
+                manifest = await asyncio.to_thread(
+                    add_caddy_storage, data, io.BytesIO(storage), target
+                )
+        report.note(f"with Caddy's certificate storage ({len(manifest.caddy)} files)")
     return target

@@ -145,6 +145,16 @@ def caddyfile(
     return f"# Written by `shoestring deploy`.\n{{\n{global_options}\n}}\n\n{snippet}\n{site}"
 
 
+def idle_caddyfile(settings: Settings) -> str:
+    """Caddy's config before (and after) the project: its admin API, no site.
+
+    Caddy starts with this when its package is installed, so it neither
+    serves its default page nor asks a CA for certificates before a restored
+    certificate storage is in place.
+    """
+    return f"# Written by `shoestring deploy`.\n{{\n\tadmin {settings.deploy.caddy_admin}\n}}\n"
+
+
 def _on_host(settings: Settings, layout: Layout) -> Settings:
     """The settings as the host sees them: its data directory, sites in the live release."""
     project_dir = str(settings.data_dir.parent)

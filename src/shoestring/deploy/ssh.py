@@ -60,6 +60,34 @@ class Host:
         time_limit: float = 600,
     ) -> Result:
         """Run `command` (a shell command line) on the host; RemoteError if it fails."""
+        stdout, stderr, status = await self._execute(
+            command, input=input, as_user=as_user, env=env, time_limit=time_limit
+        )
+        result = Result(stdout=_text(stdout), stderr=stderr, status=status)
+        if check and result.status != 0:
+            output = (result.stderr.strip() or result.stdout.strip())[-3000:]
+            raise RemoteError(f"`{command}` failed on the host (exit {result.status}):\n{output}")
+        return result
+
+    async def output(self, command: str, *, time_limit: float = 600) -> bytes:
+        """The standard output of `command` as bytes (a tar stream, say); RemoteError if it fails."""
+        stdout, stderr, status = await self._execute(
+            command, input=None, as_user=None, env=None, time_limit=time_limit
+        )
+        if status != 0:
+            raise RemoteError(f"`{command}` failed on the host (exit {status}):\n{stderr[-3000:]}")
+        return stdout
+
+    async def _execute(
+        self,
+        command: str,
+        *,
+        input: bytes | None,
+        as_user: str | None,
+        env: dict[str, str] | None,
+        time_limit: float,
+    ) -> tuple[bytes, str, int]:
+        """Run `command`: its standard output (bytes), its standard error and exit status."""
         wrapped = self._wrap(command, as_user=as_user, env=env)
         try:
             done = await self.connection.run(
@@ -73,15 +101,12 @@ class Host:
             raise RemoteError(
                 f"lost the connection to {self.target} running `{command}`: {exc}"
             ) from None
-        result = Result(
-            stdout=_text(done.stdout), stderr=_text(done.stderr), status=done.exit_status or 0
-        )
+        status = done.exit_status or 0
         if done.exit_status is None and done.exit_signal:
-            result.status = 128
-        if check and result.status != 0:
-            output = (result.stderr.strip() or result.stdout.strip())[-3000:]
-            raise RemoteError(f"`{command}` failed on the host (exit {result.status}):\n{output}")
-        return result
+            status = 128
+        stdout = done.stdout or b""
+        raw = stdout.encode() if isinstance(stdout, str) else bytes(stdout)
+        return raw, _text(done.stderr), status
 
     async def write_file(
         self, path: PurePosixPath, content: bytes, *, mode: int = 0o644, owner: str = "root"
@@ -96,15 +121,11 @@ class Host:
         )
 
     async def read_file(self, path: PurePosixPath) -> bytes | None:
-        done = await self.connection.run(
-            self._wrap(f"cat {shlex.quote(str(path))}", as_user=None, env=None),
-            encoding=None,
-            check=False,
+        """The file's contents; None when it cannot be read (it does not exist, say)."""
+        content, _, status = await self._execute(
+            f"cat {shlex.quote(str(path))}", input=None, as_user=None, env=None, time_limit=600
         )
-        if done.exit_status != 0:
-            return None
-        output = done.stdout or b""
-        return output.encode() if isinstance(output, str) else bytes(output)
+        return content if status == 0 else None
 
     async def upload(self, local: Path, remote: PurePosixPath, *, mode: int = 0o644) -> None:
         """Copy a local file to the host (streamed on stdin, so sudo works too)."""
