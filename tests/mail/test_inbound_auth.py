@@ -7,9 +7,11 @@ import smtplib
 import time
 from pathlib import Path
 
+import dns.resolver
 import pytest
 
 from shoestring.mail import dkim as our_dkim
+from shoestring.mail.inbound import service
 from tests.mail.dns import LoopbackDNS
 from tests.mail.mailroom import DOMAIN, Mailroom
 
@@ -107,10 +109,6 @@ def test_nameservers_setting_points_the_checks_at_a_resolver(
 async def test_dns_that_never_answers_delays_the_250_by_a_bounded_time(
     mailroom: Mailroom, default_dns: LoopbackDNS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shoestring.mail.inbound import service
-
-    import dns.resolver
-
     monkeypatch.setattr(service, "AUTH_BUDGET", 1.0)
     monkeypatch.setattr(dns.resolver.default_resolver, "lifetime", 30.0)
     default_dns.silent = True
