@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import threading
 import time
 from collections.abc import Coroutine, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,6 +16,10 @@ import boto3
 import pytest
 import uvicorn
 from botocore.config import Config
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from shoestring import App, Settings
 from shoestring.config import ServerSettings, StorageSettings
@@ -28,17 +34,53 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class ServerThread:
-    """`app` served by uvicorn on its own event loop in a thread; `call` runs coroutines there."""
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that signs itself, and its key: (cert.pem, key.pem)."""
+    now = datetime.now(UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path.write_bytes(certificate.public_bytes(pem))
+    key_path.write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
 
-    def __init__(self, app: App, port: int) -> None:
+
+class ServerThread:
+    """`app` served by uvicorn on its own event loop in a thread; `call` runs coroutines there.
+
+    With `tls` (a certificate and its key) it serves HTTPS, and `client()` trusts that
+    certificate: boto3 sends its checksums as aws-chunked trailers only over TLS.
+    """
+
+    def __init__(self, app: App, port: int, tls: tuple[Path, Path] | None = None) -> None:
         self.app = app
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        self.certificate = tls[0] if tls else None
         self.loop = asyncio.new_event_loop()
         config = uvicorn.Config(
             app, host="127.0.0.1", port=port, log_config=None, lifespan="on", access_log=False,
             timeout_graceful_shutdown=2,
+            ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None,
         )  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -68,16 +110,22 @@ class ServerThread:
 
     def client(self, key: NewKey | None = None, **config: Any) -> Any:
         key = key or self.new_key()
-        return s3_client(self.url + "/_s3", key.key.access_key_id, key.secret_access_key, **config)
+        return s3_client(
+            self.url + "/_s3", key.key.access_key_id, key.secret_access_key,
+            verify=str(self.certificate) if self.certificate else None, **config,
+        )  # fmt: skip
 
 
-def s3_client(endpoint: str, access_key_id: str, secret: str, **config: Any) -> Any:
+def s3_client(
+    endpoint: str, access_key_id: str, secret: str, *, verify: str | None = None, **config: Any
+) -> Any:
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
         aws_access_key_id=access_key_id,
         aws_secret_access_key=secret,
         region_name="us-east-1",
+        verify=verify,
         config=Config(
             s3={"addressing_style": "path"},
             signature_version="s3v4",
@@ -88,7 +136,11 @@ def s3_client(endpoint: str, access_key_id: str, secret: str, **config: Any) -> 
 
 
 def serve(
-    tmp_path: Path, storage: StorageSettings | None = None, app: App | None = None
+    tmp_path: Path,
+    storage: StorageSettings | None = None,
+    app: App | None = None,
+    *,
+    tls: bool = False,
 ) -> ServerThread:
     port = free_port()
     settings = Settings(
@@ -100,7 +152,7 @@ def serve(
         app = App("storagetest", settings=settings)
     else:
         app.configure(settings)
-    return ServerThread(app, port).start()
+    return ServerThread(app, port, self_signed(tmp_path / "tls") if tls else None).start()
 
 
 @pytest.fixture

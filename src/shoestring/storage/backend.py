@@ -21,6 +21,7 @@ from shoestring.storage.objects import (
     RangeRequest,
     StoredObject,
     Upload,
+    UploadPage,
 )
 
 Body = AsyncIterable[bytes] | bytes
@@ -114,7 +115,12 @@ class Backend(Protocol):
 
     async def list_parts(self, bucket: str, key: str, upload_id: str) -> list[Part]: ...
 
-    async def list_uploads(self, bucket: str, prefix: str) -> list[Upload]: ...
+    async def list_uploads(
+        self, bucket: str, *, prefix: str, delimiter: str, key_marker: str,
+        upload_id_marker: str, max_uploads: int,
+    ) -> UploadPage:  # fmt: skip
+        """Uploads in progress after the markers, as S3's ListMultipartUploads pages them."""
+        ...
 
     # -- signing ---------------------------------------------------------
 

@@ -16,6 +16,7 @@ import builtins
 import mimetypes
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from shoestring.storage.objects import (
     RangeRequest,
     StoredObject,
     Upload,
+    UploadPage,
 )
 
 if TYPE_CHECKING:
@@ -233,7 +235,27 @@ class Bucket:
         return await self._backend.list_parts(self.name, check_key(key), upload_id)
 
     async def list_uploads(self, prefix: str = "") -> builtins.list[Upload]:
-        return await self._backend.list_uploads(self.name, prefix)
+        """Every multipart upload in progress under `prefix`, in key order."""
+        uploads: builtins.list[Upload] = []
+        key_marker = upload_id_marker = ""
+        while True:
+            page = await self.list_uploads_page(
+                prefix=prefix, key_marker=key_marker, upload_id_marker=upload_id_marker
+            )
+            uploads += page.uploads
+            if not page.truncated or page.next_key_marker is None:
+                return uploads
+            key_marker, upload_id_marker = page.next_key_marker, page.next_upload_id_marker or ""
+
+    async def list_uploads_page(
+        self, *, prefix: str = "", delimiter: str = "", key_marker: str = "",
+        upload_id_marker: str = "", max_uploads: int = 1000,
+    ) -> UploadPage:  # fmt: skip
+        """One page of at most `max_uploads` uploads and prefixes after the markers."""
+        return await self._backend.list_uploads(
+            self.name, prefix=prefix, delimiter=delimiter, key_marker=key_marker,
+            upload_id_marker=upload_id_marker, max_uploads=max_uploads,
+        )  # fmt: skip
 
     # -- the bucket itself -------------------------------------------------
 
@@ -252,16 +274,17 @@ class Bucket:
     async def set_access(self, access: Access) -> None:
         """`public-read`: anyone may GET objects without signing; `private`: only keys."""
         config = await self.config()
-        await self._backend.set_bucket_config(
-            self.name, BucketConfig(access=access, cors=config.cors)
-        )
+        await self._backend.set_bucket_config(self.name, replace(config, access=access))
 
     async def set_cors(self, rules: Sequence[CorsRule]) -> None:
         """Let browsers on other origins call the S3 API for this bucket (empty: nobody)."""
         config = await self.config()
-        await self._backend.set_bucket_config(
-            self.name, BucketConfig(access=config.access, cors=tuple(rules))
-        )
+        await self._backend.set_bucket_config(self.name, replace(config, cors=tuple(rules)))
+
+    async def suspend_versioning(self) -> None:
+        """Record S3's versioning status Suspended; buckets keep no versions either way."""
+        config = await self.config()
+        await self._backend.set_bucket_config(self.name, replace(config, versioning_suspended=True))
 
     # -- events --------------------------------------------------------------
 

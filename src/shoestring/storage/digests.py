@@ -3,6 +3,7 @@
 Both backends take bodies as async iterables of bytes; this is where the
 MD5 (the ETag), Content-MD5 and `x-amz-checksum-*` values are computed and
 compared before anything is committed, so a corrupted upload stores nothing.
+A header naming no algorithm S3 defines (`x-amz-checksum-type`) is no checksum.
 """
 
 from __future__ import annotations
@@ -10,33 +11,73 @@ from __future__ import annotations
 import base64
 import hashlib
 import zlib
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from shoestring.storage.errors import BadDigest, EntityTooLarge
+from awscrt import checksums as crt_checksums
 
-# Algorithms verified here. CRC32C and CRC64NVME need a native library
-# (awscrt) that boto3 only uses when it is installed; their values are
-# accepted unverified rather than refused, so such clients keep working.
-VERIFIED_CHECKSUMS = frozenset({"crc32", "sha1", "sha256"})
+from shoestring.storage.errors import BadDigest, EntityTooLarge, InvalidChecksum
 
 
-class _CRC32:
-    def __init__(self) -> None:
+class Hasher(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+    def digest(self) -> bytes: ...
+
+
+class _CRC:
+    """A CRC as S3's checksum headers carry it: the big-endian integer, 4 or 8 bytes."""
+
+    def __init__(self, function: Callable[[bytes, int], int], size: int) -> None:
+        self._function = function
+        self._size = size
         self.value = 0
 
     def update(self, data: bytes) -> None:
-        self.value = zlib.crc32(data, self.value)
+        self.value = self._function(data, self.value)
 
     def digest(self) -> bytes:
-        return self.value.to_bytes(4, "big")
+        return self.value.to_bytes(self._size, "big")
 
 
-def _hasher(algorithm: str) -> Any:
-    if algorithm == "crc32":
-        return _CRC32()
-    return hashlib.new(algorithm)
+class _XXHash:
+    def __init__(self, new: Callable[[], Any]) -> None:
+        self._state = new()
+
+    def update(self, data: bytes) -> None:
+        self._state.update(data)
+
+    def digest(self) -> bytes:
+        digest: bytes = self._state.finalize()
+        return digest
+
+
+# Every `x-amz-checksum-*` algorithm S3 and boto3 know, each with its digest's
+# length in bytes. The CRCs other than CRC32 and the xxhashes come from awscrt,
+# AWS's own native library, which botocore uses to compute the same values.
+CHECKSUMS: dict[str, tuple[Callable[[], Hasher], int]] = {
+    "crc32": (lambda: _CRC(zlib.crc32, 4), 4),
+    "crc32c": (lambda: _CRC(crt_checksums.crc32c, 4), 4),
+    "crc64nvme": (lambda: _CRC(crt_checksums.crc64nvme, 8), 8),
+    "sha1": (lambda: hashlib.sha1(), 20),  # noqa: S324 - integrity, as S3 defines it
+    "sha256": (lambda: hashlib.sha256(), 32),
+    "sha512": (lambda: hashlib.sha512(), 64),
+    "md5": (lambda: hashlib.md5(), 16),  # noqa: S324 - integrity, as S3 defines it
+    "xxhash64": (lambda: _XXHash(crt_checksums.XXHash.new_xxhash64), 8),
+    "xxhash3": (lambda: _XXHash(crt_checksums.XXHash.new_xxhash3_64), 8),
+    "xxhash128": (lambda: _XXHash(crt_checksums.XXHash.new_xxhash3_128), 16),
+}
+
+
+def check_checksum_value(algorithm: str, value: str) -> None:
+    """InvalidChecksum unless `value` is the base64 of a digest of `algorithm`'s length."""
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except ValueError:
+        decoded = b""
+    if len(decoded) != CHECKSUMS[algorithm][1]:
+        raise InvalidChecksum(f"Value for x-amz-checksum-{algorithm} header is invalid.")
 
 
 @dataclass(slots=True)
@@ -49,14 +90,22 @@ class Expected:
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> Expected:
-        checksums: dict[str, str | None] = {
-            name.removeprefix("x-amz-checksum-"): value
-            for name, value in headers.items()
-            if name.startswith("x-amz-checksum-") and name != "x-amz-checksum-type"
-        }
+        """The digests of an S3 request's headers; InvalidChecksum if one is malformed."""
+        checksums: dict[str, str | None] = {}
+        for name, value in headers.items():
+            algorithm = name.removeprefix("x-amz-checksum-")
+            if name.startswith("x-amz-checksum-") and algorithm in CHECKSUMS:
+                check_checksum_value(algorithm, value)
+                checksums[algorithm] = value
         trailer = headers.get("x-amz-trailer", "").strip().lower()
-        if trailer.startswith("x-amz-checksum-"):
-            checksums.setdefault(trailer.removeprefix("x-amz-checksum-"), None)
+        algorithm = trailer.removeprefix("x-amz-checksum-")
+        if trailer.startswith("x-amz-checksum-") and algorithm in CHECKSUMS:
+            checksums.setdefault(algorithm, None)
+        if len(checksums) > 1:
+            raise InvalidChecksum(
+                "Expecting a single x-amz-checksum- header. "
+                "Multiple checksum Types are not allowed."
+            )
         return cls(content_md5=headers.get("content-md5"), checksums=checksums)
 
 
@@ -68,9 +117,8 @@ class DigestingReader:
         self.max_size = max_size
         self.size = 0
         self.md5 = hashlib.md5()  # noqa: S324 - S3's ETag is an MD5, not a security measure
-        self._checksums = {
-            name: _hasher(name) for name in self.expected.checksums if name in VERIFIED_CHECKSUMS
-        }
+        # Algorithms outside CHECKSUMS never get here (Expected.from_headers skips them).
+        self._checksums = {name: CHECKSUMS[name][0]() for name in self.expected.checksums}
 
     def update(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -87,19 +135,28 @@ class DigestingReader:
 
         `body` is the iterable the chunks came from: an aws-chunked body
         carries its checksum in a trailer (`body.trailers`), known only now.
+        Afterwards `expected.checksums` holds every value verified.
         """
         trailers: Mapping[str, str] = getattr(body, "trailers", None) or {}
         for name, trailer in trailers.items():
-            if name.startswith("x-amz-checksum-"):
-                self.expected.checksums[name.removeprefix("x-amz-checksum-")] = trailer
+            algorithm = name.removeprefix("x-amz-checksum-")
+            # Only a trailer announced in x-amz-trailer was hashed while reading.
+            if name.startswith("x-amz-checksum-") and algorithm in self._checksums:
+                check_checksum_value(algorithm, trailer)
+                self.expected.checksums[algorithm] = trailer
         digest = self.md5.digest()
         if self.expected.content_md5 is not None and _b64(digest) != self.expected.content_md5:
             raise BadDigest("the Content-MD5 you specified did not match what we received")
-        for name, value in self.expected.checksums.items():
-            hasher = self._checksums.get(name)
-            if value is not None and hasher is not None and _b64(hasher.digest()) != value:
+        for algorithm, hasher in self._checksums.items():
+            value = self.expected.checksums[algorithm]
+            if value is None:
+                raise InvalidChecksum(
+                    f"the body ended without the x-amz-checksum-{algorithm} trailer "
+                    "that x-amz-trailer announced"
+                )
+            if base64.b64decode(value) != hasher.digest():
                 raise BadDigest(
-                    f"the x-amz-checksum-{name} you specified did not match what we received"
+                    f"The {algorithm.upper()} you specified did not match the calculated checksum."
                 )
         return f'"{digest.hex()}"'
 

@@ -11,6 +11,7 @@
     ├── InvalidRange             a byte range outside the object
     ├── EntityTooLarge           the object is larger than `storage.max_object_size`
     ├── BadDigest                the body does not match its Content-MD5 or checksum; nothing stored
+    ├── InvalidChecksum          a checksum header or trailer is malformed, doubled or missing
     ├── InvalidPart              CompleteMultipartUpload names a part that was not uploaded
     ├── InvalidPartOrder         ... or lists parts out of ascending order
     ├── EntityTooSmall           ... or a part but the last is under 5 MiB
@@ -69,6 +70,10 @@ class EntityTooLarge(StorageError):
 
 class BadDigest(StorageError):
     code = "BadDigest"
+
+
+class InvalidChecksum(StorageError, ValueError):
+    code = "InvalidRequest"
 
 
 class InvalidPart(StorageError):

@@ -53,7 +53,9 @@ from shoestring.storage.objects import (
     RangeRequest,
     StoredObject,
     Upload,
+    UploadPage,
 )
+from shoestring.storage.uploads import page_of_uploads
 
 log = logging.getLogger("shoestring.storage")
 
@@ -367,7 +369,9 @@ class FsBackend:
 
     async def create_upload(self, bucket: str, key: str, meta: ObjectMeta) -> Upload:
         self._require_bucket(bucket)
-        upload_id = uuid.uuid4().hex
+        # Ids that sort by creation time: one key's uploads are then listed in
+        # the order they began, as S3 lists them, and upload-id-marker compares ids.
+        upload_id = f"{time.time_ns():016x}{uuid.uuid4().hex[:16]}"
         now = time.time()
         sql = "INSERT INTO uploads (upload_id, bucket, key, meta, initiated) VALUES (?, ?, ?, ?, ?)"
         await self._write(
@@ -485,14 +489,31 @@ class FsBackend:
         )
         return [Part(number, etag, size, when(mtime)) for number, etag, size, mtime in rows]
 
-    async def list_uploads(self, bucket: str, prefix: str) -> list[Upload]:
+    async def list_uploads(
+        self, bucket: str, *, prefix: str, delimiter: str, key_marker: str,
+        upload_id_marker: str, max_uploads: int,
+    ) -> UploadPage:  # fmt: skip
         self._require_bucket(bucket)
-        rows = self.index.read_all(
-            "SELECT upload_id, key, initiated FROM uploads WHERE bucket = ? ORDER BY key, initiated",
-            (bucket,),
-        )
-        uploads = [Upload(uid, key.decode("utf-8"), when(at)) for uid, key, at in rows]
-        return [upload for upload in uploads if upload.key.startswith(prefix)]
+        raw_prefix, raw_marker = prefix.encode("utf-8"), key_marker.encode("utf-8")
+        sql = "SELECT upload_id, key, initiated FROM uploads WHERE bucket = ? AND key >= ?"
+        params: list[Any] = [bucket, raw_prefix]
+        end = prefix_end(raw_prefix) if raw_prefix else None
+        if end is not None:
+            sql += " AND key < ?"
+            params.append(end)
+        if key_marker and upload_id_marker:
+            sql += " AND (key > ? OR (key = ? AND upload_id > ?))"
+            params += [raw_marker, raw_marker, upload_id_marker]
+        elif key_marker:
+            sql += " AND key > ?"
+            params.append(raw_marker)
+        with contextlib.closing(
+            self.index.iterate(sql + " ORDER BY key, upload_id", params)
+        ) as rows:
+            return page_of_uploads(
+                (Upload(upload_id, key.decode("utf-8"), when(at)) for upload_id, key, at in rows),
+                prefix=prefix, delimiter=delimiter, key_marker=key_marker, max_uploads=max_uploads,
+            )  # fmt: skip
 
     def presign(
         self, bucket: str, key: str, method: str, expires: int, now: datetime | None

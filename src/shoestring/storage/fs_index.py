@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ SCHEMA = (
         upload_id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key BLOB NOT NULL,
         meta TEXT NOT NULL, initiated REAL NOT NULL
     )""",
+    "CREATE INDEX IF NOT EXISTS uploads_by_key ON uploads (bucket, key, upload_id)",
     """CREATE TABLE IF NOT EXISTS parts (
         upload_id TEXT NOT NULL, number INTEGER NOT NULL, file TEXT NOT NULL,
         size INTEGER NOT NULL, etag TEXT NOT NULL, mtime REAL NOT NULL,
@@ -90,7 +91,10 @@ def config_to_json(config: BucketConfig) -> str:
         }
         for r in config.cors
     ]
-    return json.dumps({"access": config.access, "cors": rules})
+    data: dict[str, Any] = {"access": config.access, "cors": rules}
+    if config.versioning_suspended:
+        data["versioning"] = "Suspended"
+    return json.dumps(data)
 
 
 def config_from_json(text: str) -> BucketConfig:
@@ -107,7 +111,8 @@ def config_from_json(text: str) -> BucketConfig:
         for r in data.get("cors", ())
     )
     access: Access = "public-read" if data.get("access") == "public-read" else "private"
-    return BucketConfig(access=access, cors=rules)
+    suspended = data.get("versioning") == "Suspended"
+    return BucketConfig(access=access, cors=rules, versioning_suspended=suspended)
 
 
 def prefix_end(prefix: bytes) -> bytes | None:
@@ -166,6 +171,14 @@ class Index:
 
     def read_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return self.reader.execute(sql, params).fetchall()
+
+    def iterate(self, sql: str, params: Sequence[Any] = ()) -> Generator[Row, None, None]:
+        """Rows as the caller reads them, for a caller that may stop early (then close it)."""
+        cursor = self.reader.execute(sql, params)
+        try:
+            yield from cursor
+        finally:
+            cursor.close()
 
     # -- buckets -----------------------------------------------------------
 

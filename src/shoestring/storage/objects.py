@@ -184,10 +184,16 @@ Access = Literal["private", "public-read"]
 
 @dataclass(frozen=True, slots=True)
 class BucketConfig:
-    """Per-bucket settings: who may read anonymously, and CORS for browsers."""
+    """Per-bucket settings: who may read anonymously, and CORS for browsers.
+
+    Buckets are unversioned: each object is its single `null` version.
+    `versioning_suspended` only records that a client set versioning to
+    Suspended (which behaves exactly so), to report it back as S3 would.
+    """
 
     access: Access = "private"
     cors: tuple[CorsRule, ...] = ()
+    versioning_suspended: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +203,24 @@ class Upload:
     upload_id: str
     key: str
     initiated: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UploadPage:
+    """One page of multipart uploads in progress, and where the next page starts.
+
+    Uploads come in key order (UTF-8 bytes), one key's uploads in upload id
+    order; with a delimiter, keys sharing a prefix up to it are rolled up into
+    `prefixes`, as S3's CommonPrefixes. When `truncated`, the next page starts
+    after `next_key_marker` (a key or a prefix) and `next_upload_id_marker`
+    (None after a prefix: everything under it was rolled up).
+    """
+
+    uploads: list[Upload]
+    prefixes: list[str]
+    truncated: bool
+    next_key_marker: str | None = None
+    next_upload_id_marker: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

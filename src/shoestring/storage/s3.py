@@ -37,6 +37,7 @@ from shoestring.storage.objects import (
     RangeRequest,
     StoredObject,
     Upload,
+    UploadPage,
 )
 
 if TYPE_CHECKING:
@@ -433,16 +434,32 @@ class S3Backend:
             for p in response.get("Parts", [])
         ]
 
-    async def list_uploads(self, bucket: str, prefix: str) -> list[Upload]:
-        real = self._real(bucket)
+    async def list_uploads(
+        self, bucket: str, *, prefix: str, delimiter: str, key_marker: str,
+        upload_id_marker: str, max_uploads: int,
+    ) -> UploadPage:  # fmt: skip
+        args: dict[str, Any] = {
+            "Bucket": self._real(bucket), "Prefix": prefix, "MaxUploads": max_uploads,
+        }  # fmt: skip
+        for name, value in (
+            ("Delimiter", delimiter), ("KeyMarker", key_marker), ("UploadIdMarker", upload_id_marker)
+        ):  # fmt: skip
+            if value:
+                args[name] = value
         response = await self._call(
-            lambda: self._client.list_multipart_uploads(Bucket=real, Prefix=prefix),
-            missing=errors.NoSuchBucket,
+            lambda: self._client.list_multipart_uploads(**args), missing=errors.NoSuchBucket
         )
-        return [
-            Upload(u["UploadId"], u["Key"], u["Initiated"].astimezone(UTC))
-            for u in response.get("Uploads", [])
-        ]
+        truncated = bool(response.get("IsTruncated"))
+        return UploadPage(
+            [
+                Upload(u["UploadId"], u["Key"], u["Initiated"].astimezone(UTC))
+                for u in response.get("Uploads", [])
+            ],
+            [p["Prefix"] for p in response.get("CommonPrefixes", [])],
+            truncated,
+            response.get("NextKeyMarker") if truncated else None,
+            response.get("NextUploadIdMarker") or None if truncated else None,
+        )
 
     # -- signing -----------------------------------------------------------
 

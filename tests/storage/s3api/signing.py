@@ -64,3 +64,22 @@ def signed_chunks(
         sent = chunk.replace(b"a", b"b") if tamper and chunk else chunk
         out += f"{len(chunk):x};chunk-signature={previous}\r\n".encode() + sent + b"\r\n"
     return out
+
+
+def unsigned_trailer_put(
+    url: str, key: NewKey, data: bytes, trailer: str, value: str | None
+) -> httpx.Response:
+    """A PUT framed as boto3 frames it over TLS: plain aws-chunked data, then a checksum
+    trailer `trailer: value` (announced in x-amz-trailer but left out when `value` is None)."""
+    framed = f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n"
+    if value is not None:
+        framed += f"{trailer}:{value}\r\n".encode()
+    headers = {
+        "content-encoding": "aws-chunked",
+        "x-amz-decoded-content-length": str(len(data)),
+        "x-amz-trailer": trailer,
+    }
+    return signed_request(
+        "PUT", url, key, framed + b"\r\n", headers=headers,
+        payload_hash="STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+    )  # fmt: skip

@@ -12,7 +12,7 @@ import pytest
 from shoestring.storage.credentials import NewKey
 from shoestring.storage.s3api.sigv4 import presign_url
 from tests.storage.conftest import ServerThread, s3_client
-from tests.storage.s3api.signing import signed_chunks, signed_request
+from tests.storage.s3api.signing import signed_chunks, signed_request, unsigned_trailer_put
 
 
 def code_of(call: Any) -> str:
@@ -98,38 +98,23 @@ def test_payload_hash_is_verified(server: ServerThread, s3: Any) -> None:
     assert code_of(lambda: s3.head_object(Bucket="hashed", Key="k")) == "404"
 
 
-def _unsigned_trailer_put(
-    server: ServerThread, key: NewKey, data: bytes, crc: int
-) -> httpx.Response:
-    import base64
-
-    checksum = base64.b64encode(crc.to_bytes(4, "big")).decode()
-    framed = (
-        f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n"
-        + f"x-amz-checksum-crc32:{checksum}\r\n\r\n".encode()
-    )  # fmt: skip
-    headers = {
-        "content-encoding": "aws-chunked",
-        "x-amz-decoded-content-length": str(len(data)),
-        "x-amz-trailer": "x-amz-checksum-crc32",
-    }
-    return signed_request(
-        "PUT", server.url + "/_s3/trailer/k", key, framed, headers=headers,
-        payload_hash="STREAMING-UNSIGNED-PAYLOAD-TRAILER",
-    )  # fmt: skip
-
-
 def test_unsigned_payload_trailer_upload(server: ServerThread, s3: Any) -> None:
     """What boto3 sends by default over HTTPS: plain chunks, then a CRC32 trailer."""
+    import base64
     import zlib
 
     s3.create_bucket(Bucket="trailer")
     key = server.new_key()
+    url = server.url + "/_s3/trailer/k"
+
+    def crc32(data: bytes) -> str:
+        return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
     data = b"chunk me " * 5000
-    ok = _unsigned_trailer_put(server, key, data, zlib.crc32(data))
+    ok = unsigned_trailer_put(url, key, data, "x-amz-checksum-crc32", crc32(data))
     assert ok.status_code == 200, ok.text
     assert s3.get_object(Bucket="trailer", Key="k")["Body"].read() == data
-    bad = _unsigned_trailer_put(server, key, b"other", zlib.crc32(b"not it"))
+    bad = unsigned_trailer_put(url, key, b"other", "x-amz-checksum-crc32", crc32(b"not it"))
     assert bad.status_code == 400 and b"BadDigest" in bad.content
     assert s3.get_object(Bucket="trailer", Key="k")["Body"].read() == data
 

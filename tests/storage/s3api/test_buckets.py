@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import botocore.exceptions
 import httpx
+import pytest
 
 from tests.storage.conftest import ServerThread
 from tests.storage.s3api.test_auth import code_of
@@ -70,3 +72,39 @@ def test_cors_lets_a_browser_upload_with_a_presigned_url(server: ServerThread, s
     assert put.headers["access-control-expose-headers"] == "ETag"
     s3.delete_bucket_cors(Bucket="uploads")
     assert code_of(lambda: s3.get_bucket_cors(Bucket="uploads")) == "NoSuchCORSConfiguration"
+
+
+def test_versioning_can_be_suspended_but_never_enabled(backend_server: ServerThread) -> None:
+    s3 = backend_server.client()
+    s3.create_bucket(Bucket="vers", ACL="public-read")
+    with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+        s3.put_bucket_versioning(Bucket="vers", VersioningConfiguration={"Status": "Enabled"})
+    error = excinfo.value.response
+    assert error["Error"]["Code"] == "NotImplemented"
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 501
+    assert "unversioned" in error["Error"]["Message"]
+    assert "Status" not in s3.get_bucket_versioning(Bucket="vers")
+    assert (
+        code_of(
+            lambda: s3.put_bucket_versioning(
+                Bucket="vers", VersioningConfiguration={"Status": "On"}
+            )
+        )
+        == "IllegalVersioningConfigurationException"
+    )
+
+    s3.put_bucket_versioning(Bucket="vers", VersioningConfiguration={"Status": "Suspended"})
+    assert s3.get_bucket_versioning(Bucket="vers")["Status"] == "Suspended"
+    assert any(g["Permission"] == "READ" for g in s3.get_bucket_acl(Bucket="vers")["Grants"])
+    for body in (b"1", b"2"):
+        s3.put_object(Bucket="vers", Key="k", Body=body)
+    versions = s3.list_object_versions(Bucket="vers")["Versions"]
+    assert [(v["Key"], v["VersionId"]) for v in versions] == [("k", "null")]
+    assert (
+        code_of(
+            lambda: s3.put_bucket_versioning(
+                Bucket="nope", VersioningConfiguration={"Status": "Suspended"}
+            )
+        )
+        == "NoSuchBucket"
+    )

@@ -10,6 +10,7 @@ from typing import Any
 
 from boto3.s3.transfer import TransferConfig
 
+from tests.storage.conftest import ServerThread
 from tests.storage.s3api.test_auth import code_of
 
 MIB = 1024 * 1024
@@ -89,3 +90,51 @@ def test_abort_and_too_small_parts(s3: Any) -> None:
         code_of(lambda: s3.abort_multipart_upload(Bucket="mp3", Key="o", UploadId=upload))
         == "NoSuchUpload"
     )
+
+
+KEYS = ["a/1", "a/1", "a/2", "b", "c d", "z", "ü/x"]  # a/1 twice: two uploads of one key
+
+
+def test_list_multipart_uploads_pages_on_both_backends(backend_server: ServerThread) -> None:
+    s3 = backend_server.client()
+    s3.create_bucket(Bucket="pending")
+    ids = [s3.create_multipart_upload(Bucket="pending", Key=key)["UploadId"] for key in KEYS]
+    pages = list(
+        s3.get_paginator("list_multipart_uploads").paginate(
+            Bucket="pending", PaginationConfig={"PageSize": 2}
+        )
+    )
+    assert len(pages) == 4 and all(p["IsTruncated"] for p in pages[:-1])
+    listed = [(u["Key"], u["UploadId"]) for p in pages for u in p.get("Uploads", [])]
+    assert listed == list(zip(KEYS, ids, strict=True))  # one key's uploads in the order begun
+
+    rolled = list(
+        s3.get_paginator("list_multipart_uploads").paginate(
+            Bucket="pending", Delimiter="/", PaginationConfig={"PageSize": 1}
+        )
+    )
+    assert [u["Key"] for p in rolled for u in p.get("Uploads", [])] == ["b", "c d", "z"]
+    assert [c["Prefix"] for p in rolled for c in p.get("CommonPrefixes", [])] == ["a/", "ü/"]
+
+    after = s3.list_multipart_uploads(Bucket="pending", KeyMarker="a/1", UploadIdMarker=ids[0])
+    assert [u["UploadId"] for u in after["Uploads"]] == ids[1:]
+    past_key = s3.list_multipart_uploads(Bucket="pending", KeyMarker="a/1")
+    assert [u["Key"] for u in past_key["Uploads"]] == KEYS[2:]
+    under_a = s3.list_multipart_uploads(Bucket="pending", Prefix="a/", MaxUploads=2)
+    assert [u["Key"] for u in under_a["Uploads"]] == ["a/1", "a/1"] and under_a["IsTruncated"]
+    assert (under_a["NextKeyMarker"], under_a["NextUploadIdMarker"]) == ("a/1", ids[1])
+
+
+def test_list_multipart_uploads_url_encoding_and_bad_arguments(s3: Any) -> None:
+    s3.create_bucket(Bucket="enc")
+    for key in ("c d", "ü/x"):
+        s3.create_multipart_upload(Bucket="enc", Key=key)
+    # boto3 decodes only what it asked to encode itself, so the keys arrive encoded.
+    listed = s3.list_multipart_uploads(Bucket="enc", EncodingType="url", Delimiter="/")
+    assert [u["Key"] for u in listed["Uploads"]] == ["c%20d"]
+    assert listed["CommonPrefixes"] == [{"Prefix": "%C3%BC/"}]
+    assert listed["EncodingType"] == "url"
+    assert code_of(lambda: s3.list_multipart_uploads(Bucket="enc", MaxUploads=-1)) == (
+        "InvalidArgument"
+    )
+    assert code_of(lambda: s3.list_multipart_uploads(Bucket="nope")) == "NoSuchBucket"

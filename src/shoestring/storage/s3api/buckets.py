@@ -1,7 +1,8 @@
 """Bucket operations of the S3 API: create, delete, head, list, location, CORS, ACL, versioning.
 
-Buckets are unversioned: GetBucketVersioning reports no status and
-ListObjectVersions lists each object as its single `null` version.
+Buckets are unversioned: ListObjectVersions lists each object as its single
+`null` version, PutBucketVersioning accepts Suspended (which is how they
+behave) and refuses Enabled, and GetBucketVersioning reports which was set.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from typing import TYPE_CHECKING
 
 from shoestring.storage.bucket import Bucket
 from shoestring.storage.objects import CorsRule, ObjectInfo
-from shoestring.storage.s3api import xml
-from shoestring.storage.s3api.errors import S3Error, not_implemented
+from shoestring.storage.s3api import listing, xml
+from shoestring.storage.s3api.errors import S3Error
 from shoestring.storage.s3api.reply import Reply, xml_reply
 from shoestring.storage.s3api.request import S3Request
 
@@ -73,12 +74,26 @@ async def GetBucketLocation(api: S3Api, request: S3Request) -> Reply:
 
 
 async def GetBucketVersioning(api: S3Api, request: S3Request) -> Reply:
-    await bucket_of(api, request).config()
-    return xml_reply(xml.document("VersioningConfiguration"))
+    config = await bucket_of(api, request).config()
+    status = xml.text("Status", "Suspended") if config.versioning_suspended else ""
+    return xml_reply(xml.document("VersioningConfiguration", status))
 
 
 async def PutBucketVersioning(api: S3Api, request: S3Request) -> Reply:
-    raise not_implemented("versioning")
+    # Suspended is what an unversioned bucket already does (every write replaces
+    # the `null` version), so it is accepted; Enabled would promise old versions
+    # that are never kept, so it is refused rather than pretended.
+    status, mfa_delete = xml.parse_versioning(await request.read_xml())
+    if status == "Enabled":
+        raise S3Error(
+            "NotImplemented",
+            "shoestring buckets are unversioned: each object is its single null version, "
+            "so versioning cannot be Enabled (Suspended is accepted)",
+        )
+    if mfa_delete == "Enabled":
+        raise S3Error("NotImplemented", "MFA delete is not implemented by shoestring's S3 API")
+    await bucket_of(api, request).suspend_versioning()
+    return Reply()
 
 
 async def GetBucketAcl(api: S3Api, request: S3Request) -> Reply:
@@ -157,33 +172,10 @@ async def DeleteBucketCors(api: S3Api, request: S3Request) -> Reply:
 # -- listings ---------------------------------------------------------------
 
 
-def _max_keys(request: S3Request) -> int:
-    try:
-        value = int(request.query.get("max-keys", "1000"))
-    except ValueError:
-        raise S3Error("InvalidArgument", "max-keys must be a number") from None
-    if value < 0:
-        raise S3Error("InvalidArgument", "max-keys must not be negative")
-    return min(value, 1000)
-
-
-def _encoder(request: S3Request) -> tuple[bool, str]:
-    encoding = request.query.get("encoding-type")
-    if encoding not in (None, "url"):
-        raise S3Error("InvalidArgument", "encoding-type must be url")
-    return encoding == "url", encoding or ""
-
-
-def _encode(value: str, url: bool) -> str:
-    from urllib.parse import quote
-
-    return quote(value, safe="/") if url else value
-
-
 def _contents(info: ObjectInfo, url: bool, *, owner: bool = False) -> str:
     return xml.node(
         "Contents",
-        xml.text("Key", _encode(info.key, url)),
+        xml.text("Key", listing.encode(info.key, url)),
         xml.text("LastModified", info.last_modified),
         xml.text("ETag", info.etag),
         xml.text("Size", info.size),
@@ -192,15 +184,11 @@ def _contents(info: ObjectInfo, url: bool, *, owner: bool = False) -> str:
     )
 
 
-def _prefixes(prefixes: list[str], url: bool) -> list[str]:
-    return [xml.node("CommonPrefixes", xml.text("Prefix", _encode(p, url))) for p in prefixes]
-
-
 async def ListObjects(api: S3Api, request: S3Request) -> Reply:
     q = request.query
-    url, encoding = _encoder(request)
+    url, encoding = listing.encoding(request)
     prefix, delimiter, marker = q.get("prefix", ""), q.get("delimiter", ""), q.get("marker", "")
-    max_keys = _max_keys(request)
+    max_keys = listing.page_size(request, "max-keys")
     page = await bucket_of(api, request).list_page(
         prefix=prefix, delimiter=delimiter, after=marker, max_keys=max_keys
     )
@@ -208,17 +196,17 @@ async def ListObjects(api: S3Api, request: S3Request) -> Reply:
         xml.document(
             "ListBucketResult",
             xml.text("Name", request.bucket),
-            xml.text("Prefix", _encode(prefix, url)),
-            xml.text("Marker", _encode(marker, url)),
+            xml.text("Prefix", listing.encode(prefix, url)),
+            xml.text("Marker", listing.encode(marker, url)),
             xml.text("MaxKeys", max_keys),
-            xml.text("Delimiter", _encode(delimiter, url)) if delimiter else "",
+            xml.text("Delimiter", listing.encode(delimiter, url)) if delimiter else "",
             xml.text("EncodingType", encoding) if encoding else "",
             xml.text("IsTruncated", page.truncated),
-            xml.text("NextMarker", _encode(page.next_marker, url))
+            xml.text("NextMarker", listing.encode(page.next_marker, url))
             if page.truncated and page.next_marker and delimiter
             else "",
             [_contents(o, url, owner=True) for o in page.objects],
-            _prefixes(page.prefixes, url),
+            listing.common_prefixes(page.prefixes, url),
         )
     )
 
@@ -236,12 +224,12 @@ def _untoken(token: str) -> str:
 
 async def ListObjectsV2(api: S3Api, request: S3Request) -> Reply:
     q = request.query
-    url, encoding = _encoder(request)
+    url, encoding = listing.encoding(request)
     prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
     token = q.get("continuation-token")
     start_after = q.get("start-after", "")
     after = _untoken(token) if token else start_after
-    max_keys = _max_keys(request)
+    max_keys = listing.page_size(request, "max-keys")
     page = await bucket_of(api, request).list_page(
         prefix=prefix, delimiter=delimiter, after=after, max_keys=max_keys
     )
@@ -250,8 +238,8 @@ async def ListObjectsV2(api: S3Api, request: S3Request) -> Reply:
         xml.document(
             "ListBucketResult",
             xml.text("Name", request.bucket),
-            xml.text("Prefix", _encode(prefix, url)),
-            xml.text("Delimiter", _encode(delimiter, url)) if delimiter else "",
+            xml.text("Prefix", listing.encode(prefix, url)),
+            xml.text("Delimiter", listing.encode(delimiter, url)) if delimiter else "",
             xml.text("MaxKeys", max_keys),
             xml.text("EncodingType", encoding) if encoding else "",
             xml.text("KeyCount", len(page.objects) + len(page.prefixes)),
@@ -260,25 +248,25 @@ async def ListObjectsV2(api: S3Api, request: S3Request) -> Reply:
             xml.text("NextContinuationToken", _token(page.next_marker))
             if page.truncated and page.next_marker
             else "",
-            xml.text("StartAfter", _encode(start_after, url)) if start_after else "",
+            xml.text("StartAfter", listing.encode(start_after, url)) if start_after else "",
             [_contents(o, url, owner=owner) for o in page.objects],
-            _prefixes(page.prefixes, url),
+            listing.common_prefixes(page.prefixes, url),
         )
     )
 
 
 async def ListObjectVersions(api: S3Api, request: S3Request) -> Reply:
     q = request.query
-    url, encoding = _encoder(request)
+    url, encoding = listing.encoding(request)
     prefix, delimiter, marker = q.get("prefix", ""), q.get("delimiter", ""), q.get("key-marker", "")
-    max_keys = _max_keys(request)
+    max_keys = listing.page_size(request, "max-keys")
     page = await bucket_of(api, request).list_page(
         prefix=prefix, delimiter=delimiter, after=marker, max_keys=max_keys
     )
     versions = [
         xml.node(
             "Version",
-            xml.text("Key", _encode(o.key, url)),
+            xml.text("Key", listing.encode(o.key, url)),
             xml.text("VersionId", "null"),
             xml.text("IsLatest", True),
             xml.text("LastModified", o.last_modified),
@@ -293,19 +281,19 @@ async def ListObjectVersions(api: S3Api, request: S3Request) -> Reply:
         xml.document(
             "ListVersionsResult",
             xml.text("Name", request.bucket),
-            xml.text("Prefix", _encode(prefix, url)),
-            xml.text("KeyMarker", _encode(marker, url)),
+            xml.text("Prefix", listing.encode(prefix, url)),
+            xml.text("KeyMarker", listing.encode(marker, url)),
             xml.text("VersionIdMarker", ""),
             xml.text("MaxKeys", max_keys),
-            xml.text("Delimiter", _encode(delimiter, url)) if delimiter else "",
+            xml.text("Delimiter", listing.encode(delimiter, url)) if delimiter else "",
             xml.text("EncodingType", encoding) if encoding else "",
             xml.text("IsTruncated", page.truncated),
-            xml.text("NextKeyMarker", _encode(page.next_marker, url))
+            xml.text("NextKeyMarker", listing.encode(page.next_marker, url))
             if page.truncated and page.next_marker
             else "",
             xml.text("NextVersionIdMarker", "null") if page.truncated else "",
             versions,
-            _prefixes(page.prefixes, url),
+            listing.common_prefixes(page.prefixes, url),
         )
     )
 

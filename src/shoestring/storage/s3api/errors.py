@@ -19,6 +19,7 @@ STATUS = {
     "BucketNotEmpty": 409,
     "EntityTooLarge": 400,
     "EntityTooSmall": 400,
+    "IllegalVersioningConfigurationException": 400,
     "IncompleteBody": 400,
     "InternalError": 500,
     "InvalidAccessKeyId": 403,

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING
 from shoestring.storage.bucket import Bucket
 from shoestring.storage.digests import Expected
 from shoestring.storage.objects import MAX_PARTS
-from shoestring.storage.s3api import xml
+from shoestring.storage.s3api import listing, xml
 from shoestring.storage.s3api.errors import S3Error
 from shoestring.storage.s3api.objects import (
     _check_length,
+    checksum_headers,
     copy_source,
     key_of,
     meta_from_headers,
@@ -54,14 +55,11 @@ async def CreateMultipartUpload(api: S3Api, request: S3Request) -> Reply:
 async def UploadPart(api: S3Api, request: S3Request) -> Reply:
     number = _part_number(request)
     _check_length(api, request)
+    expected = Expected.from_headers(request.headers)
     part = await bucket_of(api, request).upload_part(
-        key_of(request),
-        request.query["uploadId"],
-        number,
-        request.chunked_body(),
-        Expected.from_headers(request.headers),
+        key_of(request), request.query["uploadId"], number, request.chunked_body(), expected
     )
-    return Reply().header("etag", part.etag)
+    return checksum_headers(Reply().header("etag", part.etag), expected)
 
 
 async def UploadPartCopy(api: S3Api, request: S3Request) -> Reply:
@@ -137,27 +135,43 @@ async def ListParts(api: S3Api, request: S3Request) -> Reply:
 
 
 async def ListMultipartUploads(api: S3Api, request: S3Request) -> Reply:
-    prefix = request.query.get("prefix", "")
-    uploads = await bucket_of(api, request).list_uploads(prefix)
+    q = request.query
+    url, encoding = listing.encoding(request)
+    prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
+    key_marker = q.get("key-marker", "")
+    # S3 ignores upload-id-marker without key-marker.
+    upload_id_marker = q.get("upload-id-marker", "") if key_marker else ""
+    max_uploads = listing.page_size(request, "max-uploads")
+    page = await bucket_of(api, request).list_uploads_page(
+        prefix=prefix, delimiter=delimiter, key_marker=key_marker,
+        upload_id_marker=upload_id_marker, max_uploads=max_uploads,
+    )  # fmt: skip
     return xml_reply(
         xml.document(
             "ListMultipartUploadsResult",
             xml.text("Bucket", request.bucket),
-            xml.text("KeyMarker", ""),
-            xml.text("UploadIdMarker", ""),
-            xml.text("Prefix", prefix),
-            xml.text("MaxUploads", 1000),
-            xml.text("IsTruncated", False),
+            xml.text("KeyMarker", listing.encode(key_marker, url)),
+            xml.text("UploadIdMarker", upload_id_marker),
+            xml.text("NextKeyMarker", listing.encode(page.next_key_marker, url))
+            if page.truncated and page.next_key_marker is not None
+            else "",
+            xml.text("Prefix", listing.encode(prefix, url)),
+            xml.text("Delimiter", listing.encode(delimiter, url)) if delimiter else "",
+            xml.text("NextUploadIdMarker", page.next_upload_id_marker) if page.truncated else "",
+            xml.text("MaxUploads", max_uploads),
+            xml.text("IsTruncated", page.truncated),
             [
                 xml.node(
                     "Upload",
-                    xml.text("Key", u.key),
+                    xml.text("Key", listing.encode(u.key, url)),
                     xml.text("UploadId", u.upload_id),
                     xml.text("StorageClass", "STANDARD"),
                     xml.text("Initiated", u.initiated),
                 )
-                for u in uploads
+                for u in page.uploads
             ],
+            listing.common_prefixes(page.prefixes, url),
+            xml.text("EncodingType", encoding) if encoding else "",
         )
     )
 

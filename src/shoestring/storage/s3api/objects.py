@@ -157,20 +157,18 @@ async def HeadObject(api: S3Api, request: S3Request) -> Reply:
 async def PutObject(api: S3Api, request: S3Request) -> Reply:
     key = key_of(request)
     _check_length(api, request)
+    expected = Expected.from_headers(request.headers)
     info = await bucket_of(api, request).put_meta(
-        key,
-        request.chunked_body(),
-        meta_from_headers(request.headers, key),
-        expected=Expected.from_headers(request.headers),
+        key, request.chunked_body(), meta_from_headers(request.headers, key), expected=expected
     )
-    reply = Reply().header("etag", info.etag)
-    return _echo_checksums(reply, request)
+    return checksum_headers(Reply().header("etag", info.etag), expected)
 
 
-def _echo_checksums(reply: Reply, request: S3Request) -> Reply:
-    for name, value in request.headers.items():
-        if name.startswith("x-amz-checksum-") and name != "x-amz-checksum-type":
-            reply.header(name, value)
+def checksum_headers(reply: Reply, verified: Expected) -> Reply:
+    """`reply` with the checksums the body was verified against, as S3 answers an upload."""
+    for algorithm, value in verified.checksums.items():
+        if value is not None:
+            reply.header(f"x-amz-checksum-{algorithm}", value)
     return reply
 
 

@@ -108,6 +108,20 @@ def parse_complete(body: bytes) -> list[tuple[int, str]]:
     return parts
 
 
+def parse_versioning(body: bytes) -> tuple[str, str | None]:
+    """PutBucketVersioning: (Status, MfaDelete or None), each Enabled or Suspended/Disabled."""
+    element = parse(body, "VersioningConfiguration")
+    status = element.findtext("Status")
+    mfa_delete = element.findtext("MfaDelete")
+    if status not in ("Enabled", "Suspended") or mfa_delete not in (None, "Enabled", "Disabled"):
+        raise S3Error(
+            "IllegalVersioningConfigurationException",
+            "the versioning configuration needs a Status of Enabled or Suspended "
+            "and, if given, an MfaDelete of Enabled or Disabled",
+        )
+    return status, mfa_delete
+
+
 def parse_cors(body: bytes) -> list[dict[str, Any]]:
     element = parse(body, "CORSConfiguration")
     rules: list[dict[str, Any]] = []
