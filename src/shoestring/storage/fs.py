@@ -40,7 +40,15 @@ from shoestring.storage.errors import (
     NoSuchKey,
     NoSuchUpload,
 )
-from shoestring.storage.fs_index import Index, config_to_json, object_info, prefix_end, when
+from shoestring.storage.fs_index import (
+    Index,
+    Row,
+    config_to_json,
+    object_info,
+    prefix_end,
+    when,
+)
+from shoestring.storage.fs_recent import RecentObjects
 from shoestring.storage.objects import (
     MULTIPART_MIN_PART,
     BucketConfig,
@@ -86,6 +94,8 @@ class FsBackend:
         self.fsync = fsync
         self.index = Index(root / "index.sqlite")
         self._data = root / "data"
+        self._data_dir = str(self._data)
+        self._recent = RecentObjects()
         self._tmp = root / "tmp"
         self._writer: ThreadPoolExecutor | None = None
         self._sweeping: asyncio.Future[int] | None = None
@@ -144,6 +154,10 @@ class FsBackend:
 
     def _path(self, file: str) -> Path:
         return self._data / file[:2] / file
+
+    def _file_name(self, file: str) -> str:
+        # `_path` as a str: pathlib costs a small GET more than its read.
+        return f"{self._data_dir}/{file[:2]}/{file}"
 
     # -- buckets -----------------------------------------------------------
 
@@ -264,13 +278,20 @@ class FsBackend:
         file, size, etag = await self._receive(body, expected)
         return await self._commit_object(bucket, key, file, size, etag, meta)
 
-    def _lookup(self, bucket: str, key: str) -> tuple[str, ObjectInfo]:
+    def _lookup(self, bucket: str, key: str) -> tuple[Row, ObjectInfo, bytes | None]:
+        """The object's current index row, its info and (if remembered) its whole body."""
         row = self.index.lookup(bucket, key)
         if row is None:
             self._require_bucket(bucket)
             raise NoSuchKey("the specified key does not exist")
-        file, size, etag, mtime, meta = row
-        return file, object_info(key.encode("utf-8"), size, etag, mtime, meta)
+        row = tuple(row)
+        recent = self._recent.get(row)
+        if recent is not None:
+            return row, recent[0], recent[1]
+        _, size, etag, mtime, meta = row
+        info = object_info(key.encode("utf-8"), size, etag, mtime, meta)
+        self._recent.remember(row, info, None)
+        return row, info, None
 
     async def head(self, bucket: str, key: str) -> ObjectInfo:
         return self._lookup(bucket, key)[1]
@@ -281,11 +302,13 @@ class FsBackend:
         # A put may replace the object (and unlink its file) between the lookup
         # and the open; the new row then names a file that exists.
         for _ in range(3):
-            file, info = self._lookup(bucket, key)
+            row, info, body = self._lookup(bucket, key)
             span = byte_range.resolve(info.size) if byte_range is not None else None
             start, length = (span.start, span.length) if span else (0, info.size)
+            if body is not None:
+                return StoredObject(info, ObjectBody(data=body[start : start + length]), span)
             try:
-                fd = os.open(self._path(file), os.O_RDONLY)
+                fd = os.open(self._file_name(row[0]), os.O_RDONLY)
             except FileNotFoundError:
                 continue
             if length <= SMALL_OBJECT:
@@ -293,6 +316,8 @@ class FsBackend:
                     data = os.pread(fd, length, start)
                 finally:
                     os.close(fd)
+                if span is None:
+                    self._recent.remember(row, info, data)
                 return StoredObject(info, ObjectBody(data=data), span)
             return StoredObject(info, ObjectBody(chunks=_read_chunks(fd, start, length)), span)
         raise NoSuchKey("the specified key does not exist")
@@ -347,9 +372,9 @@ class FsBackend:
     ) -> ObjectInfo:
         self._require_bucket(bucket)
         for _ in range(3):
-            file, info = self._lookup(source_bucket, source_key)
+            row, info, _ = self._lookup(source_bucket, source_key)
             try:
-                linked = await asyncio.to_thread(self._link, file)
+                linked = await asyncio.to_thread(self._link, row[0])
             except FileNotFoundError:
                 continue  # replaced between the lookup and the link: look again
             return await self._commit_object(
