@@ -122,15 +122,22 @@ async def open_loop(
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     opened: list[asyncio.StreamWriter] = []
 
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(host, port)
+        opened.append(writer)
+        return reader, writer
+
     async def one(scheduled: float, request: bytes) -> None:
         nonlocal failures
-        if idle:
-            reader, writer = idle.pop()
-        else:
-            reader, writer = await asyncio.open_connection(host, port)
-            opened.append(writer)
+        reader, writer = idle.pop() if idle else await connect()
         writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            # The server closed a connection idle past its keep-alive timeout.
+            reader, writer = await connect()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
         length = _CONTENT_LENGTH.search(head)
         await reader.readexactly(int(length.group(1)) if length else 0)
         latencies.append((time.perf_counter() - scheduled) * 1000)

@@ -11,7 +11,6 @@ sees the confirmation mail their app just wrote.
 from __future__ import annotations
 
 import email
-import email.policy
 import ipaddress
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -23,6 +22,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from shoestring.errors import HTTPError
+from shoestring.mail import policies
 
 if TYPE_CHECKING:
     from shoestring.app import App
@@ -55,7 +55,7 @@ def serve_dev_mailbox(app: App) -> None:
         if not entries or entries[0].message is None:
             raise HTTPError(404, "No such message in the dev mailbox.", code="no_such_message")
         entry = entries[0]
-        parsed = email.message_from_string(entry.message or "", policy=email.policy.default)
+        parsed = email.message_from_string(entry.message or "", policy=policies.DEFAULT)
         assert isinstance(parsed, EmailMessage)
         text, html = _part(parsed, "plain"), _part(parsed, "html")
         if not _wants_html(request):

@@ -7,7 +7,7 @@ or recipients (header injection).
 
 from __future__ import annotations
 
-import email.policy
+import functools
 import mimetypes
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +17,7 @@ from email.utils import formatdate, getaddresses, make_msgid
 
 from email_validator import EmailNotValidError, validate_email
 
+from shoestring.mail import policies
 from shoestring.mail.errors import InvalidMessage
 
 # Headers shoestring sets itself; a caller may not override them through `headers=`.
@@ -52,6 +53,12 @@ def parse_address(value: str, what: str) -> Address:
     return Address(display_name=name, username=local, domain=domain)
 
 
+@functools.lru_cache(maxsize=64)
+def parse_sender(value: str) -> Address:
+    """`parse_address(value, "from")`, remembered: an app sends from the same few addresses."""
+    return parse_address(value, "from")
+
+
 def compose(
     *,
     sender: str,
@@ -68,9 +75,9 @@ def compose(
         raise InvalidMessage("a message needs at least one recipient")
     if text is None and html is None:
         raise InvalidMessage("a message needs text=, html= or both")
-    from_address = parse_address(sender, "from")
+    from_address = parse_sender(sender)
     recipients = [parse_address(address, "to") for address in to]
-    message = EmailMessage(policy=email.policy.SMTP)
+    message = EmailMessage(policy=policies.SMTP)
     message["From"] = from_address
     message["To"] = recipients
     message["Subject"] = _no_newlines("subject", subject)

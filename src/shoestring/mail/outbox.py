@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
-import email.policy
 import json
 import logging
 import re
@@ -33,9 +32,9 @@ import jinja2
 from shoestring.db.migrations import Migration
 from shoestring.errors import ConfigError
 from shoestring.jobs import RetryLater, store
-from shoestring.mail import dkim
+from shoestring.mail import dkim, policies
 from shoestring.mail.errors import InvalidMessage, PermanentFailure, TemporaryFailure
-from shoestring.mail.message import Attachment, compose, parse_address
+from shoestring.mail.message import Attachment, compose, parse_address, parse_sender
 from shoestring.mail.transports import Transport, open_transport
 from shoestring.services import Health
 from shoestring.tables.table import current_transaction
@@ -155,7 +154,7 @@ class Mail:
             headers=headers,
             attachments=[a if isinstance(a, Attachment) else Attachment(*a) for a in attachments],
         )
-        envelope_from = parse_address(from_ or settings.sender, "from").addr_spec
+        envelope_from = parse_sender(from_ or settings.sender).addr_spec
         return await self._queue(envelope_from, recipients, subject, message.as_string())
 
     async def send_message(
@@ -446,7 +445,7 @@ def wire_text(message: EmailMessage, *, message_id_domain: str) -> str:
 
 def _serialized(message: EmailMessage) -> bytes:
     try:
-        raw = message.as_bytes(policy=email.policy.SMTP)
+        raw = message.as_bytes(policy=policies.SMTP)
     except (ValueError, TypeError) as exc:
         raise InvalidMessage(f"the message cannot be serialized: {exc}") from None
     head = raw.split(b"\r\n\r\n", 1)[0]

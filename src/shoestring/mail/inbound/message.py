@@ -9,6 +9,8 @@ from datetime import datetime
 from email.message import EmailMessage
 from functools import cached_property
 
+from shoestring.mail import policies
+
 
 @dataclass(frozen=True, slots=True)
 class Attachment:
@@ -37,7 +39,7 @@ class InboundMessage:
 
     @cached_property
     def parsed(self) -> EmailMessage:
-        message = email.message_from_bytes(self.raw, policy=email.policy.default)
+        message = email.message_from_bytes(self.raw, policy=policies.DEFAULT)
         assert isinstance(message, EmailMessage)
         return message
 
