@@ -88,6 +88,36 @@ async def test_delivered_with_a_valid_dkim_signature(
     assert [part.get_filename() for part in parsed.iter_attachments()] == ["notes.txt"]
 
 
+async def test_international_names_and_long_lines_arrive_intact(
+    database_url: str, tmp_path: Path, sink: Sink
+) -> None:
+    app = mail_app(database_url, tmp_path, sink.url, sender="Nötes <noreply@example.org>")
+    subject = "Grüße aus Köln ✓ " + "und noch mehr Worte " * 8
+    text = "Zeile eins\nFrom the start of a line\n" + "ä" * 3000 + "\n"
+    async with running(app):
+        message_id = await app.mail.send(
+            to=["Ádá Lövelace <ada@exämple.org>", "bob@example.net"], subject=subject,
+            text=text, html="<p>Grüße</p>", attachments=[("résumé.pdf", b"%PDF-1.4")],
+        )  # fmt: skip
+        assert (await until_state(app, message_id, "sent", "failed"))[0] == "sent"
+    (received,) = sink.received
+    # the domain travels in its ASCII form, in the envelope and in the header
+    assert received["to"] == ["ada@xn--exmple-cua.org", "bob@example.net"]
+    raw = received["data"]
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF only
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert str(parsed["From"]) == "Nötes <noreply@example.org>"
+    ada = parsed["To"].addresses[0]
+    assert (ada.display_name, ada.addr_spec) == ("Ádá Lövelace", "ada@xn--exmple-cua.org")
+    assert parsed["Subject"] == subject
+    plain, html = parsed.get_body(("plain",)), parsed.get_body(("html",))
+    assert plain is not None and plain.get_content().replace("\r\n", "\n") == text
+    assert html is not None and html.get_content().strip() == "<p>Grüße</p>"
+    (attachment,) = parsed.iter_attachments()
+    assert (attachment.get_filename(), attachment.get_content()) == ("résumé.pdf", b"%PDF-1.4")
+
+
 async def test_a_451_is_retried_and_delivered_once(
     database_url: str, tmp_path: Path, sink: Sink
 ) -> None:
@@ -121,6 +151,7 @@ async def test_a_550_stops_retries_and_keeps_the_reason(
         ({"to": "a@example.com\nBcc: victim@example.com"}, "line break"),
         ({"to": "not an address"}, "not a valid address"),
         ({"to": '"x@other"@example.com'}, "not a valid address"),
+        ({"to": "ádá@example.com"}, "non-ASCII characters before the @"),
         ({"headers": {"X-Note": "a\r\nBcc: v@example.com"}}, "line break"),
         ({"headers": {"Bcc": "v@example.com"}}, "cannot be set"),
         ({"text": None}, "text=, html="),

@@ -73,7 +73,7 @@ def sent_messages(endpoint: str) -> list[dict[str, Any]]:
 
 def message(sender: str = "App <noreply@example.org>") -> bytes:
     composed, _ = compose(sender=sender, to=["Ada <ada@example.net>"], subject="Ünïcode ✓", text="4711")  # fmt: skip
-    return composed.as_string().encode()
+    return composed.encode()
 
 
 async def test_the_dkim_signed_message_goes_out_unchanged(ses: str, tmp_path: Path) -> None:

@@ -144,7 +144,7 @@ class Mail:
         in a header, or a message without text and html.
         """
         settings = self._app.settings.mail
-        message, recipients = compose(
+        raw_text, recipients = compose(
             sender=from_ or settings.sender,
             to=[to] if isinstance(to, str) else list(to),
             subject=subject,
@@ -155,7 +155,7 @@ class Mail:
             attachments=[a if isinstance(a, Attachment) else Attachment(*a) for a in attachments],
         )
         envelope_from = parse_sender(from_ or settings.sender).addr_spec
-        return await self._queue(envelope_from, recipients, subject, message.as_string())
+        return await self._queue(envelope_from, recipients, subject, raw_text)
 
     async def send_message(
         self, message: EmailMessage, *, to: list[str], envelope_from: str | None = None
