@@ -17,6 +17,7 @@ from shoestring import App
 from shoestring.config import JobsSettings, MailSettings
 from shoestring.mail import InvalidMessage
 from shoestring.mail import dkim as our_dkim
+from shoestring.mail.message import compose
 from tests.backends import make_app, running
 from tests.mail.conftest import Sink
 
@@ -116,6 +117,13 @@ async def test_international_names_and_long_lines_arrive_intact(
     assert html is not None and html.get_content().strip() == "<p>Grüße</p>"
     (attachment,) = parsed.iter_attachments()
     assert (attachment.get_filename(), attachment.get_content()) == ("résumé.pdf", b"%PDF-1.4")
+
+
+def test_an_empty_text_is_a_message_with_an_empty_body() -> None:
+    raw, recipients = compose(sender="a@example.org", to=["b@example.org"], subject="s", text="")
+    parsed = email.message_from_string(raw, policy=email.policy.default)
+    body = parsed.get_body(("plain",))
+    assert recipients == ["b@example.org"] and body is not None and body.get_content() == ""
 
 
 async def test_a_451_is_retried_and_delivered_once(

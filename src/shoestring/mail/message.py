@@ -117,7 +117,8 @@ def compose(
         if name.lower() in _RESERVED or not name.replace("-", "").isalnum():
             raise InvalidMessage(f"header {name!r} cannot be set here")
         extra.append((name, _text(name, _no_newlines(f"header {name}", value))))
-    parts = [_text_part(body, kind) for body, kind in ((text, "plain"), (html, "html")) if body]
+    bodies = ((text, "plain"), (html, "html"))
+    parts = [_text_part(body, kind) for body, kind in bodies if body is not None]
     message: Message = parts[0] if len(parts) == 1 else MIMEMultipart("alternative", _subparts=parts, policy=WIRE)  # fmt: skip
     files = list(attachments)
     if files:
