@@ -74,3 +74,38 @@ def test_a_message_acknowledged_before_a_kill_9_is_handled_after_restart(
         assert second.terminate() == 0, second.log
     for server in (first, second):
         assert "ada@elsewhere.example" not in server.log and "notes@in.example" not in server.log
+
+
+def test_two_releases_share_the_smtp_port_while_one_replaces_the_other(tmp_path: Path) -> None:
+    """A redeploy starts the new release beside the old one: both must take mail on one port."""
+    project = tmp_path / "mailroom"
+    project.mkdir()
+    (project / "app.py").write_text(APP)
+    smtp_port = free_port()
+    (project / "shoestring.toml").write_text(
+        f'[mail.inbound]\nenabled = true\nport = {smtp_port}\ndomains = ["in.example"]\n'
+    )
+    old = Server(project)
+    new: Server | None = None
+    try:
+        old.wait_ready("/_ready")
+        assert _swaks(smtp_port, "notes@in.example", "before").returncode == 0
+        new = Server(project)
+        new.wait_ready("/_ready")  # listening on the same port, not refused for it
+        assert _swaks(smtp_port, "notes@in.example", "during").returncode == 0
+        assert old.terminate() == 0, old.log
+        sent = _swaks(smtp_port, "notes@in.example", "after")
+        assert sent.returncode == 0, sent.stdout
+        received = project / "received.txt"
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and (
+            not received.exists() or len(received.read_text().splitlines()) < 3
+        ):
+            time.sleep(0.1)
+        assert sorted(received.read_text().splitlines()) == [
+            "notes@in.example after", "notes@in.example before", "notes@in.example during",
+        ]  # fmt: skip
+    finally:
+        old.kill()
+        if new is not None:
+            assert new.terminate() == 0, new.log
