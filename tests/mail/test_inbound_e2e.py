@@ -97,7 +97,8 @@ def test_two_releases_share_the_smtp_port_while_one_replaces_the_other(tmp_path:
         sent = _swaks(smtp_port, "notes@in.example", "after")
         assert sent.returncode == 0, sent.stdout
         received = project / "received.txt"
-        deadline = time.monotonic() + 15
+        # a message the old release had claimed but not handled waits for its lease
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (
             not received.exists() or len(received.read_text().splitlines()) < 3
         ):
