@@ -38,9 +38,8 @@ def _swaks(port: int, to: str, subject: str) -> subprocess.CompletedProcess[str]
     )  # fmt: skip
 
 
-def test_a_message_acknowledged_before_a_kill_9_is_handled_after_restart(
-    tmp_path: Path,
-) -> None:
+def _mailroom(tmp_path: Path) -> tuple[Path, int]:
+    """A project taking mail for in.example on a free SMTP port: its directory and the port."""
     project = tmp_path / "mailroom"
     project.mkdir()
     (project / "app.py").write_text(APP)
@@ -48,6 +47,13 @@ def test_a_message_acknowledged_before_a_kill_9_is_handled_after_restart(
     (project / "shoestring.toml").write_text(
         f'[mail.inbound]\nenabled = true\nport = {smtp_port}\ndomains = ["in.example"]\n'
     )
+    return project, smtp_port
+
+
+def test_a_message_acknowledged_before_a_kill_9_is_handled_after_restart(
+    tmp_path: Path,
+) -> None:
+    project, smtp_port = _mailroom(tmp_path)
     received = project / "received.txt"
 
     # first run: the job worker is off, so the message can only be in the spool
@@ -78,13 +84,7 @@ def test_a_message_acknowledged_before_a_kill_9_is_handled_after_restart(
 
 def test_two_releases_share_the_smtp_port_while_one_replaces_the_other(tmp_path: Path) -> None:
     """A redeploy starts the new release beside the old one: both must take mail on one port."""
-    project = tmp_path / "mailroom"
-    project.mkdir()
-    (project / "app.py").write_text(APP)
-    smtp_port = free_port()
-    (project / "shoestring.toml").write_text(
-        f'[mail.inbound]\nenabled = true\nport = {smtp_port}\ndomains = ["in.example"]\n'
-    )
+    project, smtp_port = _mailroom(tmp_path)
     old = Server(project)
     new: Server | None = None
     try:

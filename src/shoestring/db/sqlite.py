@@ -87,6 +87,7 @@ class SQLiteDatabase:
         self._group_since = 0.0
         self._pending = False  # the writer holds released savepoints not yet committed
         self._flushes: set[asyncio.Task[None]] = set()
+        self._flush_later: asyncio.Task[None] | None = None
 
     def connect(self) -> sqlite3.Connection:
         """A new connection with shoestring's settings, for code that wants raw sqlite3."""
@@ -318,8 +319,14 @@ class SQLiteDatabase:
         return durable, result
 
     def _flush_soon(self) -> None:
+        # Only writes that need not wait are in the group: commit them a moment
+        # later, with whatever joins meanwhile; one such flush at a time.
+        later = not self._group
+        if later and self._flush_later is not None and not self._flush_later.done():
+            return
+
         async def flush() -> None:
-            if not self._group:  # nobody waits: give the next writes time to join
+            if later:
                 await asyncio.sleep(MAX_GROUP_AGE)
             async with self._write_lock:
                 await self._end(None, failed=False, force=True)
@@ -327,6 +334,8 @@ class SQLiteDatabase:
         task = asyncio.get_running_loop().create_task(flush())
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
+        if later:
+            self._flush_later = task
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
         row: Row | None = await self._on_reader(lambda c: c.execute(sql, params).fetchone())

@@ -152,12 +152,12 @@ class FsBackend:
     async def _write(self, *statements: tuple[str, Sequence[Any]]) -> list[Any]:
         return await self._on_writer(lambda: self.index.write(statements))
 
-    def _path(self, file: str) -> Path:
-        return self._data / file[:2] / file
-
     def _file_name(self, file: str) -> str:
-        # `_path` as a str: pathlib costs a small GET more than its read.
+        # A str, not a Path: pathlib costs a small GET more than its read.
         return f"{self._data_dir}/{file[:2]}/{file}"
+
+    def _path(self, file: str) -> Path:
+        return Path(self._file_name(file))
 
     # -- buckets -----------------------------------------------------------
 
