@@ -235,7 +235,38 @@ async def test_concurrent_workers_run_each_job_once(database_url: str, tmp_path:
             await job.enqueue(n)
         await wait_for(lambda: _true(len(runs) >= 300), within=30)
         await asyncio.sleep(0.3)
+        outcomes = await apps[0][0].db.fetchall(
+            "SELECT state, attempts, COUNT(*) FROM shoestring_jobs GROUP BY state, attempts"
+        )
     assert sorted(runs) == list(range(300))
+    assert [tuple(row) for row in outcomes] == [("succeeded", 1, 300)]
+
+
+async def test_a_success_is_not_recorded_once_the_lease_passed_to_another_worker(
+    database_url: str, tmp_path: Path
+) -> None:
+    app = jobs_app(database_url, tmp_path, worker=False)
+
+    @app.job()
+    async def noop(n: int) -> None:
+        pass
+
+    async with running(app):
+        ids = [await noop.enqueue(n) for n in range(3)]
+        database = app.db.database
+        first = await store.claim(database, ["default"], "worker-a", 3, lease_seconds=60)
+        # The second job's lease runs out and another worker takes it.
+        await database.write("UPDATE shoestring_jobs SET lease_until = 0 WHERE id = ?", [ids[1]])
+        second = await store.claim(database, ["default"], "worker-b", 3, lease_seconds=60)
+        recorded = await store.succeed(database, first, "worker-a")
+        states = {job_id: await state_of(app, job_id) for job_id in ids}
+    assert [job.id for job in second] == [ids[1]]
+    assert recorded == {ids[0], ids[2]}
+    assert states == {
+        ids[0]: ("succeeded", 1, None),
+        ids[1]: ("running", 2, None),
+        ids[2]: ("succeeded", 1, None),
+    }
 
 
 async def test_retry_later_postpones_without_spending_an_attempt(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -145,14 +146,19 @@ async def claim(
     return claimed
 
 
-async def succeed(database: Database, job: ClaimedJob, worker: str) -> bool:
-    """Record success; False if the lease was lost to another worker meanwhile."""
-    changed = await database.write(
+async def succeed(database: Database, jobs: Sequence[ClaimedJob], worker: str) -> set[str]:
+    """Record the success of `jobs` in one statement; return the ids recorded.
+
+    A job whose lease passed to another worker meanwhile is not recorded.
+    """
+    pairs = ", ".join("(?, ?)" for _ in jobs)
+    rows = await database.write_returning(
         "UPDATE shoestring_jobs SET state = 'succeeded', finished_at = ?, lease_until = NULL,"
-        " last_error = NULL WHERE id = ? AND worker = ? AND state = 'running' AND attempts = ?",
-        [time.time(), job.id, worker, job.attempts],
+        " last_error = NULL WHERE worker = ? AND state = 'running'"
+        f" AND (id, attempts) IN (VALUES {pairs}) RETURNING id",
+        [time.time(), worker, *(value for job in jobs for value in (job.id, job.attempts))],
     )
-    return changed == 1
+    return {str(row[0]) for row in rows}
 
 
 async def fail(

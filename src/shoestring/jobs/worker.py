@@ -56,6 +56,8 @@ class Worker:
         self._stopping = False
         self._loop: asyncio.Task[None] | None = None
         self._last_housekeeping = 0.0
+        self._successes: list[tuple[store.ClaimedJob, asyncio.Future[bool]]] = []
+        self._recorder: asyncio.Task[None] | None = None
 
     @property
     def alive(self) -> bool:
@@ -120,6 +122,32 @@ class Worker:
         await store.bury_exhausted(self.database)
         await store.purge_finished(self.database, self.keep_finished)
 
+    async def _record_success(self, job: store.ClaimedJob) -> bool:
+        """Record a success durably; False if the job's lease passed to another worker.
+
+        Successes that arrive while one statement is on its way share the next:
+        eight jobs finishing together cost one commit, not eight.
+        """
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._successes.append((job, future))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_successes())
+        return await future
+
+    async def _record_successes(self) -> None:
+        while self._successes:
+            batch, self._successes = self._successes, []
+            try:
+                recorded = await store.succeed(self.database, [job for job, _ in batch], self.id)
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for job, future in batch:
+                if not future.done():
+                    future.set_result(job.id in recorded)
+
     async def _run(self, claimed: store.ClaimedJob) -> None:
         job = self.jobs.get(claimed.name)
         if job is None:
@@ -158,7 +186,7 @@ class Worker:
                 extra={"job_id": claimed.id},
             )
             return
-        if not await store.succeed(self.database, claimed, self.id):
+        if not await self._record_success(claimed):
             log.warning(
                 "job %s (%s) finished after its lease passed to another worker",
                 job.name,
