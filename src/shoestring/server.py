@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import multiprocessing
 import os
@@ -95,6 +96,22 @@ class GracefulServer(uvicorn.Server):
             for sig, handler in originals.items():
                 signal.signal(sig, handler)
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        freeze_startup_objects()
+
+
+def freeze_startup_objects() -> None:
+    """Exempt what startup loaded (modules, the app, its services) from garbage collection.
+
+    They live as long as the process, yet a full collection walks all of them:
+    40-50 ms on this machine's 2 cores with an app loaded, every few thousand
+    requests, which stalled every request in flight. Frozen, a full
+    collection walks only what was made since.
+    """
+    gc.collect()
+    gc.freeze()
+
 
 def bind_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -168,6 +185,7 @@ def run_headless(app: App, roles: frozenset[str]) -> int:
         for sig in HANDLED_SIGNALS:
             loop.add_signal_handler(sig, stop.set)
         async with app.running(mounted=False):
+            freeze_startup_objects()
             log.info("running %s for %s (no HTTP)", ", ".join(sorted(roles)), app.name)
             await stop.wait()
             log.info("stopping")
