@@ -1,17 +1,21 @@
 """shoestring's HTTP overhead: `@app.route` under `shoestring run` vs. bare Starlette.
 
-    python bench/http_overhead.py [--seconds 10] [--connections 64]
+    python bench/http_overhead.py [--seconds 5] [--rounds 3] [--connections 64]
 
 The same hello handler, served (a) by `shoestring run` as deployed (request
 ids, JSON access log on, to /dev/null here, to journald in production), (a')
 the same with `log.access_log = false`, and (b) by a bare Starlette app under
 uvicorn with the same options (httptools, uvloop, one process, no access log).
-Load from wrk on loopback, in one run. Goal: shoestring >= 0.9 x bare Starlette.
+Load from wrk on loopback, in one run: the three servers take turns, --rounds
+times, and each one's median run is reported, so drift in a shared machine's
+speed hits all three alike. Goal: shoestring >= 0.9 x bare Starlette.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -21,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import BARE_STARLETTE, VENV_BIN, LoadResult, free_port, hello_project, server, wrk
 
 
-def measure(seconds: int, connections: int) -> list[LoadResult]:
-    with tempfile.TemporaryDirectory() as tmp:
+def measure(seconds: int, connections: int, rounds: int) -> list[LoadResult]:
+    """Each server's median over `rounds` runs, taken in turn so drift hits all alike."""
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as running:
         project = hello_project(Path(tmp) / "project")
         quiet = hello_project(Path(tmp) / "quiet")
         (quiet / "shoestring.toml").write_text("[log]\naccess_log = false\n")
@@ -34,27 +39,38 @@ def measure(seconds: int, connections: int) -> list[LoadResult]:
             sys.executable, "-m", "uvicorn", "bare:app", "--port", str(bare_port),
             "--no-access-log", "--log-level", "warning", "--app-dir", tmp,
         ]  # fmt: skip
-        results = []
+        urls = []
         for command, port in (
             (ours_cmd, ours_port),
             (quiet_cmd, quiet_port),
             (bare_cmd, bare_port),
         ):
             url = f"http://127.0.0.1:{port}"
-            with server(command, url + "/_health"):
-                wrk(url + "/hello", seconds=2, connections=connections)  # warm-up
-                results.append(wrk(url + "/hello", seconds=seconds, connections=connections))
-        return results
+            running.enter_context(server(command, url + "/_health"))
+            wrk(url + "/hello", seconds=2, connections=connections)  # warm-up
+            urls.append(url + "/hello")
+        runs: list[list[LoadResult]] = [[] for _ in urls]
+        for _ in range(rounds):
+            for url, results in zip(urls, runs, strict=True):
+                results.append(wrk(url, seconds=seconds, connections=connections))
+        return [
+            LoadResult(
+                statistics.median(r.requests_per_second for r in results),
+                statistics.median(r.p99_ms for r in results),
+            )
+            for results in runs
+        ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=5, help="per run")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each server, taken in turn")
     args = parser.parse_args()
-    ours, quiet, bare = measure(args.seconds, args.connections)
+    ours, quiet, bare = measure(args.seconds, args.connections, args.rounds)
     rows = (
         ("shoestring, access log on", ours),
         ("shoestring, access log off", quiet),
