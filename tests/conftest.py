@@ -8,6 +8,7 @@ from starlette.testclient import TestClient
 
 from shoestring import App, Settings
 from tests.backends import database_url, postgres_url  # noqa: F401 - fixtures
+from tests.e2e.caddy import caddy, caddy_binary  # noqa: F401 - fixtures
 from tests.e2e.conftest import project, start  # noqa: F401 - fixtures
 
 
