@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import zlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,12 +16,16 @@ from shoestring.storage import (
     BadDigest,
     BucketAlreadyExists,
     BucketNotEmpty,
+    Checksum,
+    CompletedPart,
     InvalidRange,
     NoSuchBucket,
     NoSuchKey,
+    ObjectMeta,
     RangeRequest,
 )
 from shoestring.storage.digests import Expected
+from shoestring.storage.errors import InvalidChecksum
 from tests.storage.conftest import ServerThread
 
 
@@ -91,8 +97,6 @@ def test_list_pages_prefixes_and_start_after(backend_server: ServerThread) -> No
 
 
 def test_copy_keeps_or_replaces_metadata(backend_server: ServerThread) -> None:
-    from shoestring.storage import ObjectMeta
-
     storage = backend_server.app.storage
 
     async def scenario() -> None:
@@ -146,8 +150,6 @@ def test_bad_digest_stores_nothing(backend_server: ServerThread) -> None:
 
 
 def test_multipart_etag_is_s3s(backend_server: ServerThread) -> None:
-    from shoestring.storage import ObjectMeta
-
     storage = backend_server.app.storage
     first, second = b"a" * (5 * 1024 * 1024), b"tail"
 
@@ -177,3 +179,54 @@ def test_presigned_urls_work_from_plain_http(backend_server: ServerThread) -> No
     get_url = bucket.presign_get("up/file.txt", expires=60)
     response = httpx.get(get_url)
     assert (response.status_code, response.content) == (200, b"from a browser")
+
+
+def test_put_verifies_and_keeps_a_checksum(backend_server: ServerThread) -> None:
+    storage = backend_server.app.storage
+    crc32 = base64.b64encode(zlib.crc32(b"data").to_bytes(4, "big")).decode()
+
+    async def scenario() -> None:
+        bucket = await storage.create_bucket("kept")
+        info = await bucket.put("k", b"data", checksum=Checksum("CRC32", crc32))
+        assert info.checksum == Checksum("crc32", crc32, "FULL_OBJECT")
+        assert (await bucket.head("k")).checksum == info.checksum
+        assert (await bucket.get("k")).info.checksum == info.checksum
+        assert (await bucket.get("k", range=RangeRequest(0, 1))).info.checksum is None
+        with pytest.raises(BadDigest):
+            await bucket.put("k", b"other", checksum=Checksum("crc32", crc32))
+        with pytest.raises(InvalidChecksum):
+            await bucket.put("k", b"other", checksum=Checksum("crc32", "not base64"))
+        assert await bucket.read("k") == b"data"
+        assert (await bucket.put("plain", b"data")).checksum is None
+        assert (await bucket.head("plain")).checksum is None
+        copied = await bucket.copy("k", "copy", checksum_algorithm="sha256")
+        sha256 = base64.b64encode(hashlib.sha256(b"data").digest()).decode()
+        assert (await bucket.head("copy")).checksum == copied.checksum == Checksum("sha256", sha256)
+
+    backend_server.call(scenario())
+
+
+def test_multipart_checksums_from_python(backend_server: ServerThread) -> None:
+    storage = backend_server.app.storage
+    first, second = b"a" * (5 * 1024 * 1024), b"tail"
+
+    async def scenario() -> None:
+        bucket = await storage.create_bucket("parts")
+        upload = await bucket.create_upload("o", ObjectMeta(), checksum_algorithm="crc32")
+        assert (upload.checksum_algorithm, upload.checksum_type) == ("crc32", "COMPOSITE")
+        # No checksum sent: the part is checksummed with the upload's algorithm all the same.
+        p1 = await bucket.upload_part("o", upload.upload_id, 1, first)
+        p2 = await bucket.upload_part("o", upload.upload_id, 2, second)
+        assert [p.checksum for p in await bucket.list_parts("o", upload.upload_id)] == [
+            p1.checksum, p2.checksum,
+        ]  # fmt: skip
+        with pytest.raises(InvalidChecksum):  # an upload with a checksum needs each part's
+            await bucket.complete_upload("o", upload.upload_id, [(1, p1.etag), (2, p2.etag)])
+        listed = [CompletedPart(p.number, p.etag, p.checksum) for p in (p1, p2)]
+        info = await bucket.complete_upload("o", upload.upload_id, listed)
+        sums = zlib.crc32(first).to_bytes(4, "big") + zlib.crc32(second).to_bytes(4, "big")
+        value = base64.b64encode(zlib.crc32(sums).to_bytes(4, "big")).decode() + "-2"
+        assert (await bucket.head("o")).checksum == info.checksum
+        assert info.checksum == Checksum("crc32", value, "COMPOSITE")
+
+    backend_server.call(scenario())

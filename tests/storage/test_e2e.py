@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import subprocess
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -130,12 +132,33 @@ def test_aws_cli_and_storage_cli(project: Path, tmp_path: Path) -> None:
         big.write_bytes(os.urandom(MIB) * 50)  # 50 MiB: the aws cli uploads it in 8 MiB parts
         aws("s3", "cp", str(big), "s3://cli-bucket/big.bin")
         head = json.loads(
-            aws("s3api", "head-object", "--bucket", "cli-bucket", "--key", "big.bin").stdout
-        )
+            aws(
+                "s3api", "head-object", "--bucket", "cli-bucket", "--key", "big.bin",
+                "--checksum-mode", "ENABLED",
+            ).stdout
+        )  # fmt: skip
         assert head["ContentLength"] == 50 * MIB and head["ETag"].endswith('-7"')
+        # The aws cli checksums each part with CRC32: the object's is their COMPOSITE.
+        assert head["ChecksumCRC32"].endswith("-7") and head["ChecksumType"] == "COMPOSITE"
         back = tmp_path / "back.bin"
         aws("s3", "cp", "s3://cli-bucket/big.bin", str(back))
         assert hashlib.md5(back.read_bytes()).digest() == hashlib.md5(big.read_bytes()).digest()
+
+        small = tmp_path / "small.txt"
+        small.write_bytes(b"checksummed by the aws cli")
+        aws("s3", "cp", str(small), "s3://cli-bucket/small.txt")
+        crc32 = base64.b64encode(zlib.crc32(small.read_bytes()).to_bytes(4, "big")).decode()
+        got = json.loads(
+            aws(
+                "s3api", "get-object", "--bucket", "cli-bucket", "--key", "small.txt",
+                "--checksum-mode", "ENABLED", str(tmp_path / "small.back"),
+            ).stdout
+        )  # fmt: skip
+        assert (got["ChecksumCRC32"], got["ChecksumType"]) == (crc32, "FULL_OBJECT")
+        assert (tmp_path / "small.back").read_bytes() == small.read_bytes()
+        aws("s3", "cp", "s3://cli-bucket/small.txt", str(tmp_path / "small.cp"))  # validated
+        assert (tmp_path / "small.cp").read_bytes() == small.read_bytes()
+        aws("s3", "rm", "s3://cli-bucket/small.txt")
 
         tree = tmp_path / "site"
         (tree / "css").mkdir(parents=True)

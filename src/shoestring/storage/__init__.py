@@ -29,6 +29,8 @@ from shoestring.storage.events import ObjectEvent
 from shoestring.storage.objects import (
     BucketConfig,
     BucketInfo,
+    Checksum,
+    CompletedPart,
     CorsRule,
     ListPage,
     ObjectInfo,
@@ -46,6 +48,8 @@ __all__ = [
     "BucketConfig",
     "BucketInfo",
     "BucketNotEmpty",
+    "Checksum",
+    "CompletedPart",
     "CorsRule",
     "EntityTooLarge",
     "EntityTooSmall",

@@ -14,6 +14,9 @@ from shoestring.storage.digests import Expected
 from shoestring.storage.objects import (
     BucketConfig,
     BucketInfo,
+    Checksum,
+    ChecksumType,
+    CompletedPart,
     ListPage,
     ObjectInfo,
     ObjectMeta,
@@ -57,14 +60,21 @@ class Backend(Protocol):
     async def put(
         self, bucket: str, key: str, body: Body, meta: ObjectMeta, expected: Expected | None
     ) -> ObjectInfo:
-        """Store the body durably, then make it visible under `key` in one step."""
+        """Store the body durably, then make it visible under `key` in one step.
+
+        The checksum the body was verified against (if any) is kept with it.
+        """
         ...
 
-    async def head(self, bucket: str, key: str) -> ObjectInfo: ...
+    async def head(self, bucket: str, key: str) -> ObjectInfo:
+        """The object's info, its stored checksum included."""
+        ...
 
     async def get(
         self, bucket: str, key: str, byte_range: RangeRequest | None = None
-    ) -> StoredObject: ...
+    ) -> StoredObject:
+        """The object; its info carries the stored checksum unless a range was asked for."""
+        ...
 
     async def delete(self, bucket: str, key: str) -> bool:
         """Delete the object; False if there was none (not an error, as in S3)."""
@@ -77,14 +87,28 @@ class Backend(Protocol):
         ...
 
     async def copy(
-        self, source_bucket: str, source_key: str, bucket: str, key: str, meta: ObjectMeta | None
-    ) -> ObjectInfo:
-        """Copy an object; `meta=None` keeps the source's metadata."""
+        self, source_bucket: str, source_key: str, bucket: str, key: str, meta: ObjectMeta | None,
+        checksum_algorithm: str | None = None,
+    ) -> ObjectInfo:  # fmt: skip
+        """Copy an object; `meta=None` keeps the source's metadata.
+
+        The copy keeps the source's checksum, or gets a FULL_OBJECT checksum
+        of `checksum_algorithm` when one is named.
+        """
         ...
 
     # -- multipart -------------------------------------------------------
 
-    async def create_upload(self, bucket: str, key: str, meta: ObjectMeta) -> Upload: ...
+    async def create_upload(
+        self, bucket: str, key: str, meta: ObjectMeta, checksum_algorithm: str | None = None,
+        checksum_type: ChecksumType | None = None,
+    ) -> Upload:  # fmt: skip
+        """Begin an upload whose parts are checksummed with `checksum_algorithm` (if named).
+
+        `checksum_type` (checked by the caller: checksums.upload_checksum_type)
+        says how the object's checksum is made of the parts'.
+        """
+        ...
 
     async def upload_part(
         self,
@@ -94,7 +118,9 @@ class Backend(Protocol):
         number: int,
         body: Body,
         expected: Expected | None,
-    ) -> Part: ...
+    ) -> Part:
+        """Store a part; with the upload's algorithm checksummed, and any other refused."""
+        ...
 
     async def upload_part_copy(
         self,
@@ -108,8 +134,15 @@ class Backend(Protocol):
     ) -> Part: ...
 
     async def complete_upload(
-        self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
-    ) -> ObjectInfo: ...
+        self, bucket: str, key: str, upload_id: str, parts: Sequence[CompletedPart],
+        checksum: Checksum | None = None,
+    ) -> ObjectInfo:  # fmt: skip
+        """Assemble the listed parts into the object, with its checksum as the upload asked.
+
+        InvalidPart if a part's ETag or listed checksum is not what was uploaded;
+        BadDigest if `checksum` (the client's for the object) is not the one made.
+        """
+        ...
 
     async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None: ...
 

@@ -20,13 +20,16 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from shoestring.storage import checksums
 from shoestring.storage.backend import Body
-from shoestring.storage.digests import Expected
+from shoestring.storage.digests import Expected, check_checksum_value
 from shoestring.storage.events import Delivery, EventHook, EventKind, EventName, ObjectEvent
 from shoestring.storage.keys import check_bucket_name, check_key
 from shoestring.storage.objects import (
     Access,
     BucketConfig,
+    Checksum,
+    CompletedPart,
     CorsRule,
     ListPage,
     ObjectInfo,
@@ -75,13 +78,22 @@ class Bucket:
         cache_control: str | None = None,
         content_disposition: str | None = None,
         content_encoding: str | None = None,
+        checksum: Checksum | None = None,
         expected: Expected | None = None,
     ) -> ObjectInfo:
         """Store `data` (bytes or an async iterable of bytes) at `key`; durable when it returns.
 
         The content type is guessed from the key when not given. `metadata`
-        becomes the object's `x-amz-meta-*` headers.
+        becomes the object's `x-amz-meta-*` headers. With a `checksum`
+        (`Checksum("crc32", "<base64>")`), the data is verified against it
+        (BadDigest, nothing stored, if it differs) and it is kept with the
+        object, as S3 keeps an `x-amz-checksum-*` header.
         """
+        if checksum is not None:
+            algorithm = checksums.checksum_algorithm(checksum.algorithm)
+            check_checksum_value(algorithm, checksum.value)
+            md5 = expected.content_md5 if expected else None
+            expected = Expected(content_md5=md5, checksums={algorithm: checksum.value})
         meta = ObjectMeta(
             content_type=content_type or guess_type(key),
             metadata=dict(metadata or {}),
@@ -170,15 +182,19 @@ class Bucket:
         *,
         source_bucket: str | None = None,
         meta: ObjectMeta | None = None,
+        checksum_algorithm: str | None = None,
     ) -> ObjectInfo:
         """Copy `source_key` (of this bucket or `source_bucket`) to `key` in this bucket.
 
-        `meta=None` keeps the source's content type and metadata.
+        `meta=None` keeps the source's content type and metadata. The copy
+        keeps the source's checksum, or with `checksum_algorithm` ("crc32",
+        "sha256"...) gets a new one of that algorithm, computed over its bytes.
         """
         source = check_bucket_name(source_bucket) if source_bucket else self.name
+        algorithm = checksums.checksum_algorithm(checksum_algorithm) if checksum_algorithm else None
         async with self._write("ObjectCreated:Copy", key) as delivery:
             info = await self._backend.copy(
-                source, check_key(source_key), self.name, check_key(key), meta
+                source, check_key(source_key), self.name, check_key(key), meta, algorithm
             )
             delivery.committed(_event("ObjectCreated:Copy", self.name, info))
         return info
@@ -195,8 +211,22 @@ class Bucket:
 
     # -- multipart ---------------------------------------------------------
 
-    async def create_upload(self, key: str, meta: ObjectMeta) -> Upload:
-        return await self._backend.create_upload(self.name, check_key(key), meta)
+    async def create_upload(
+        self,
+        key: str,
+        meta: ObjectMeta,
+        *,
+        checksum_algorithm: str | None = None,
+        checksum_type: str | None = None,
+    ) -> Upload:
+        """Begin a multipart upload; with `checksum_algorithm`, every part is checksummed.
+
+        `checksum_type` is how the object's checksum is made of the parts':
+        FULL_OBJECT or COMPOSITE, by default as S3 chooses (checksums.py).
+        """
+        algorithm = checksums.checksum_algorithm(checksum_algorithm) if checksum_algorithm else None
+        kind = checksums.upload_checksum_type(algorithm, checksum_type)
+        return await self._backend.create_upload(self.name, check_key(key), meta, algorithm, kind)
 
     async def upload_part(
         self, key: str, upload_id: str, number: int, data: Body, expected: Expected | None = None
@@ -220,11 +250,25 @@ class Bucket:
         )  # fmt: skip
 
     async def complete_upload(
-        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+        self,
+        key: str,
+        upload_id: str,
+        parts: Sequence[CompletedPart | tuple[int, str]],
+        *,
+        checksum: Checksum | None = None,
     ) -> ObjectInfo:
+        """Assemble the listed parts (`CompletedPart`s, or (number, ETag) pairs) into the object.
+
+        A part's listed checksum must be the one it was uploaded with
+        (InvalidPart), and `checksum`, the object's if the caller knows it,
+        the one made (BadDigest); either way nothing is stored.
+        """
+        listed = [p if isinstance(p, CompletedPart) else CompletedPart(*p) for p in parts]
         name: EventName = "ObjectCreated:CompleteMultipartUpload"
         async with self._write(name, key) as delivery:
-            info = await self._backend.complete_upload(self.name, check_key(key), upload_id, parts)
+            info = await self._backend.complete_upload(
+                self.name, check_key(key), upload_id, listed, checksum
+            )
             delivery.committed(_event(name, self.name, info))
         return info
 

@@ -4,6 +4,8 @@ Both backends take bodies as async iterables of bytes; this is where the
 MD5 (the ETag), Content-MD5 and `x-amz-checksum-*` values are computed and
 compared before anything is committed, so a corrupted upload stores nothing.
 A header naming no algorithm S3 defines (`x-amz-checksum-type`) is no checksum.
+The checksum verified (or computed, for a part of an upload that names its
+algorithm) is the one kept with the object or part (checksums.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Protocol
 from awscrt import checksums as crt_checksums
 
 from shoestring.storage.errors import BadDigest, EntityTooLarge, InvalidChecksum
+from shoestring.storage.objects import Checksum
 
 
 class Hasher(Protocol):
@@ -92,33 +95,69 @@ class Expected:
     def from_headers(cls, headers: Mapping[str, str]) -> Expected:
         """The digests of an S3 request's headers; InvalidChecksum if one is malformed."""
         checksums: dict[str, str | None] = {}
-        for name, value in headers.items():
-            algorithm = name.removeprefix("x-amz-checksum-")
-            if name.startswith("x-amz-checksum-") and algorithm in CHECKSUMS:
-                check_checksum_value(algorithm, value)
-                checksums[algorithm] = value
+        for algorithm, value in request_checksums(headers).items():
+            check_checksum_value(algorithm, value)
+            checksums[algorithm] = value
         trailer = headers.get("x-amz-trailer", "").strip().lower()
         algorithm = trailer.removeprefix("x-amz-checksum-")
         if trailer.startswith("x-amz-checksum-") and algorithm in CHECKSUMS:
             checksums.setdefault(algorithm, None)
-        if len(checksums) > 1:
-            raise InvalidChecksum(
-                "Expecting a single x-amz-checksum- header. "
-                "Multiple checksum Types are not allowed."
-            )
+        check_single(checksums)
         return cls(content_md5=headers.get("content-md5"), checksums=checksums)
 
 
-class DigestingReader:
-    """Feed chunks through `update`; `finish` raises BadDigest if a digest disagrees."""
+def request_checksums(headers: Mapping[str, str]) -> dict[str, str]:
+    """The `x-amz-checksum-<algorithm>` headers of a request, by algorithm, values unchecked."""
+    found = {}
+    for name, value in headers.items():
+        algorithm = name.removeprefix("x-amz-checksum-")
+        if name.startswith("x-amz-checksum-") and algorithm in CHECKSUMS:
+            found[algorithm] = value
+    return found
 
-    def __init__(self, expected: Expected | None, max_size: int) -> None:
+
+def check_single(checksums: Mapping[str, object]) -> None:
+    """InvalidChecksum if a request names more than one checksum, as S3 refuses it."""
+    if len(checksums) > 1:
+        raise InvalidChecksum(
+            "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed."
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Digested:
+    """What reading a body found: its size, its ETag, and the checksum to keep with it."""
+
+    size: int
+    etag: str  # quoted hex MD5
+    checksum: Checksum | None
+
+
+class DigestingReader:
+    """Feed chunks through `update`; `finish` raises BadDigest if a digest disagrees.
+
+    `algorithm` is computed even when the client sends no value for it (a
+    part of a multipart upload that named its algorithm); a value the client
+    sends for another algorithm is then refused, as S3 refuses it.
+    """
+
+    def __init__(
+        self, expected: Expected | None, max_size: int, *, algorithm: str | None = None
+    ) -> None:
         self.expected = expected or Expected()
         self.max_size = max_size
         self.size = 0
         self.md5 = hashlib.md5()  # noqa: S324 - S3's ETag is an MD5, not a security measure
+        named = list(self.expected.checksums)
+        if algorithm is not None and named and named != [algorithm]:
+            raise InvalidChecksum(
+                f"Checksum Type mismatch occurred, expected checksum Type: {algorithm}, "
+                f"actual checksum Type: {', '.join(named)}"
+            )
+        if algorithm is not None and not named:
+            named = [algorithm]
         # Algorithms outside CHECKSUMS never get here (Expected.from_headers skips them).
-        self._checksums = {name: CHECKSUMS[name][0]() for name in self.expected.checksums}
+        self._checksums = {name: CHECKSUMS[name][0]() for name in named}
 
     def update(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -130,8 +169,8 @@ class DigestingReader:
         for hasher in self._checksums.values():
             hasher.update(chunk)
 
-    def finish(self, body: object = None) -> str:
-        """Check every digest; return the ETag (quoted hex MD5).
+    def finish(self, body: object = None) -> Digested:
+        """Check every digest; return the size, the ETag and the checksum to keep.
 
         `body` is the iterable the chunks came from: an aws-chunked body
         carries its checksum in a trailer (`body.trailers`), known only now.
@@ -141,27 +180,31 @@ class DigestingReader:
         for name, trailer in trailers.items():
             algorithm = name.removeprefix("x-amz-checksum-")
             # Only a trailer announced in x-amz-trailer was hashed while reading.
-            if name.startswith("x-amz-checksum-") and algorithm in self._checksums:
+            if name.startswith("x-amz-checksum-") and algorithm in self.expected.checksums:
                 check_checksum_value(algorithm, trailer)
                 self.expected.checksums[algorithm] = trailer
         digest = self.md5.digest()
-        if self.expected.content_md5 is not None and _b64(digest) != self.expected.content_md5:
+        if self.expected.content_md5 is not None and to_base64(digest) != self.expected.content_md5:
             raise BadDigest("the Content-MD5 you specified did not match what we received")
+        checksum = None
         for algorithm, hasher in self._checksums.items():
-            value = self.expected.checksums[algorithm]
-            if value is None:
-                raise InvalidChecksum(
-                    f"the body ended without the x-amz-checksum-{algorithm} trailer "
-                    "that x-amz-trailer announced"
-                )
-            if base64.b64decode(value) != hasher.digest():
-                raise BadDigest(
-                    f"The {algorithm.upper()} you specified did not match the calculated checksum."
-                )
-        return f'"{digest.hex()}"'
+            computed = hasher.digest()
+            if algorithm in self.expected.checksums:
+                value = self.expected.checksums[algorithm]
+                if value is None:
+                    raise InvalidChecksum(
+                        f"the body ended without the x-amz-checksum-{algorithm} trailer "
+                        "that x-amz-trailer announced"
+                    )
+                if base64.b64decode(value) != computed:
+                    raise BadDigest(
+                        f"The {algorithm.upper()} you specified did not match the calculated checksum."
+                    )
+            checksum = Checksum(algorithm, to_base64(computed))
+        return Digested(self.size, f'"{digest.hex()}"', checksum)
 
 
-def _b64(digest: bytes) -> str:
+def to_base64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 

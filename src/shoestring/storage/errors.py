@@ -11,7 +11,7 @@
     ├── InvalidRange             a byte range outside the object
     ├── EntityTooLarge           the object is larger than `storage.max_object_size`
     ├── BadDigest                the body does not match its Content-MD5 or checksum; nothing stored
-    ├── InvalidChecksum          a checksum header or trailer is malformed, doubled or missing
+    ├── InvalidChecksum          a checksum is malformed, doubled, missing or of the wrong algorithm
     ├── InvalidPart              CompleteMultipartUpload names a part that was not uploaded
     ├── InvalidPartOrder         ... or lists parts out of ascending order
     ├── EntityTooSmall           ... or a part but the last is under 5 MiB

@@ -2,7 +2,7 @@
 
     <root>/index.sqlite    buckets, objects, uploads and parts (fs_index.py)
     <root>/data/ab/<id>    one immutable file per object or part, named by a random id
-    <root>/tmp/<id>        bodies being received
+    <root>/tmp/<id>        bodies being received (fs_files.py)
 
 A put writes the body to tmp/, fsyncs it, renames it into data/, fsyncs
 that directory, and only then commits the index row that makes it visible
@@ -18,18 +18,25 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from shoestring.storage.backend import Body
-from shoestring.storage.digests import DigestingReader, Expected, iterate, multipart_etag
+from shoestring.storage.checksums import (
+    check_listed_part,
+    check_object_checksum,
+    checksum_type,
+    composite,
+    file_checksum,
+)
+from shoestring.storage.digests import Digested, Expected, multipart_etag
 from shoestring.storage.errors import (
     BucketAlreadyExists,
     BucketNotEmpty,
@@ -40,9 +47,12 @@ from shoestring.storage.errors import (
     NoSuchKey,
     NoSuchUpload,
 )
+from shoestring.storage.fs_files import DataFiles, read_chunks
 from shoestring.storage.fs_index import (
     Index,
     Row,
+    checksum_from_text,
+    checksum_to_text,
     config_to_json,
     object_info,
     prefix_end,
@@ -53,6 +63,9 @@ from shoestring.storage.objects import (
     MULTIPART_MIN_PART,
     BucketConfig,
     BucketInfo,
+    Checksum,
+    ChecksumType,
+    CompletedPart,
     ListPage,
     ObjectBody,
     ObjectInfo,
@@ -72,16 +85,16 @@ T = TypeVar("T")
 # Objects up to this size are read on the event loop's thread in one call:
 # from the page cache that takes microseconds, less than a hop to a thread.
 SMALL_OBJECT = 256 * 1024
-READ_CHUNK = 1024 * 1024
 # Files older than this and referenced by nothing are a crash's leftovers;
 # younger ones may belong to a put in flight in another process.
 ORPHAN_AGE = 3600.0
 
 _UPSERT_OBJECT = """
-    INSERT INTO objects (bucket, key, file, size, etag, mtime, meta)
-    SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM buckets WHERE name = ?)
+    INSERT INTO objects (bucket, key, file, size, etag, mtime, meta, checksum)
+    SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM buckets WHERE name = ?)
     ON CONFLICT (bucket, key) DO UPDATE SET file = excluded.file, size = excluded.size,
-        etag = excluded.etag, mtime = excluded.mtime, meta = excluded.meta
+        etag = excluded.etag, mtime = excluded.mtime, meta = excluded.meta,
+        checksum = excluded.checksum
     RETURNING 1"""
 
 
@@ -90,13 +103,9 @@ class FsBackend:
 
     def __init__(self, root: Path, *, max_object_size: int, fsync: bool = True) -> None:
         self.root = root
-        self.max_object_size = max_object_size
-        self.fsync = fsync
         self.index = Index(root / "index.sqlite")
-        self._data = root / "data"
-        self._data_dir = str(self._data)
+        self.files = DataFiles(root, max_object_size=max_object_size, fsync=fsync)
         self._recent = RecentObjects()
-        self._tmp = root / "tmp"
         self._writer: ThreadPoolExecutor | None = None
         self._sweeping: asyncio.Future[int] | None = None
 
@@ -104,16 +113,9 @@ class FsBackend:
 
     async def open(self) -> None:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="storage-index")
-        await asyncio.to_thread(self._prepare)
+        await asyncio.to_thread(self.files.prepare)
         await self._on_writer(self.index.open)
         self._sweeping = asyncio.get_running_loop().run_in_executor(None, self.sweep)
-
-    def _prepare(self) -> None:
-        self._tmp.mkdir(parents=True, exist_ok=True)
-        for n in range(256):
-            (self._data / f"{n:02x}").mkdir(parents=True, exist_ok=True)
-        _fsync_dir(self._data)
-        _fsync_dir(self.root)
 
     async def close(self) -> None:
         if self._sweeping is not None:
@@ -133,8 +135,7 @@ class FsBackend:
         removed = 0
         try:
             referenced = self.index.referenced_files()
-            candidates = [*self._tmp.iterdir(), *self._data.glob("??/*")]
-            for path in candidates:
+            for path in self.files.everything():
                 if path.name not in referenced and path.stat().st_mtime < cutoff:
                     path.unlink(missing_ok=True)
                     removed += 1
@@ -151,13 +152,6 @@ class FsBackend:
 
     async def _write(self, *statements: tuple[str, Sequence[Any]]) -> list[Any]:
         return await self._on_writer(lambda: self.index.write(statements))
-
-    def _file_name(self, file: str) -> str:
-        # A str, not a Path: pathlib costs a small GET more than its read.
-        return f"{self._data_dir}/{file[:2]}/{file}"
-
-    def _path(self, file: str) -> Path:
-        return Path(self._file_name(file))
 
     # -- buckets -----------------------------------------------------------
 
@@ -199,75 +193,34 @@ class FsBackend:
             raise NoSuchBucket(f"no bucket named {name!r}")
         return config
 
-    # -- writing files -----------------------------------------------------
-
-    async def _receive(self, body: Body, expected: Expected | None) -> tuple[str, int, str]:
-        """Write the body to a new durable file; return (file, size, etag)."""
-        tmp = self._tmp / uuid.uuid4().hex
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        reader = DigestingReader(expected, self.max_object_size)
-        try:
-            # Writes go to the page cache and are fast; the slow part, fsync,
-            # runs on a thread in _persist.
-            async for chunk in iterate(body):
-                reader.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
-            etag = reader.finish(body)
-            file = await asyncio.to_thread(self._persist, fd, tmp)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        return file, reader.size, etag
-
-    def _persist(self, fd: int, tmp: Path, *, synced: bool = False) -> str:
-        """fsync the file, rename it into data/, fsync that directory; return its name."""
-        try:
-            if self.fsync and not synced:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        file = uuid.uuid4().hex
-        os.rename(tmp, self._path(file))
-        if self.fsync:
-            _fsync_dir(self._path(file).parent)
-        return file
-
-    def _discard(self, *files: str | None) -> None:
-        for file in files:
-            if file:
-                with contextlib.suppress(OSError):
-                    os.unlink(self._path(file))
+    # -- committing --------------------------------------------------------
 
     async def _commit_object(
-        self, bucket: str, key: str, file: str, size: int, etag: str, meta: ObjectMeta,
+        self, bucket: str, key: str, file: str, digested: Digested, meta: ObjectMeta,
         *extra: tuple[str, Sequence[Any]],
     ) -> ObjectInfo:  # fmt: skip
         """Make `file` the object at `key`, in one transaction with `extra` statements."""
         mtime = time.time()
         encoded = key.encode("utf-8")
+        size, etag, checksum = digested.size, digested.etag, digested.checksum
         old_sql = "SELECT file FROM objects WHERE bucket = ? AND key = ?"
+        values = (
+            bucket, encoded, file, size, etag, mtime, json.dumps(meta.to_json()),
+            checksum_to_text(checksum), bucket,
+        )  # fmt: skip
         try:
             old, row, *_ = await self._write(
-                (old_sql, (bucket, encoded)),
-                (
-                    _UPSERT_OBJECT,
-                    (bucket, encoded, file, size, etag, mtime, json.dumps(meta.to_json()), bucket),
-                ),
-                *extra,
+                (old_sql, (bucket, encoded)), (_UPSERT_OBJECT, values), *extra
             )
         except BaseException:
-            self._discard(file)
+            self.files.discard(file)
             raise
         if row is None:
-            self._discard(file)
+            self.files.discard(file)
             raise NoSuchBucket(f"no bucket named {bucket!r}")
         if old is not None:
-            self._discard(old[0])
-        return ObjectInfo(key=key, size=size, etag=etag, last_modified=when(mtime), meta=meta)
+            self.files.discard(old[0])
+        return ObjectInfo(key, size, etag, when(mtime), meta, checksum)
 
     # -- objects -----------------------------------------------------------
 
@@ -275,8 +228,8 @@ class FsBackend:
         self, bucket: str, key: str, body: Body, meta: ObjectMeta, expected: Expected | None
     ) -> ObjectInfo:
         self._require_bucket(bucket)
-        file, size, etag = await self._receive(body, expected)
-        return await self._commit_object(bucket, key, file, size, etag, meta)
+        file, digested = await self.files.receive(body, expected)
+        return await self._commit_object(bucket, key, file, digested, meta)
 
     def _lookup(self, bucket: str, key: str) -> tuple[Row, ObjectInfo, bytes | None]:
         """The object's current index row, its info and (if remembered) its whole body."""
@@ -288,8 +241,8 @@ class FsBackend:
         recent = self._recent.get(row)
         if recent is not None:
             return row, recent[0], recent[1]
-        _, size, etag, mtime, meta = row
-        info = object_info(key.encode("utf-8"), size, etag, mtime, meta)
+        _, size, etag, mtime, meta, checksum = row
+        info = object_info(key.encode("utf-8"), size, etag, mtime, meta, checksum)
         self._recent.remember(row, info, None)
         return row, info, None
 
@@ -305,10 +258,12 @@ class FsBackend:
             row, info, body = self._lookup(bucket, key)
             span = byte_range.resolve(info.size) if byte_range is not None else None
             start, length = (span.start, span.length) if span else (0, info.size)
+            if span is not None and info.checksum is not None:
+                info = replace(info, checksum=None)  # it is not the range's, as S3 answers
             if body is not None:
                 return StoredObject(info, ObjectBody(data=body[start : start + length]), span)
             try:
-                fd = os.open(self._file_name(row[0]), os.O_RDONLY)
+                fd = os.open(self.files.name(row[0]), os.O_RDONLY)
             except FileNotFoundError:
                 continue
             if length <= SMALL_OBJECT:
@@ -319,7 +274,7 @@ class FsBackend:
                 if span is None:
                     self._recent.remember(row, info, data)
                 return StoredObject(info, ObjectBody(data=data), span)
-            return StoredObject(info, ObjectBody(chunks=_read_chunks(fd, start, length)), span)
+            return StoredObject(info, ObjectBody(chunks=read_chunks(fd, start, length)), span)
         raise NoSuchKey("the specified key does not exist")
 
     async def delete(self, bucket: str, key: str) -> bool:
@@ -328,7 +283,7 @@ class FsBackend:
         (row,) = await self._write((sql, (bucket, key.encode("utf-8"))))
         if row is None:
             return False
-        self._discard(row[0])
+        self.files.discard(row[0])
         return True
 
     async def list_objects(
@@ -368,49 +323,68 @@ class FsBackend:
                 return ListPage(objects, prefixes, False, None)
 
     async def copy(
-        self, source_bucket: str, source_key: str, bucket: str, key: str, meta: ObjectMeta | None
-    ) -> ObjectInfo:
+        self, source_bucket: str, source_key: str, bucket: str, key: str, meta: ObjectMeta | None,
+        checksum_algorithm: str | None = None,
+    ) -> ObjectInfo:  # fmt: skip
         self._require_bucket(bucket)
         for _ in range(3):
             row, info, _ = self._lookup(source_bucket, source_key)
             try:
-                linked = await asyncio.to_thread(self._link, row[0])
+                linked = await asyncio.to_thread(self.files.link, row[0])
             except FileNotFoundError:
                 continue  # replaced between the lookup and the link: look again
-            return await self._commit_object(
-                bucket, key, linked, info.size, info.etag, meta or info.meta
-            )
+            checksum = info.checksum
+            if checksum_algorithm is not None:
+                try:
+                    checksum = await asyncio.to_thread(
+                        file_checksum, self.files.path(linked), checksum_algorithm
+                    )
+                except BaseException:
+                    self.files.discard(linked)
+                    raise
+            digested = Digested(info.size, info.etag, checksum)
+            return await self._commit_object(bucket, key, linked, digested, meta or info.meta)
         raise NoSuchKey("the specified key does not exist")
-
-    def _link(self, file: str) -> str:
-        # Files never change after they are written, so two objects may share one.
-        linked = uuid.uuid4().hex
-        os.link(self._path(file), self._path(linked))
-        if self.fsync:
-            _fsync_dir(self._path(linked).parent)
-        return linked
 
     # -- multipart ---------------------------------------------------------
 
-    async def create_upload(self, bucket: str, key: str, meta: ObjectMeta) -> Upload:
+    async def create_upload(
+        self, bucket: str, key: str, meta: ObjectMeta, checksum_algorithm: str | None = None,
+        checksum_type: ChecksumType | None = None,
+    ) -> Upload:  # fmt: skip
         self._require_bucket(bucket)
         # Ids that sort by creation time: one key's uploads are then listed in
         # the order they began, as S3 lists them, and upload-id-marker compares ids.
         upload_id = f"{time.time_ns():016x}{uuid.uuid4().hex[:16]}"
         now = time.time()
-        sql = "INSERT INTO uploads (upload_id, bucket, key, meta, initiated) VALUES (?, ?, ?, ?, ?)"
-        await self._write(
-            (sql, (upload_id, bucket, key.encode("utf-8"), json.dumps(meta.to_json()), now))
+        sql = (
+            "INSERT INTO uploads (upload_id, bucket, key, meta, initiated, checksum_algorithm, "
+            "checksum_type) VALUES (?, ?, ?, ?, ?, ?, ?)"
         )
-        return Upload(upload_id, key, when(now))
+        await self._write(
+            (
+                sql,
+                (
+                    upload_id, bucket, key.encode("utf-8"), json.dumps(meta.to_json()), now,
+                    checksum_algorithm, checksum_type,
+                ),
+            )
+        )  # fmt: skip
+        return Upload(upload_id, key, when(now), checksum_algorithm, checksum_type)
 
-    def _upload_meta(self, bucket: str, key: str, upload_id: str) -> ObjectMeta:
-        sql = "SELECT meta FROM uploads WHERE upload_id = ? AND bucket = ? AND key = ?"
+    def _upload(self, bucket: str, key: str, upload_id: str) -> tuple[Upload, ObjectMeta]:
+        """The upload in progress and the metadata its object will have; NoSuchUpload if none."""
+        sql = (
+            "SELECT meta, initiated, checksum_algorithm, checksum_type FROM uploads "
+            "WHERE upload_id = ? AND bucket = ? AND key = ?"
+        )
         row = self.index.read_one(sql, (upload_id, bucket, key.encode("utf-8")))
         if row is None:
             self._require_bucket(bucket)
             raise NoSuchUpload("the specified multipart upload does not exist")
-        return ObjectMeta.from_json(json.loads(row[0]))
+        meta, initiated, algorithm, kind = row
+        upload = Upload(upload_id, key, when(initiated), algorithm, checksum_type(kind))
+        return upload, ObjectMeta.from_json(json.loads(meta))
 
     async def upload_part(
         self,
@@ -421,28 +395,32 @@ class FsBackend:
         body: Body,
         expected: Expected | None,
     ) -> Part:
-        self._upload_meta(bucket, key, upload_id)
-        file, size, etag = await self._receive(body, expected)
+        upload, _ = self._upload(bucket, key, upload_id)
+        file, digested = await self.files.receive(body, expected, upload.checksum_algorithm)
+        size, etag, checksum = digested.size, digested.etag, digested.checksum
         now = time.time()
+        values = (upload_id, number, file, size, etag, now, checksum_to_text(checksum), upload_id)
         try:
             old, row = await self._write(
                 ("SELECT file FROM parts WHERE upload_id = ? AND number = ?", (upload_id, number)),
                 (
-                    "INSERT INTO parts (upload_id, number, file, size, etag, mtime) "
-                    "SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM uploads WHERE upload_id = ?) "
+                    "INSERT INTO parts (upload_id, number, file, size, etag, mtime, checksum) "
+                    "SELECT ?, ?, ?, ?, ?, ?, ? "
+                    "WHERE EXISTS (SELECT 1 FROM uploads WHERE upload_id = ?) "
                     "ON CONFLICT (upload_id, number) DO UPDATE SET file = excluded.file, "
-                    "size = excluded.size, etag = excluded.etag, mtime = excluded.mtime RETURNING 1",
-                    (upload_id, number, file, size, etag, now, upload_id),
+                    "size = excluded.size, etag = excluded.etag, mtime = excluded.mtime, "
+                    "checksum = excluded.checksum RETURNING 1",
+                    values,
                 ),
             )
         except BaseException:
-            self._discard(file)
+            self.files.discard(file)
             raise
         if row is None:
-            self._discard(file)
+            self.files.discard(file)
             raise NoSuchUpload("the multipart upload was completed or aborted meanwhile")
-        self._discard(old[0] if old else None)
-        return Part(number, etag, size, when(now))
+        self.files.discard(old[0] if old else None)
+        return Part(number, etag, size, when(now), checksum)
 
     async def upload_part_copy(
         self,
@@ -458,40 +436,48 @@ class FsBackend:
         return await self.upload_part(bucket, key, upload_id, number, source.body, None)
 
     async def complete_upload(
-        self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
-    ) -> ObjectInfo:
-        meta = self._upload_meta(bucket, key, upload_id)
+        self, bucket: str, key: str, upload_id: str, parts: Sequence[CompletedPart],
+        checksum: Checksum | None = None,
+    ) -> ObjectInfo:  # fmt: skip
+        upload, meta = self._upload(bucket, key, upload_id)
         stored = {
-            number: (file, size, etag)
-            for number, file, size, etag in self.index.read_all(
-                "SELECT number, file, size, etag FROM parts WHERE upload_id = ?", (upload_id,)
+            number: _StoredPart(file, size, etag, checksum_from_text(text))
+            for number, file, size, etag, text in self.index.read_all(
+                "SELECT number, file, size, etag, checksum FROM parts WHERE upload_id = ?",
+                (upload_id,),
             )
         }
-        _check_parts(parts, stored)
-        files = [stored[number][0] for number, _ in parts]
-        file = await asyncio.to_thread(self._concatenate, files)
-        size = sum(stored[number][1] for number, _ in parts)
-        etag = multipart_etag([stored[number][2] for number, _ in parts])
+        _check_parts(parts, stored, upload.checksum_algorithm)
+        listed = [stored[part.number] for part in parts]
+        file = await asyncio.to_thread(self.files.concatenate, [part.file for part in listed])
+        try:
+            made = await self._object_checksum(upload, listed, file)
+            check_object_checksum(checksum, made)
+        except BaseException:
+            self.files.discard(file)
+            raise
+        size = sum(part.size for part in listed)
+        etag = multipart_etag([part.etag for part in listed])
         info = await self._commit_object(
-            bucket, key, file, size, etag, meta,
+            bucket, key, file, Digested(size, etag, made), meta,
             ("DELETE FROM parts WHERE upload_id = ?", (upload_id,)),
             ("DELETE FROM uploads WHERE upload_id = ?", (upload_id,)),
         )  # fmt: skip
-        self._discard(*(entry[0] for entry in stored.values()))
+        self.files.discard(*(part.file for part in stored.values()))
         return info
 
-    def _concatenate(self, files: list[str]) -> str:
-        tmp = self._tmp / uuid.uuid4().hex
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(os.dup(fd), "wb") as out:
-                for file in files:
-                    with self._path(file).open("rb") as part:
-                        shutil.copyfileobj(part, out, READ_CHUNK)
-            return self._persist(fd, tmp)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+    async def _object_checksum(
+        self, upload: Upload, parts: list[_StoredPart], file: str
+    ) -> Checksum | None:
+        """The checksum of the object assembled in `file` from `parts`, as the upload asked."""
+        algorithm = upload.checksum_algorithm
+        if algorithm is None:
+            return None
+        if upload.checksum_type == "FULL_OBJECT":
+            # Recomputed over the assembled file: simpler than combining the part CRCs.
+            return await asyncio.to_thread(file_checksum, self.files.path(file), algorithm)
+        # _check_parts made sure every part listed has a checksum of this algorithm.
+        return composite(algorithm, [part.checksum for part in parts if part.checksum])
 
     async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
         rows = await self._write(
@@ -504,15 +490,19 @@ class FsBackend:
         )
         if rows[2] is None:
             raise NoSuchUpload("the specified multipart upload does not exist")
-        self._discard(*((rows[0][0] or "").split()))
+        self.files.discard(*((rows[0][0] or "").split()))
 
     async def list_parts(self, bucket: str, key: str, upload_id: str) -> list[Part]:
-        self._upload_meta(bucket, key, upload_id)
+        self._upload(bucket, key, upload_id)
         rows = self.index.read_all(
-            "SELECT number, etag, size, mtime FROM parts WHERE upload_id = ? ORDER BY number",
+            "SELECT number, etag, size, mtime, checksum FROM parts WHERE upload_id = ? "
+            "ORDER BY number",
             (upload_id,),
         )
-        return [Part(number, etag, size, when(mtime)) for number, etag, size, mtime in rows]
+        return [
+            Part(number, etag, size, when(mtime), checksum_from_text(text))
+            for number, etag, size, mtime, text in rows
+        ]
 
     async def list_uploads(
         self, bucket: str, *, prefix: str, delimiter: str, key_marker: str,
@@ -520,7 +510,10 @@ class FsBackend:
     ) -> UploadPage:  # fmt: skip
         self._require_bucket(bucket)
         raw_prefix, raw_marker = prefix.encode("utf-8"), key_marker.encode("utf-8")
-        sql = "SELECT upload_id, key, initiated FROM uploads WHERE bucket = ? AND key >= ?"
+        sql = (
+            "SELECT upload_id, key, initiated, checksum_algorithm, checksum_type FROM uploads "
+            "WHERE bucket = ? AND key >= ?"
+        )
         params: list[Any] = [bucket, raw_prefix]
         end = prefix_end(raw_prefix) if raw_prefix else None
         if end is not None:
@@ -536,7 +529,10 @@ class FsBackend:
             self.index.iterate(sql + " ORDER BY key, upload_id", params)
         ) as rows:
             return page_of_uploads(
-                (Upload(upload_id, key.decode("utf-8"), when(at)) for upload_id, key, at in rows),
+                (
+                    Upload(upload_id, key.decode("utf-8"), when(at), algorithm, checksum_type(kind))
+                    for upload_id, key, at, algorithm, kind in rows
+                ),
                 prefix=prefix, delimiter=delimiter, key_marker=key_marker, max_uploads=max_uploads,
             )  # fmt: skip
 
@@ -546,40 +542,26 @@ class FsBackend:
         return None  # shoestring's own S3 API answers for this backend
 
 
-def _check_parts(parts: Sequence[tuple[int, str]], stored: dict[int, tuple[str, int, str]]) -> None:
+@dataclass(frozen=True, slots=True)
+class _StoredPart:
+    file: str
+    size: int
+    etag: str
+    checksum: Checksum | None
+
+
+def _check_parts(
+    parts: Sequence[CompletedPart], stored: dict[int, _StoredPart], algorithm: str | None
+) -> None:
     if not parts:
         raise InvalidPart("CompleteMultipartUpload must list at least one part")
-    numbers = [number for number, _ in parts]
+    numbers = [part.number for part in parts]
     if numbers != sorted(set(numbers)):
         raise InvalidPartOrder("the list of parts was not in ascending order")
-    for index, (number, etag) in enumerate(parts):
-        if number not in stored or stored[number][2].strip('"') != etag.strip('"'):
-            raise InvalidPart(f"part {number} was not uploaded or its ETag does not match")
-        if index < len(parts) - 1 and stored[number][1] < MULTIPART_MIN_PART:
-            raise EntityTooSmall(f"part {number} is smaller than the 5 MiB minimum")
-
-
-async def _read_chunks(fd: int, start: int, length: int) -> AsyncIterator[bytes]:
-    # Reads run on the loop's thread: objects are immutable files, almost
-    # always in the page cache when hot, and a thread hop per MiB measured
-    # slower than the read itself (bench/storage.py).
-    try:
-        offset, remaining = start, length
-        while remaining > 0:
-            chunk = os.pread(fd, min(READ_CHUNK, remaining), offset)
-            if not chunk:
-                break
-            offset += len(chunk)
-            remaining -= len(chunk)
-            yield chunk
-            await asyncio.sleep(0)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    for index, part in enumerate(parts):
+        found = stored.get(part.number)
+        if found is None or found.etag.strip('"') != part.etag.strip('"'):
+            raise InvalidPart(f"part {part.number} was not uploaded or its ETag does not match")
+        check_listed_part(part, found.checksum, algorithm)
+        if index < len(parts) - 1 and found.size < MULTIPART_MIN_PART:
+            raise EntityTooSmall(f"part {part.number} is smaller than the 5 MiB minimum")

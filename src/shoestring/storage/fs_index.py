@@ -9,6 +9,10 @@ range scans are S3's (UTF-8 byte order), prefixes included.
 Reads run on the event loop's thread (a primary-key lookup costs microseconds
 and serving a small object must not wait for a thread); writes run on one
 writer thread, with `synchronous=FULL` so a commit is on disk when it returns.
+
+SCHEMA is the index as first released; MIGRATIONS change it from there, each
+applied once, in order, and counted in SQLite's `user_version`, so an index
+written by any earlier version opens and is brought up to date.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shoestring.storage.checksums import checksum_type
 from shoestring.storage.objects import (
     Access,
     BucketConfig,
     BucketInfo,
+    Checksum,
     CorsRule,
     ObjectInfo,
     ObjectMeta,
@@ -51,6 +57,18 @@ SCHEMA = (
     ) WITHOUT ROWID""",
 )
 
+# Version n of the index is SCHEMA plus MIGRATIONS[:n].
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: the x-amz-checksum-* value kept with an object or part (checksum_to_text),
+    # and the algorithm and type a multipart upload names for its parts and object.
+    (
+        "ALTER TABLE objects ADD COLUMN checksum TEXT",
+        "ALTER TABLE parts ADD COLUMN checksum TEXT",
+        "ALTER TABLE uploads ADD COLUMN checksum_algorithm TEXT",
+        "ALTER TABLE uploads ADD COLUMN checksum_type TEXT",
+    ),
+)
+
 Row = tuple[Any, ...]
 
 _SCAN_FROM = "SELECT key, size, etag, mtime, meta FROM objects WHERE bucket = ? AND key >= ?"
@@ -69,14 +87,31 @@ def when(epoch: float) -> datetime:
     return datetime.fromtimestamp(int(epoch), UTC)
 
 
-def object_info(key: bytes, size: int, etag: str, mtime: float, meta: str) -> ObjectInfo:
+def object_info(
+    key: bytes, size: int, etag: str, mtime: float, meta: str, checksum: str | None = None
+) -> ObjectInfo:
     return ObjectInfo(
         key=key.decode("utf-8"),
         size=size,
         etag=etag,
         last_modified=when(mtime),
         meta=ObjectMeta.from_json(json.loads(meta)),
+        checksum=checksum_from_text(checksum),
     )
+
+
+def checksum_to_text(checksum: Checksum | None) -> str | None:
+    """A checksum as its column holds it: `crc32 FULL_OBJECT <base64>` (base64 has no spaces)."""
+    if checksum is None:
+        return None
+    return f"{checksum.algorithm} {checksum.type} {checksum.value}"
+
+
+def checksum_from_text(text: str | None) -> Checksum | None:
+    if not text:
+        return None
+    algorithm, kind, value = text.split(" ", 2)
+    return Checksum(algorithm, value, checksum_type(kind) or "FULL_OBJECT")
 
 
 def config_to_json(config: BucketConfig) -> str:
@@ -136,7 +171,27 @@ class Index:
         self._writer = connect(self.path)
         for statement in SCHEMA:
             self._writer.execute(statement)
+        self._migrate(self._writer)
         self._reader = connect(self.path)
+
+    @staticmethod
+    def _migrate(writer: sqlite3.Connection) -> None:
+        """Apply the MIGRATIONS this index lacks, each in one transaction with its version."""
+        current = writer.execute("PRAGMA user_version").fetchone()[0]
+        for version, statements in enumerate(MIGRATIONS, start=1):
+            if version <= current:
+                continue
+            # Another process may open the same index at once: look again inside the lock.
+            writer.execute("BEGIN IMMEDIATE")
+            try:
+                if writer.execute("PRAGMA user_version").fetchone()[0] < version:
+                    for statement in statements:
+                        writer.execute(statement)
+                    writer.execute(f"PRAGMA user_version = {version}")
+            except BaseException:
+                writer.execute("ROLLBACK")
+                raise
+            writer.execute("COMMIT")
 
     def close(self) -> None:
         for connection in (self._reader, self._writer):
@@ -193,9 +248,10 @@ class Index:
     # -- objects -----------------------------------------------------------
 
     def lookup(self, bucket: str, key: str) -> Row | None:
-        """(file, size, etag, mtime, meta) of the object, or None."""
+        """(file, size, etag, mtime, meta, checksum) of the object, or None."""
         return self.read_one(
-            "SELECT file, size, etag, mtime, meta FROM objects WHERE bucket = ? AND key = ?",
+            "SELECT file, size, etag, mtime, meta, checksum FROM objects "
+            "WHERE bucket = ? AND key = ?",
             (bucket, key.encode("utf-8")),
         )
 

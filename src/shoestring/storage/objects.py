@@ -47,6 +47,24 @@ def _optional(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+ChecksumType = Literal["FULL_OBJECT", "COMPOSITE"]
+
+
+@dataclass(frozen=True, slots=True)
+class Checksum:
+    """An `x-amz-checksum-*` value kept with an object or a part, as S3 keeps it.
+
+    `algorithm` is lower-case, as in the header's name (`crc32`, `crc64nvme`,
+    `sha256`...); `value` is base64. A COMPOSITE checksum (of a multipart
+    object) is the checksum of its parts' checksums, with `-N` (the part count)
+    appended; a FULL_OBJECT one is the checksum of the object's bytes.
+    """
+
+    algorithm: str
+    value: str
+    type: ChecksumType = "FULL_OBJECT"
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
     """What is known about a stored object without reading it."""
@@ -56,6 +74,8 @@ class ObjectInfo:
     etag: str  # quoted, as S3 sends it: '"md5hex"' or '"md5hex-N"' for multipart
     last_modified: datetime  # aware, UTC, whole seconds as HTTP dates carry them
     meta: ObjectMeta = field(default_factory=ObjectMeta)
+    # The checksum stored with the object, if it was uploaded with one (listings carry none).
+    checksum: Checksum | None = None
 
     @property
     def content_type(self) -> str:
@@ -203,6 +223,9 @@ class Upload:
     upload_id: str
     key: str
     initiated: datetime
+    # The algorithm every part is checksummed with, and how the object's checksum is made.
+    checksum_algorithm: str | None = None
+    checksum_type: ChecksumType | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,3 +252,13 @@ class Part:
     etag: str
     size: int
     last_modified: datetime
+    checksum: Checksum | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedPart:
+    """A part as CompleteMultipartUpload lists it: its number, ETag and (optional) checksum."""
+
+    number: int
+    etag: str
+    checksum: Checksum | None = None

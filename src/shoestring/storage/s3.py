@@ -5,6 +5,11 @@ backend's own, so the event loop never waits on the network. Bucket `name`
 lives in the service's bucket `<bucket_prefix><name>`. What S3 itself cannot
 hold for us (public-read and CORS as shoestring's S3 API applies them) is a
 small JSON object at CONFIG_KEY in each bucket, hidden from listings.
+
+Checksums go to the service as boto3's parameters (ChecksumCRC32=...): the
+one a client's upload was verified against, never one boto3 adds by itself
+(`request_checksum_calculation="when_required"`), so the service keeps what
+the client sent; they are read back with ChecksumMode="ENABLED".
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,12 +28,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shoestring.storage import errors
 from shoestring.storage.backend import Body
-from shoestring.storage.digests import DigestingReader, Expected, iterate
+from shoestring.storage.checksums import checksum_type, member_name
+from shoestring.storage.digests import CHECKSUMS, Digested, DigestingReader, Expected, iterate
 from shoestring.storage.fs_index import config_from_json, config_to_json
 from shoestring.storage.objects import (
     BucketConfig,
     BucketInfo,
     ByteRange,
+    Checksum,
+    ChecksumType,
+    CompletedPart,
     ListPage,
     ObjectBody,
     ObjectInfo,
@@ -61,6 +70,9 @@ _ERRORS: dict[str, type[errors.StorageError]] = {
     "InvalidRange": errors.InvalidRange,
     "EntityTooLarge": errors.EntityTooLarge,
     "BadDigest": errors.BadDigest,
+    # S3 refuses a checksum of the wrong algorithm or type so: the only
+    # InvalidRequest what this backend sends should meet.
+    "InvalidRequest": errors.InvalidChecksum,
     "InvalidPart": errors.InvalidPart,
     "InvalidPartOrder": errors.InvalidPartOrder,
     "EntityTooSmall": errors.EntityTooSmall,
@@ -95,6 +107,37 @@ def _meta_args(meta: ObjectMeta) -> dict[str, Any]:
     return args
 
 
+def _checksum_args(checksum: Checksum | None) -> dict[str, Any]:
+    return {} if checksum is None else {member_name(checksum.algorithm): checksum.value}
+
+
+def _checksum(response: Mapping[str, Any]) -> Checksum | None:
+    """The checksum in a boto3 response (of an object, a part or an upload), if any."""
+    for algorithm in CHECKSUMS:
+        value = response.get(member_name(algorithm))
+        if value:
+            named = checksum_type(response.get("ChecksumType"))
+            return Checksum(
+                algorithm, value, named or ("COMPOSITE" if "-" in value else "FULL_OBJECT")
+            )
+    return None
+
+
+def _part(listed: Mapping[str, Any]) -> Part:
+    """A part of a ListParts response."""
+    when = listed["LastModified"].astimezone(UTC)
+    return Part(listed["PartNumber"], listed["ETag"], int(listed["Size"]), when, _checksum(listed))
+
+
+def _upload(listed: Mapping[str, Any]) -> Upload:
+    """An upload of a ListMultipartUploads response."""
+    algorithm = listed.get("ChecksumAlgorithm")
+    return Upload(
+        listed["UploadId"], listed["Key"], listed["Initiated"].astimezone(UTC),
+        algorithm.lower() if algorithm else None, checksum_type(listed.get("ChecksumType")),
+    )  # fmt: skip
+
+
 def _info(key: str, response: dict[str, Any]) -> ObjectInfo:
     return ObjectInfo(
         key=key,
@@ -108,6 +151,7 @@ def _info(key: str, response: dict[str, Any]) -> ObjectInfo:
             content_disposition=response.get("ContentDisposition"),
             content_encoding=response.get("ContentEncoding"),
         ),
+        checksum=_checksum(response),
     )
 
 
@@ -143,6 +187,7 @@ class S3Backend:
                 if settings.endpoint
                 else {"addressing_style": "auto"},
                 signature_version="s3v4",  # presigned URLs default to SigV2 otherwise
+                request_checksum_calculation="when_required",  # see the module docstring
                 max_pool_connections=32,
                 retries={"max_attempts": 3, "mode": "standard"},
             ),
@@ -217,7 +262,7 @@ class S3Backend:
 
     # -- objects -----------------------------------------------------------
 
-    async def _spool(self, body: Body, expected: Expected | None) -> tuple[Any, int, str]:
+    async def _spool(self, body: Body, expected: Expected | None) -> tuple[Any, Digested]:
         """The body in a temp file (in memory while small), its digests checked."""
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
         reader = DigestingReader(expected, self.settings.max_object_size)
@@ -225,12 +270,12 @@ class S3Backend:
             async for chunk in iterate(body):
                 reader.update(chunk)
                 spool.write(chunk)
-            etag = reader.finish(body)
+            digested = reader.finish(body)
         except BaseException:
             spool.close()
             raise
         spool.seek(0)
-        return spool, reader.size, etag
+        return spool, digested
 
     def _check_key(self, key: str) -> None:
         if key.startswith(".shoestring/"):
@@ -240,26 +285,30 @@ class S3Backend:
         self, bucket: str, key: str, body: Body, meta: ObjectMeta, expected: Expected | None
     ) -> ObjectInfo:
         self._check_key(key)
-        spool, size, etag = await self._spool(body, expected)
+        spool, digested = await self._spool(body, expected)
+        size, etag, checksum = digested.size, digested.etag, digested.checksum
         md5 = base64.b64encode(bytes.fromhex(etag.strip('"'))).decode()
         real = self._real(bucket)
         try:
             await self._call(
                 lambda: self._client.put_object(
                     Bucket=real, Key=key, Body=spool, ContentLength=size, ContentMD5=md5,
-                    **_meta_args(meta),
+                    **_meta_args(meta), **_checksum_args(checksum),
                 ),
                 missing=errors.NoSuchBucket,
             )  # fmt: skip
         finally:
             spool.close()
-        return ObjectInfo(key, size, etag, datetime.now(UTC).replace(microsecond=0), meta)
+        now = datetime.now(UTC).replace(microsecond=0)
+        return ObjectInfo(key, size, etag, now, meta, checksum)
 
     async def head(self, bucket: str, key: str) -> ObjectInfo:
         self._check_key(key)
         real = self._real(bucket)
         try:
-            response = await self._call(lambda: self._client.head_object(Bucket=real, Key=key))
+            response = await self._call(
+                lambda: self._client.head_object(Bucket=real, Key=key, ChecksumMode="ENABLED")
+            )
         except errors.NoSuchKey:
             await self.bucket_config(bucket)  # NoSuchBucket if that is what is missing
             raise
@@ -270,7 +319,7 @@ class S3Backend:
     ) -> StoredObject:
         self._check_key(key)
         real = self._real(bucket)
-        args: dict[str, Any] = {"Bucket": real, "Key": key}
+        args: dict[str, Any] = {"Bucket": real, "Key": key, "ChecksumMode": "ENABLED"}
         if byte_range is not None:
             first = "" if byte_range.first is None else str(byte_range.first)
             last = "" if byte_range.last is None else str(byte_range.last)
@@ -287,7 +336,7 @@ class S3Backend:
             spec, _, total = content_range.removeprefix("bytes ").partition("/")
             start, _, end = spec.partition("-")
             span = ByteRange(int(start), int(end))
-            info = ObjectInfo(key, int(total), info.etag, info.last_modified, info.meta)
+            info = ObjectInfo(key, int(total), info.etag, info.last_modified, info.meta, None)
         return StoredObject(info, ObjectBody(chunks=self._stream(response["Body"])), span)
 
     async def _stream(self, body: Any) -> AsyncIterator[bytes]:
@@ -340,8 +389,9 @@ class S3Backend:
         return ListPage(objects, prefixes, truncated, last if truncated else None)
 
     async def copy(
-        self, source_bucket: str, source_key: str, bucket: str, key: str, meta: ObjectMeta | None
-    ) -> ObjectInfo:
+        self, source_bucket: str, source_key: str, bucket: str, key: str, meta: ObjectMeta | None,
+        checksum_algorithm: str | None = None,
+    ) -> ObjectInfo:  # fmt: skip
         self._check_key(source_key)
         self._check_key(key)
         args: dict[str, Any] = {
@@ -351,19 +401,28 @@ class S3Backend:
         }
         if meta is not None:
             args.update(_meta_args(meta), MetadataDirective="REPLACE")
+        if checksum_algorithm is not None:
+            args["ChecksumAlgorithm"] = checksum_algorithm.upper()
         await self._call(lambda: self._client.copy_object(**args))
         return await self.head(bucket, key)
 
     # -- multipart ---------------------------------------------------------
 
-    async def create_upload(self, bucket: str, key: str, meta: ObjectMeta) -> Upload:
+    async def create_upload(
+        self, bucket: str, key: str, meta: ObjectMeta, checksum_algorithm: str | None = None,
+        checksum_type: ChecksumType | None = None,
+    ) -> Upload:  # fmt: skip
         self._check_key(key)
-        real = self._real(bucket)
+        args: dict[str, Any] = {"Bucket": self._real(bucket), "Key": key, **_meta_args(meta)}
+        if checksum_algorithm is not None:
+            args["ChecksumAlgorithm"] = checksum_algorithm.upper()
+        if checksum_type is not None:
+            args["ChecksumType"] = checksum_type
         response = await self._call(
-            lambda: self._client.create_multipart_upload(Bucket=real, Key=key, **_meta_args(meta)),
-            missing=errors.NoSuchBucket,
+            lambda: self._client.create_multipart_upload(**args), missing=errors.NoSuchBucket
         )
-        return Upload(response["UploadId"], key, datetime.now(UTC).replace(microsecond=0))
+        now = datetime.now(UTC).replace(microsecond=0)
+        return Upload(response["UploadId"], key, now, checksum_algorithm, checksum_type)
 
     async def upload_part(
         self,
@@ -374,21 +433,22 @@ class S3Backend:
         body: Body,
         expected: Expected | None,
     ) -> Part:
-        spool, size, etag = await self._spool(body, expected)
+        spool, digested = await self._spool(body, expected)
         real = self._real(bucket)
         try:
             response = await self._call(
                 lambda: self._client.upload_part(
                     Bucket=real, Key=key, UploadId=upload_id, PartNumber=number, Body=spool,
-                    ContentLength=size,
+                    ContentLength=digested.size, **_checksum_args(digested.checksum),
                 ),
                 missing=errors.NoSuchUpload,
             )  # fmt: skip
         finally:
             spool.close()
         return Part(
-            number, response.get("ETag", etag), size, datetime.now(UTC).replace(microsecond=0)
-        )
+            number, response.get("ETag", digested.etag), digested.size,
+            datetime.now(UTC).replace(microsecond=0), _checksum(response) or digested.checksum,
+        )  # fmt: skip
 
     async def upload_part_copy(
         self,
@@ -404,15 +464,22 @@ class S3Backend:
         return await self.upload_part(bucket, key, upload_id, number, source.body, None)
 
     async def complete_upload(
-        self, bucket: str, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
-    ) -> ObjectInfo:
-        real = self._real(bucket)
-        listed = [{"PartNumber": number, "ETag": etag} for number, etag in parts]
+        self, bucket: str, key: str, upload_id: str, parts: Sequence[CompletedPart],
+        checksum: Checksum | None = None,
+    ) -> ObjectInfo:  # fmt: skip
+        # The service checks the parts' ETags and checksums, and makes the object's.
+        listed = [
+            {"PartNumber": part.number, "ETag": part.etag, **_checksum_args(part.checksum)}
+            for part in parts
+        ]
+        args: dict[str, Any] = {
+            "Bucket": self._real(bucket), "Key": key, "UploadId": upload_id,
+            "MultipartUpload": {"Parts": listed}, **_checksum_args(checksum),
+        }  # fmt: skip
+        if checksum is not None:
+            args["ChecksumType"] = checksum.type
         await self._call(
-            lambda: self._client.complete_multipart_upload(
-                Bucket=real, Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed}
-            ),
-            missing=errors.NoSuchUpload,
+            lambda: self._client.complete_multipart_upload(**args), missing=errors.NoSuchUpload
         )
         return await self.head(bucket, key)
 
@@ -429,10 +496,7 @@ class S3Backend:
             lambda: self._client.list_parts(Bucket=real, Key=key, UploadId=upload_id),
             missing=errors.NoSuchUpload,
         )
-        return [
-            Part(p["PartNumber"], p["ETag"], int(p["Size"]), p["LastModified"].astimezone(UTC))
-            for p in response.get("Parts", [])
-        ]
+        return [_part(p) for p in response.get("Parts", [])]
 
     async def list_uploads(
         self, bucket: str, *, prefix: str, delimiter: str, key_marker: str,
@@ -451,10 +515,7 @@ class S3Backend:
         )
         truncated = bool(response.get("IsTruncated"))
         return UploadPage(
-            [
-                Upload(u["UploadId"], u["Key"], u["Initiated"].astimezone(UTC))
-                for u in response.get("Uploads", [])
-            ],
+            [_upload(u) for u in response.get("Uploads", [])],
             [p["Prefix"] for p in response.get("CommonPrefixes", [])],
             truncated,
             response.get("NextKeyMarker") if truncated else None,

@@ -80,7 +80,10 @@ def test_trailer_and_header_checksums_are_verified(tls_s3: Any, algorithm: str) 
         "BadDigest",
         f"The {algorithm} you specified did not match the calculated checksum.",
     )
-    assert tls_s3.get_object(Bucket="sums", Key=key)["Body"].read() == b"first"
+    got = tls_s3.get_object(Bucket="sums", Key=key)  # the value of the trailer was kept
+    assert (got["Body"].read(), got[member], got["ChecksumType"]) == (
+        b"first", sent[member], "FULL_OBJECT",
+    )  # fmt: skip
 
 
 def test_multipart_upload_with_crc32c_part_trailers(tls_s3: Any) -> None:
@@ -89,7 +92,9 @@ def test_multipart_upload_with_crc32c_part_trailers(tls_s3: Any) -> None:
     tls_s3.upload_fileobj(
         io.BytesIO(data), "sums", "big", ExtraArgs={"ChecksumAlgorithm": "CRC32C"}, Config=config
     )
-    assert tls_s3.head_object(Bucket="sums", Key="big")["ETag"].endswith('-2"')
+    head = tls_s3.head_object(Bucket="sums", Key="big", ChecksumMode="ENABLED")
+    assert head["ETag"].endswith('-2"') and head["ChecksumCRC32C"].endswith("-2")
+    assert head["ChecksumType"] == "COMPOSITE"
     assert tls_s3.get_object(Bucket="sums", Key="big")["Body"].read() == data
 
 

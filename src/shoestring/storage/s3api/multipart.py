@@ -1,23 +1,35 @@
-"""Multipart uploads over the S3 API: create, upload (or copy) parts, complete, abort, list."""
+"""Multipart uploads over the S3 API: create, upload (or copy) parts, complete, abort, list.
+
+CreateMultipartUpload may name a checksum algorithm (x-amz-checksum-algorithm)
+and type; every part is then checksummed with it, CompleteMultipartUpload
+must list each part's checksum, and the object gets one (checksums.py).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from shoestring.storage.bucket import Bucket
-from shoestring.storage.digests import Expected
-from shoestring.storage.objects import MAX_PARTS
+from shoestring.storage.checksums import checksum_type
+from shoestring.storage.digests import (
+    Expected,
+    check_checksum_value,
+    check_single,
+    request_checksums,
+)
+from shoestring.storage.errors import InvalidChecksum
+from shoestring.storage.objects import MAX_PARTS, Checksum
 from shoestring.storage.s3api import listing, xml
 from shoestring.storage.s3api.errors import S3Error
 from shoestring.storage.s3api.objects import (
     _check_length,
-    checksum_headers,
     copy_source,
     key_of,
     meta_from_headers,
     parse_range,
 )
-from shoestring.storage.s3api.reply import Reply, xml_reply
+from shoestring.storage.s3api.reply import Reply, checksum_headers, xml_reply
 from shoestring.storage.s3api.request import S3Request
 
 if TYPE_CHECKING:
@@ -40,9 +52,11 @@ async def CreateMultipartUpload(api: S3Api, request: S3Request) -> Reply:
     key = key_of(request)
     await request.discard_body()
     upload = await bucket_of(api, request).create_upload(
-        key, meta_from_headers(request.headers, key)
-    )
-    return xml_reply(
+        key, meta_from_headers(request.headers, key),
+        checksum_algorithm=request.headers.get("x-amz-checksum-algorithm"),
+        checksum_type=request.headers.get("x-amz-checksum-type"),
+    )  # fmt: skip
+    reply = xml_reply(
         xml.document(
             "InitiateMultipartUploadResult",
             xml.text("Bucket", request.bucket),
@@ -50,6 +64,10 @@ async def CreateMultipartUpload(api: S3Api, request: S3Request) -> Reply:
             xml.text("UploadId", upload.upload_id),
         )
     )
+    if upload.checksum_algorithm and upload.checksum_type:
+        reply.header("x-amz-checksum-algorithm", upload.checksum_algorithm.upper())
+        reply.header("x-amz-checksum-type", upload.checksum_type)
+    return reply
 
 
 async def UploadPart(api: S3Api, request: S3Request) -> Reply:
@@ -59,7 +77,7 @@ async def UploadPart(api: S3Api, request: S3Request) -> Reply:
     part = await bucket_of(api, request).upload_part(
         key_of(request), request.query["uploadId"], number, request.chunked_body(), expected
     )
-    return checksum_headers(Reply().header("etag", part.etag), expected)
+    return checksum_headers(Reply().header("etag", part.etag), part.checksum, with_type=False)
 
 
 async def UploadPartCopy(api: S3Api, request: S3Request) -> Reply:
@@ -75,6 +93,7 @@ async def UploadPartCopy(api: S3Api, request: S3Request) -> Reply:
             "CopyPartResult",
             xml.text("LastModified", part.last_modified),
             xml.text("ETag", part.etag),
+            xml.checksum_nodes(part.checksum, with_type=False),
         )
     )
 
@@ -82,7 +101,9 @@ async def UploadPartCopy(api: S3Api, request: S3Request) -> Reply:
 async def CompleteMultipartUpload(api: S3Api, request: S3Request) -> Reply:
     parts = xml.parse_complete(await request.read_xml())
     key = key_of(request)
-    info = await bucket_of(api, request).complete_upload(key, request.query["uploadId"], parts)
+    info = await bucket_of(api, request).complete_upload(
+        key, request.query["uploadId"], parts, checksum=_object_checksum(request.headers)
+    )
     return xml_reply(
         xml.document(
             "CompleteMultipartUploadResult",
@@ -90,8 +111,30 @@ async def CompleteMultipartUpload(api: S3Api, request: S3Request) -> Reply:
             xml.text("Bucket", request.bucket),
             xml.text("Key", key),
             xml.text("ETag", info.etag),
+            xml.checksum_nodes(info.checksum),
         )
     )
+
+
+def _object_checksum(headers: Mapping[str, str]) -> Checksum | None:
+    """The object's checksum a CompleteMultipartUpload sends, to be checked against the one made.
+
+    A COMPOSITE value may carry its `-N` suffix; without x-amz-checksum-type,
+    the suffix says which type the client means.
+    """
+    named = request_checksums(headers)
+    check_single(named)
+    named_type = headers.get("x-amz-checksum-type")
+    if named_type and checksum_type(named_type) is None:
+        raise InvalidChecksum("x-amz-checksum-type must be FULL_OBJECT or COMPOSITE")
+    for algorithm, value in named.items():
+        digest, dash, count = value.partition("-")
+        check_checksum_value(algorithm, digest)
+        if dash and not count.isdigit():
+            raise InvalidChecksum(f"Value for x-amz-checksum-{algorithm} header is invalid.")
+        kind = checksum_type(named_type) or ("COMPOSITE" if dash else "FULL_OBJECT")
+        return Checksum(algorithm, value, kind)
+    return None
 
 
 async def AbortMultipartUpload(api: S3Api, request: S3Request) -> Reply:
@@ -127,6 +170,7 @@ async def ListParts(api: S3Api, request: S3Request) -> Reply:
                     xml.text("LastModified", p.last_modified),
                     xml.text("ETag", p.etag),
                     xml.text("Size", p.size),
+                    xml.checksum_nodes(p.checksum, with_type=False),
                 )
                 for p in page
             ],
@@ -167,6 +211,10 @@ async def ListMultipartUploads(api: S3Api, request: S3Request) -> Reply:
                     xml.text("UploadId", u.upload_id),
                     xml.text("StorageClass", "STANDARD"),
                     xml.text("Initiated", u.initiated),
+                    xml.text(
+                        "ChecksumAlgorithm", u.checksum_algorithm and u.checksum_algorithm.upper()
+                    ),
+                    xml.text("ChecksumType", u.checksum_type),
                 )
                 for u in page.uploads
             ],

@@ -1,4 +1,9 @@
-"""Object operations of the S3 API: put, get, head, delete (one or many), copy."""
+"""Object operations of the S3 API: put, get, head, delete (one or many), copy.
+
+An object's stored checksum goes out with GET and HEAD only when asked for
+(`x-amz-checksum-mode: ENABLED`) and the whole object is read: S3 leaves it
+out of a range, whose bytes it does not describe.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,13 @@ from shoestring.storage.keys import check_bucket_name, check_key
 from shoestring.storage.objects import ObjectInfo, ObjectMeta, RangeRequest
 from shoestring.storage.s3api import xml
 from shoestring.storage.s3api.errors import S3Error
-from shoestring.storage.s3api.reply import Reply, http_date, object_headers, xml_reply
+from shoestring.storage.s3api.reply import (
+    Reply,
+    checksum_headers,
+    http_date,
+    object_headers,
+    xml_reply,
+)
 from shoestring.storage.s3api.request import S3Request
 
 if TYPE_CHECKING:
@@ -140,6 +151,8 @@ async def GetObject(api: S3Api, request: S3Request) -> Reply:
         reply.length = stored.range.length
     else:
         reply.length = info.size
+        if request.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+            checksum_headers(reply, info.checksum)
     overrides = [(q, h) for q, h in RESPONSE_OVERRIDES.items() if q in request.query]
     if overrides:
         names = {h.encode() for _, h in overrides}
@@ -161,15 +174,7 @@ async def PutObject(api: S3Api, request: S3Request) -> Reply:
     info = await bucket_of(api, request).put_meta(
         key, request.chunked_body(), meta_from_headers(request.headers, key), expected=expected
     )
-    return checksum_headers(Reply().header("etag", info.etag), expected)
-
-
-def checksum_headers(reply: Reply, verified: Expected) -> Reply:
-    """`reply` with the checksums the body was verified against, as S3 answers an upload."""
-    for algorithm, value in verified.checksums.items():
-        if value is not None:
-            reply.header(f"x-amz-checksum-{algorithm}", value)
-    return reply
+    return checksum_headers(Reply().header("etag", info.etag), info.checksum)
 
 
 def _check_length(api: S3Api, request: S3Request) -> None:
@@ -238,7 +243,12 @@ async def CopyObject(api: S3Api, request: S3Request) -> Reply:
     if directive not in ("COPY", "REPLACE"):
         raise S3Error("InvalidArgument", "x-amz-metadata-directive must be COPY or REPLACE")
     key = key_of(request)
-    if (source_bucket, source_key) == (request.bucket, key) and directive == "COPY":
+    algorithm = request.headers.get("x-amz-checksum-algorithm")
+    if (
+        (source_bucket, source_key) == (request.bucket, key)
+        and directive == "COPY"
+        and not algorithm
+    ):
         raise S3Error(
             "InvalidRequest",
             "this copy request is illegal because it is trying to copy an object to itself "
@@ -250,13 +260,14 @@ async def CopyObject(api: S3Api, request: S3Request) -> Reply:
         raise S3Error("PreconditionFailed", "at least one of the preconditions did not hold")
     meta = meta_from_headers(request.headers, key) if directive == "REPLACE" else None
     info = await bucket_of(api, request).copy(
-        source_key, key, source_bucket=source_bucket, meta=meta
+        source_key, key, source_bucket=source_bucket, meta=meta, checksum_algorithm=algorithm
     )
     return xml_reply(
         xml.document(
             "CopyObjectResult",
             xml.text("LastModified", info.last_modified),
             xml.text("ETag", info.etag),
+            xml.checksum_nodes(info.checksum),
         )
     )
 

@@ -9,7 +9,7 @@ from email.utils import format_datetime
 
 from starlette.types import Send
 
-from shoestring.storage.objects import ObjectBody, ObjectInfo
+from shoestring.storage.objects import Checksum, ObjectBody, ObjectInfo
 from shoestring.storage.s3api.xml import error_document
 
 Headers = list[tuple[bytes, bytes]]
@@ -86,4 +86,16 @@ def object_headers(info: ObjectInfo) -> Reply:
             reply.header(name, value)
     for name, value in meta.metadata.items():
         reply.header(f"x-amz-meta-{name}", value)
+    return reply
+
+
+def checksum_headers(reply: Reply, checksum: Checksum | None, *, with_type: bool = True) -> Reply:
+    """`reply` with `x-amz-checksum-<algorithm>` (and `x-amz-checksum-type`) of `checksum`.
+
+    A part's checksum goes without its type: S3 names a type only for objects.
+    """
+    if checksum is not None:
+        reply.header(f"x-amz-checksum-{checksum.algorithm}", checksum.value)
+        if with_type:
+            reply.header("x-amz-checksum-type", checksum.type)
     return reply

@@ -15,6 +15,9 @@ from xml.sax.saxutils import escape
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
+from shoestring.storage.checksums import member_name
+from shoestring.storage.digests import CHECKSUMS, check_checksum_value, check_single
+from shoestring.storage.objects import Checksum, CompletedPart
 from shoestring.storage.s3api.errors import S3Error
 
 NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -41,6 +44,14 @@ def node(name: str, *children: Node | Iterable[Node]) -> Node:
 def document(name: str, *children: Node | Iterable[Node]) -> bytes:
     inner = node(name, *children)
     return (HEADER + inner.replace(f"<{name}>", f'<{name} xmlns="{NAMESPACE}">', 1)).encode("utf-8")
+
+
+def checksum_nodes(checksum: Checksum | None, *, with_type: bool = True) -> list[Node]:
+    """`<ChecksumCRC32>` (and `<ChecksumType>`) of `checksum`; nothing without one."""
+    if checksum is None:
+        return []
+    nodes = [text(member_name(checksum.algorithm), checksum.value)]
+    return [*nodes, text("ChecksumType", checksum.type)] if with_type else nodes
 
 
 def error_document(code: str, message: str, resource: str, request_id: str) -> bytes:
@@ -95,8 +106,8 @@ def parse_delete(body: bytes) -> tuple[list[str], bool]:
     return keys, child_text(element, "Quiet", "false").lower() == "true"
 
 
-def parse_complete(body: bytes) -> list[tuple[int, str]]:
-    """CompleteMultipartUpload: (part number, ETag) pairs as listed."""
+def parse_complete(body: bytes) -> list[CompletedPart]:
+    """CompleteMultipartUpload: the parts as listed, each with its checksum if one is given."""
     element = parse(body, "CompleteMultipartUpload")
     parts = []
     for part in element.findall("Part"):
@@ -104,8 +115,21 @@ def parse_complete(body: bytes) -> list[tuple[int, str]]:
             number = int(child_text(part, "PartNumber"))
         except ValueError:
             raise S3Error("MalformedXML", "PartNumber must be a number") from None
-        parts.append((number, child_text(part, "ETag")))
+        parts.append(CompletedPart(number, child_text(part, "ETag"), _part_checksum(part)))
     return parts
+
+
+def _part_checksum(part: Element) -> Checksum | None:
+    listed = {
+        algorithm: value
+        for algorithm in CHECKSUMS
+        if (value := (part.findtext(member_name(algorithm)) or "").strip())
+    }
+    check_single(listed)
+    for algorithm, value in listed.items():
+        check_checksum_value(algorithm, value)
+        return Checksum(algorithm, value)
+    return None
 
 
 def parse_versioning(body: bytes) -> tuple[str, str | None]:
