@@ -324,3 +324,22 @@ async def test_using_a_table_before_start_says_so(database_url: str, tmp_path: P
     notes = app.table("notes")
     with pytest.raises(TablesNotStarted, match="once the app has started"):
         await notes.get("x")
+
+
+async def test_nodes_starting_together_create_each_table_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    apps = [make_app(database_url, tmp_path / f"node{n}") for n in range(6)]
+    for app in apps:
+        app.table("shared", indexes=["owner"])
+
+    async def start_then_write(n: int) -> None:
+        async with running(apps[n]):
+            await apps[n].tables["shared"].put({"id": f"from-{n}", "owner": "ada"})
+
+    await asyncio.gather(*(start_then_write(n) for n in range(len(apps))))
+    reader = make_app(database_url, tmp_path / "reader")
+    reader.table("shared", indexes=["owner"])
+    async with running(reader):
+        page = await reader.tables["shared"].query("ada", index="owner")
+    assert sorted(item["id"] for item in page.items) == [f"from-{n}" for n in range(6)]

@@ -30,8 +30,13 @@ class Migration:
 MIGRATION_LOCK = zlib.crc32(b"shoestring_schema")
 
 
-async def _lock(database: Database, tx: Transaction) -> None:
-    # SQLite's BEGIN IMMEDIATE already makes the transaction the only writer.
+async def lock_schema(database: Database, tx: Transaction) -> None:
+    """Hold, until `tx` ends, the lock every process takes before changing the schema.
+
+    Even `CREATE ... IF NOT EXISTS` races between processes on PostgreSQL
+    (both see no table; the second fails on a unique index). SQLite's
+    BEGIN IMMEDIATE already makes the transaction the only writer.
+    """
     if database.dialect == "postgresql":
         await tx.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
 
@@ -45,15 +50,14 @@ SCHEMA_TABLE = """CREATE TABLE IF NOT EXISTS shoestring_schema (
 async def migrate(database: Database, migrations: Sequence[Migration]) -> dict[str, int]:
     """Apply pending migrations; return each component's version afterwards."""
     async with database.transaction() as tx:
-        # Even IF NOT EXISTS races between processes on PostgreSQL: serialise.
-        await _lock(database, tx)
+        await lock_schema(database, tx)
         await tx.execute(SCHEMA_TABLE)
     versions: dict[str, int] = {}
     for component in dict.fromkeys(m.component for m in migrations):
         own = sorted((m for m in migrations if m.component == component), key=lambda m: m.version)
         for migration in own:
             async with database.transaction() as tx:
-                await _lock(database, tx)
+                await lock_schema(database, tx)
                 row = await tx.fetchone(
                     "SELECT version FROM shoestring_schema WHERE component = ?", (component,)
                 )

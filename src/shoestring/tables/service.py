@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from shoestring.db.database import Database, Transaction
+from shoestring.db.migrations import lock_schema
 from shoestring.services import Health
 from shoestring.tables import codec
 from shoestring.tables.errors import TableError, TablesNotStarted
@@ -150,6 +151,7 @@ async def _ensure(database: Database, table: Table) -> None:
     """Create the table, check its key is unchanged, add and back-fill new indexes."""
     spec = table.spec
     async with database.transaction() as tx:
+        await lock_schema(database, tx)  # nodes starting together create it once
         await tx.execute(create_table_sql(spec, database.dialect))
         row = await tx.fetchone(
             "SELECT key, sort_key FROM shoestring_tables WHERE name = ?", [spec.name]
