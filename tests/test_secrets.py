@@ -53,3 +53,15 @@ def test_names_cannot_leave_the_directory(app: App, name: str) -> None:
     with pytest.raises(SecretError, match="cannot be a secret name"):
         app.secrets.set(name, "value")
     assert not (app.settings.data_dir / "secrets").exists() or app.secrets.names() == []
+
+
+def test_nodes_creating_the_storage_key_file_at_once_share_one_key(tmp_path: Path) -> None:
+    from shoestring.storage.credentials import load_or_create_fernet_key
+
+    path = tmp_path / "shared" / "storage-secret.key"
+    with ThreadPoolExecutor(16) as pool:
+        keys = set(pool.map(lambda _: load_or_create_fernet_key(path), range(64)))
+    assert keys == {path.read_bytes()}
+    assert len(path.read_bytes()) == 44  # a whole Fernet key, never a half-written one
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["storage-secret.key"]

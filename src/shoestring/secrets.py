@@ -101,26 +101,35 @@ class Secrets:
         return sorted(p.name for p in self.directory.iterdir() if _NAME.match(p.name))
 
     def _write(self, name: str, value: str, *, replace: bool) -> None:
-        """Write to a private temporary file, fsync, then link or rename it into place."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)
-        temporary = self.directory / f".{name}.{random_source.token_hex(8)}"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, value.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            if replace:
-                os.replace(temporary, self.directory / name)
-            else:
-                with contextlib.suppress(FileExistsError):  # another process was first
-                    os.link(temporary, self.directory / name)
-        finally:
-            temporary.unlink(missing_ok=True)
-        directory = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        write_private(self.directory / name, value.encode("utf-8"), replace=replace)
+
+
+def write_private(path: Path, data: bytes, *, replace: bool) -> None:
+    """Write `path` (mode 0600) whole or not at all, even with other processes at it.
+
+    A private temporary file is written and fsync'd, then renamed over `path`
+    (`replace`) or linked to it only if `path` does not exist yet, so the
+    first writer wins and nobody ever reads a half-written file.
+    """
+    temporary = path.with_name(f".{path.name}.{random_source.token_hex(8)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        if replace:
+            os.replace(temporary, path)
+        else:
+            with contextlib.suppress(FileExistsError):  # another process was first
+                os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

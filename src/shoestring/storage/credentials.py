@@ -14,7 +14,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING
 from cryptography.fernet import Fernet, InvalidToken
 
 from shoestring.db.migrations import Migration
+from shoestring.secrets import write_private
 from shoestring.storage.errors import StorageError
 
 if TYPE_CHECKING:
@@ -84,22 +84,18 @@ class UnknownAccessKey(StorageError):
 
 
 def load_or_create_fernet_key(path: Path) -> bytes:
-    """The encryption key in `path`, created (mode 0600) if the file does not exist."""
+    """The encryption key in `path`, created (mode 0600) if the file does not exist.
+
+    Nodes starting at once with a shared key file all end up with the one
+    key written first.
+    """
     try:
         return path.read_bytes().strip()
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = Fernet.generate_key()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it first: use theirs
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as file:
-        file.write(key)
-        file.flush()
-        os.fsync(file.fileno())
-    return key
+    write_private(path, Fernet.generate_key(), replace=False)
+    return path.read_bytes().strip()
 
 
 class KeyStore:
