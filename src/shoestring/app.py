@@ -166,9 +166,12 @@ class App:
     @property
     def secrets(self) -> Secrets:
         """Values kept out of git and the database: `app.secrets.ensure("hmac-key")`."""
+        from shoestring.secret_checks import SecretChecks
         from shoestring.secrets import Secrets
 
-        return Secrets(self.settings.data_dir / "secrets")
+        checks = self.services.get("secrets") if "secrets" in self.services else None
+        on_ensure = checks.used if isinstance(checks, SecretChecks) else None
+        return Secrets(self.settings.data_dir / "secrets", on_ensure=on_ensure)
 
     @property
     def mail(self) -> Mail:
@@ -391,6 +394,10 @@ class App:
         # Every app can send mail from any handler: its outbox and delivery job
         # must exist before the database migrates and the worker starts.
         self.mail  # noqa: B018
+        from shoestring.secret_checks import SecretChecks
+
+        # Secrets `ensure` makes are checked against the database (secret_checks.py).
+        self.services.require("secrets", lambda: SecretChecks(self))
         if self.settings.mail.inbound.enabled:
             self.inbound  # noqa: B018 - the SMTP server runs even before any handler exists
         await self.services.start_all()

@@ -20,6 +20,7 @@ import contextlib
 import os
 import re
 import secrets as random_source
+from collections.abc import Callable
 from pathlib import Path
 
 from shoestring.errors import ShoestringError
@@ -46,8 +47,11 @@ def environment_variable(name: str) -> str:
 class Secrets:
     """The secrets of one project (see the module docstring)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self, directory: Path, on_ensure: Callable[[str, str], None] | None = None
+    ) -> None:
         self.directory = directory
+        self._on_ensure = on_ensure  # told (name, value) of each secret `ensure` returns
 
     def get(self, name: str) -> str:
         """The secret `name`; SecretError, saying how to set it, if it is not set."""
@@ -76,10 +80,12 @@ class Secrets:
         every process reads that one.
         """
         value = self.find(name)
-        if value is not None:
-            return value
-        self._write(name, random_source.token_urlsafe(nbytes), replace=False)
-        return self.get(name)
+        if value is None:
+            self._write(name, random_source.token_urlsafe(nbytes), replace=False)
+            value = self.get(name)
+        if self._on_ensure is not None:
+            self._on_ensure(name, value)
+        return value
 
     def set(self, name: str, value: str) -> None:
         """Store `value` as the secret `name`, replacing any earlier value."""

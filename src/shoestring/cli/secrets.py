@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -9,8 +10,12 @@ import click
 
 from shoestring.cli.project_app import project_option
 from shoestring.config import load_settings
+from shoestring.db.database import DatabaseError
+from shoestring.db.migrations import migrate
+from shoestring.db.service import open_database
 from shoestring.deploy.vault import DeploySecrets
 from shoestring.errors import ShoestringError
+from shoestring.secret_checks import MIGRATIONS, forget
 from shoestring.secrets import Secrets, environment_variable
 
 
@@ -57,6 +62,8 @@ def secrets_set(project_dir: Path, name: str, deploy: bool) -> None:
     else:
         value = sys.stdin.read()
     _secrets(project_dir, deploy).set(name, value)
+    if not deploy:
+        _forget_fingerprint(project_dir, name)
     click.echo(f"stored secret {name}" + (" for the deploy host" if deploy else ""))
 
 
@@ -80,4 +87,30 @@ def secrets_rm(project_dir: Path, name: str, deploy: bool) -> None:
         raise ShoestringError(
             f"no stored secret {name!r} (one set as {environment_variable(name)} stays set)"
         )
+    if not deploy:
+        _forget_fingerprint(project_dir, name)
     click.echo(f"removed secret {name}")
+
+
+def _forget_fingerprint(project_dir: Path, name: str) -> None:
+    """Let the app record the secret's new value on its next use (see secret_checks.py)."""
+    settings = load_settings(project_dir)
+
+    async def forget_it() -> None:
+        database = open_database(settings.database, settings.data_dir)
+        await database.open()
+        try:
+            await migrate(database, MIGRATIONS)
+            await forget(database, name)
+        finally:
+            await database.close()
+
+    try:
+        asyncio.run(forget_it())
+    except DatabaseError as exc:
+        click.echo(
+            f"warning: the database could not be reached ({exc}); if the app used the old "
+            f"value, it reports {name} as differing until `shoestring secrets set {name}` "
+            "runs again with the database up",
+            err=True,
+        )
