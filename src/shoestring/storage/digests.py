@@ -17,8 +17,6 @@ from collections.abc import AsyncIterable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from awscrt import checksums as crt_checksums
-
 from shoestring.storage.errors import BadDigest, EntityTooLarge, InvalidChecksum
 from shoestring.storage.objects import Checksum
 
@@ -56,20 +54,27 @@ class _XXHash:
         return digest
 
 
+def _crt() -> Any:
+    """awscrt's checksums, loaded on first use: importing it costs ~90 ms of startup."""
+    from awscrt import checksums
+
+    return checksums
+
+
 # Every `x-amz-checksum-*` algorithm S3 and boto3 know, each with its digest's
 # length in bytes. The CRCs other than CRC32 and the xxhashes come from awscrt,
 # AWS's own native library, which botocore uses to compute the same values.
 CHECKSUMS: dict[str, tuple[Callable[[], Hasher], int]] = {
     "crc32": (lambda: _CRC(zlib.crc32, 4), 4),
-    "crc32c": (lambda: _CRC(crt_checksums.crc32c, 4), 4),
-    "crc64nvme": (lambda: _CRC(crt_checksums.crc64nvme, 8), 8),
+    "crc32c": (lambda: _CRC(_crt().crc32c, 4), 4),
+    "crc64nvme": (lambda: _CRC(_crt().crc64nvme, 8), 8),
     "sha1": (lambda: hashlib.sha1(), 20),  # noqa: S324 - integrity, as S3 defines it
     "sha256": (lambda: hashlib.sha256(), 32),
     "sha512": (lambda: hashlib.sha512(), 64),
     "md5": (lambda: hashlib.md5(), 16),  # noqa: S324 - integrity, as S3 defines it
-    "xxhash64": (lambda: _XXHash(crt_checksums.XXHash.new_xxhash64), 8),
-    "xxhash3": (lambda: _XXHash(crt_checksums.XXHash.new_xxhash3_64), 8),
-    "xxhash128": (lambda: _XXHash(crt_checksums.XXHash.new_xxhash3_128), 16),
+    "xxhash64": (lambda: _XXHash(_crt().XXHash.new_xxhash64), 8),
+    "xxhash3": (lambda: _XXHash(_crt().XXHash.new_xxhash3_64), 8),
+    "xxhash128": (lambda: _XXHash(_crt().XXHash.new_xxhash3_128), 16),
 }
 
 
