@@ -69,3 +69,19 @@ async def test_a_secret_replaced_on_purpose_is_recorded_afresh(
     # The rotated value is now the one every node must have.
     _, ok, detail = await use_secret(node(database_url, tmp_path / "other"))
     assert not ok and "hmac-key" in detail
+
+
+async def test_a_secret_used_before_the_app_runs_is_checked_when_it_starts(
+    database_url: str, tmp_path: Path
+) -> None:
+    first, ok, _ = await use_secret(node(database_url, tmp_path / "a"))
+    assert ok
+    other = node(database_url, tmp_path / "b")
+    value = other.secrets.ensure("hmac-key")  # at import time, as `KEY = ...` would
+    async with other.running(mounted=False):
+        checks = other.services.get("secrets")
+        assert isinstance(checks, SecretChecks)
+        await checks.settled()
+        health = await checks.health()
+    assert value != first
+    assert not health.ok and "hmac-key" in health.detail

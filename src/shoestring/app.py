@@ -169,9 +169,10 @@ class App:
         from shoestring.secret_checks import SecretChecks
         from shoestring.secrets import Secrets
 
-        checks = self.services.get("secrets") if "secrets" in self.services else None
-        on_ensure = checks.used if isinstance(checks, SecretChecks) else None
-        return Secrets(self.settings.data_dir / "secrets", on_ensure=on_ensure)
+        # What `ensure` returns is checked against the database (secret_checks.py),
+        # at start for a secret used before the app runs (at import, say).
+        checks = self.services.require("secrets", lambda: SecretChecks(self))
+        return Secrets(self.settings.data_dir / "secrets", on_ensure=checks.used)
 
     @property
     def mail(self) -> Mail:
@@ -394,10 +395,7 @@ class App:
         # Every app can send mail from any handler: its outbox and delivery job
         # must exist before the database migrates and the worker starts.
         self.mail  # noqa: B018
-        from shoestring.secret_checks import SecretChecks
-
-        # Secrets `ensure` makes are checked against the database (secret_checks.py).
-        self.services.require("secrets", lambda: SecretChecks(self))
+        self.secrets  # noqa: B018 - registers the check of what `ensure` returns
         if self.settings.mail.inbound.enabled:
             self.inbound  # noqa: B018 - the SMTP server runs even before any handler exists
         await self.services.start_all()
