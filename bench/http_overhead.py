@@ -5,7 +5,8 @@
 The same hello handler, served (a) by `shoestring run` as deployed (request
 ids, JSON access log on, to /dev/null here, to journald in production), (a')
 the same with `log.access_log = false`, and (b) by a bare Starlette app under
-uvicorn with the same options (httptools, uvloop, one process, no access log).
+uvicorn with the same options (httptools, uvloop, one process, no access log),
+and, for scale, (b') the same with uvicorn's own access log, its default.
 Load from wrk on loopback, in one run: the three servers take turns, --rounds
 times, and each one's median run is reported, so drift in a shared machine's
 speed hits all three alike. Goal: shoestring >= 0.9 x bare Starlette.
@@ -31,7 +32,7 @@ def measure(seconds: int, connections: int, rounds: int) -> list[LoadResult]:
         project = hello_project(Path(tmp) / "project")
         quiet = hello_project(Path(tmp) / "quiet")
         (quiet / "shoestring.toml").write_text("[log]\naccess_log = false\n")
-        ours_port, quiet_port, bare_port = free_port(), free_port(), free_port()
+        ours_port, quiet_port, bare_port, logged_port = (free_port() for _ in range(4))
         (Path(tmp) / "bare.py").write_text(BARE_STARLETTE)
         ours_cmd = [str(VENV_BIN / "shoestring"), "run", str(project), "--port", str(ours_port)]
         quiet_cmd = [str(VENV_BIN / "shoestring"), "run", str(quiet), "--port", str(quiet_port)]
@@ -39,11 +40,16 @@ def measure(seconds: int, connections: int, rounds: int) -> list[LoadResult]:
             sys.executable, "-m", "uvicorn", "bare:app", "--port", str(bare_port),
             "--no-access-log", "--log-level", "warning", "--app-dir", tmp,
         ]  # fmt: skip
+        logged_cmd = [
+            sys.executable, "-m", "uvicorn", "bare:app", "--port", str(logged_port),
+            "--log-level", "info", "--app-dir", tmp,
+        ]  # fmt: skip
         urls = []
         for command, port in (
             (ours_cmd, ours_port),
             (quiet_cmd, quiet_port),
             (bare_cmd, bare_port),
+            (logged_cmd, logged_port),
         ):
             url = f"http://127.0.0.1:{port}"
             running.enter_context(server(command, url + "/_health"))
@@ -70,16 +76,17 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each server, taken in turn")
     args = parser.parse_args()
-    ours, quiet, bare = measure(args.seconds, args.connections, args.rounds)
+    ours, quiet, bare, logged = measure(args.seconds, args.connections, args.rounds)
     rows = (
         ("shoestring, access log on", ours),
         ("shoestring, access log off", quiet),
         ("bare Starlette", bare),
+        ("bare Starlette, uvicorn's access log", logged),
     )
-    print(f"{'':28} {'requests/s':>12} {'p99 ms':>8} {'ratio':>6}")
+    print(f"{'':38} {'requests/s':>12} {'p99 ms':>8} {'ratio':>6}")
     for name, result in rows:
         ratio = result.requests_per_second / bare.requests_per_second
-        print(f"{name:28} {result.requests_per_second:>12,.0f} {result.p99_ms:>8.2f} {ratio:>6.2f}")
+        print(f"{name:38} {result.requests_per_second:>12,.0f} {result.p99_ms:>8.2f} {ratio:>6.2f}")
     print("goal: shoestring >= 0.90 x bare Starlette")
 
 

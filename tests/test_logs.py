@@ -3,18 +3,28 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 from starlette.testclient import TestClient
 
 from shoestring import App, Request, Settings
-from shoestring.logs import configure_logging
+from shoestring.logs import BufferedStreamHandler, configure_logging
+
+
+class LogStream(io.StringIO):
+    """What the log handler wrote, including the lines it holds until its next write."""
+
+    def getvalue(self) -> str:
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        return super().getvalue()
 
 
 @pytest.fixture
 def log_stream() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
+    stream = LogStream()
     configure_logging("debug", "json", stream=stream)
     yield stream
     logging.getLogger().handlers.clear()
@@ -127,3 +137,68 @@ def test_successful_health_probes_are_not_logged_but_failures_are(
         client.get("/elsewhere")
     access = [line["msg"] for line in lines(log_stream) if line["logger"] == "shoestring.access"]
     assert access == ["GET /_ready 503", "GET /elsewhere 404"]
+
+
+class Writes(io.StringIO):
+    """A stream that remembers each write it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+@pytest.fixture
+def logging_to() -> Iterator[Callable[[float], Writes]]:
+    """Configure JSON logging onto a new Writes stream, flushed every `interval` seconds."""
+    patch = pytest.MonkeyPatch()
+
+    def configure(interval: float) -> Writes:
+        patch.setattr(BufferedStreamHandler, "FLUSH_INTERVAL", interval)
+        stream = Writes()
+        configure_logging("info", "json", stream=stream)
+        return stream
+
+    yield configure
+    logging.getLogger().handlers.clear()
+    patch.undo()
+
+
+def test_info_lines_go_out_together_and_a_warning_takes_them_along_at_once(
+    logging_to: Callable[[float], Writes],
+) -> None:
+    stream = logging_to(60.0)
+    log = logging.getLogger("myapp")
+    log.info("first")
+    log.info("second")
+    assert stream.writes == []  # held: one write(2) per line is what they save
+    log.warning("third")
+    assert len(stream.writes) == 1
+    assert [json.loads(line)["msg"] for line in stream.writes[0].splitlines()] == [
+        "first",
+        "second",
+        "third",
+    ]
+
+
+def test_held_lines_are_written_within_the_flush_interval(
+    logging_to: Callable[[float], Writes],
+) -> None:
+    stream = logging_to(0.05)
+    logging.getLogger("myapp").info("quiet moment")
+    deadline = time.monotonic() + 5
+    while not stream.writes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "quiet moment" in stream.getvalue()
+
+
+def test_reconfiguring_logging_writes_what_the_old_handler_held(
+    logging_to: Callable[[float], Writes],
+) -> None:
+    first = logging_to(60.0)
+    logging.getLogger("myapp").info("before")
+    logging_to(60.0)
+    assert "before" in first.getvalue()

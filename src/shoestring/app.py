@@ -22,7 +22,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -33,7 +32,7 @@ from shoestring.http.errors import EXCEPTION_HANDLERS
 from shoestring.http.lifespan import MountedLifespan
 from shoestring.http.request_log import RequestLogMiddleware
 from shoestring.http.responses import to_response
-from shoestring.http.routing import ReservedRoutes, reserved_only
+from shoestring.http.routing import AppRouter, ReservedRoutes, reserved_only
 from shoestring.services import ServiceRegistry
 from shoestring.sites import site_routes
 
@@ -367,15 +366,13 @@ class App:
             # Sites last: a site at "/" serves what no route or mount claimed.
             *site_routes(self.settings, buckets=lambda name: self.storage.bucket(name)),
         ]
-        starlette = Starlette(
-            routes=routes,
-            exception_handlers=EXCEPTION_HANDLERS,
-            lifespan=self._lifespan,
+        router = AppRouter(
+            routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=self._lifespan
         )
-        return RequestLogMiddleware(starlette, access_log_enabled=self.settings.log.access_log)
+        return RequestLogMiddleware(router, access_log_enabled=self.settings.log.access_log)
 
     @asynccontextmanager
-    async def _lifespan(self, _: Starlette) -> AsyncIterator[dict[str, Any]]:
+    async def _lifespan(self, _: AppRouter) -> AsyncIterator[dict[str, Any]]:
         async with self.running(mounted=True) as state:
             yield state
 

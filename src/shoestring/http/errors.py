@@ -47,13 +47,8 @@ async def starlette_http_exception(request: Request, exc: Exception) -> Response
     return response
 
 
-async def unhandled_exception(request: Request, exc: Exception) -> Response:
-    # Logged once, by RequestLogMiddleware, when the exception reaches it.
-    return error_response(500, "internal_error", INTERNAL_ERROR_MESSAGE)
-
-
+# Unhandled exceptions are answered (and logged once) by RequestLogMiddleware.
 EXCEPTION_HANDLERS = {
     HTTPError: http_error,
     HTTPException: starlette_http_exception,
-    Exception: unhandled_exception,
 }

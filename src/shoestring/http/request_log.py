@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import re
 import time
 
@@ -28,8 +29,14 @@ PROBE_PATHS = frozenset({"/_health", "/_ready"})
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 
+# Request ids need to be unique, not secret: a private generator seeded from
+# the OS (and reseeded in a forked child) costs no system call per request.
+_ids = random.Random()  # noqa: S311 - not a secret
+os.register_at_fork(after_in_child=_ids.seed)
+
+
 def new_request_id() -> str:
-    return os.urandom(8).hex()
+    return f"{_ids.getrandbits(64):016x}"
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

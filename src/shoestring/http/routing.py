@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from starlette.applications import Starlette
 from starlette.datastructures import URLPath
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import BaseRoute, Match, NoMatchFound, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 RESERVED_PREFIX = "/_"
 _CHOSEN = "shoestring.reserved_route"
@@ -59,3 +61,15 @@ class ReservedRoutes(BaseRoute):
             except NoMatchFound:
                 pass
         raise NoMatchFound(name, path_params)
+
+
+class AppRouter(Starlette):
+    """The App's routes, with Starlette's exception handlers but not its error middleware.
+
+    RequestLogMiddleware, outside this, answers and logs unhandled exceptions
+    already; Starlette's ServerErrorMiddleware would wrap every response's
+    messages once more to do the same.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return ExceptionMiddleware(self.router, handlers=self.exception_handlers)
