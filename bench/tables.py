@@ -4,7 +4,9 @@
 
 put and get of 1 KiB items, one client and 32 concurrent clients: shoestring's
 Table vs. raw sqlite3 (same statements, WAL, synchronous=FULL) or raw psycopg
-(same statements, autocommit transactions). Then a query of 100 items by an
+(same statements, autocommit transactions); for one client also vs. the raw
+driver awaited from the event loop, one thread hop per operation, which is
+the least any code pays to keep a blocking driver off the loop. Then a query of 100 items by an
 index on a table of --big items: p50/p99 latency. Prints ops/s and ratios.
 """
 
@@ -19,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -68,43 +71,45 @@ GET_SQL = 'SELECT doc FROM "tbl_bench" WHERE pk = {p} AND sk = {p}'
 # -- baselines ------------------------------------------------------------------
 
 
+def raw_connect(url: str) -> Any:
+    if not url.startswith("sqlite"):
+        import psycopg
+
+        return psycopg.connect(url, autocommit=True)
+    path = url.removeprefix("sqlite:///")
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA synchronous = FULL")
+    connection.execute("PRAGMA busy_timeout = 30000")
+    return connection
+
+
+def raw_op(connection: Any, kind: str, n: int) -> None:
+    """One put or get of item `n`: the statements shoestring runs, straight on the driver."""
+    sqlite = isinstance(connection, sqlite3.Connection)
+    placeholder = "?" if sqlite else "%s"
+    if kind == "get":
+        key = (codec.sortable(f"item-{n}", "id"), "")
+        connection.execute(GET_SQL.format(p=placeholder), key).fetchone()
+    elif sqlite:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute(upsert_sql(placeholder), row(n))
+        connection.execute("COMMIT")
+    else:
+        with connection.transaction():
+            connection.execute(upsert_sql(placeholder), row(n))
+
+
 def raw_driver(url: str, ops: int, clients: int) -> tuple[float, float]:
     """put/s and get/s of the same statements from `clients` threads, one connection each."""
-    sqlite = url.startswith("sqlite")
-    placeholder = "?" if sqlite else "%s"
     per_client = ops // clients
 
-    def connect() -> Any:
-        if not sqlite:
-            import psycopg
-
-            return psycopg.connect(url, autocommit=True)
-        path = url.removeprefix("sqlite:///")
-        connection = sqlite3.connect(
-            path, isolation_level=None, check_same_thread=False, timeout=30
-        )
-        connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute("PRAGMA synchronous = FULL")
-        connection.execute("PRAGMA busy_timeout = 30000")
-        return connection
-
     def run(kind: str) -> float:
-        connections = [connect() for _ in range(clients)]
+        connections = [raw_connect(url) for _ in range(clients)]
 
         def work(index: int) -> None:
-            connection = connections[index]
             for i in range(per_client):
-                n = index * per_client + i
-                if kind == "get":
-                    key = (codec.sortable(f"item-{n}", "id"), "")
-                    connection.execute(GET_SQL.format(p=placeholder), key).fetchone()
-                elif sqlite:
-                    connection.execute("BEGIN IMMEDIATE")
-                    connection.execute(upsert_sql(placeholder), row(n))
-                    connection.execute("COMMIT")
-                else:
-                    with connection.transaction():
-                        connection.execute(upsert_sql(placeholder), row(n))
+                raw_op(connections[index], kind, index * per_client + i)
 
         elapsed = timed_threads(clients, work)
         for connection in connections:
@@ -112,6 +117,25 @@ def raw_driver(url: str, ops: int, clients: int) -> tuple[float, float]:
         return per_client * clients / elapsed
 
     return run("put"), run("get")
+
+
+async def raw_awaited(url: str, ops: int) -> tuple[float, float]:
+    """put/s and get/s of one client awaiting each raw operation on a worker thread.
+
+    What any asyncio code pays so that a blocking driver call never stalls
+    the event loop: a hop to a thread and back per operation.
+    """
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(1) as pool:
+        connection = await loop.run_in_executor(pool, raw_connect, url)
+        rates = []
+        for kind in ("put", "get"):
+            started = time.perf_counter()
+            for n in range(ops):
+                await loop.run_in_executor(pool, raw_op, connection, kind, n)
+            rates.append(ops / (time.perf_counter() - started))
+        await loop.run_in_executor(pool, connection.close)
+    return rates[0], rates[1]
 
 
 # -- shoestring -------------------------------------------------------------------
@@ -175,7 +199,10 @@ async def bench_backend(backend: str, ops: int, big: int) -> None:
         else:
             raw = app
         print(f"\n{backend}: {ops} ops of 1 KiB items")
-        print(f"{'clients':>8} {'op':>4} {'shoestring':>12} {'raw driver':>12} {'ratio':>6}")
+        print(
+            f"{'clients':>8} {'op':>4} {'shoestring':>12} {'raw driver':>12} {'ratio':>6}"
+            f" {'raw, awaited':>13} {'ratio':>6}"
+        )
         for clients in (1, CLIENTS):
             for each in {app, raw}:
                 async with each.db.transaction() as tx:
@@ -184,8 +211,19 @@ async def bench_backend(backend: str, ops: int, big: int) -> None:
             async with raw.db.transaction() as tx:
                 await tx.execute('DELETE FROM "tbl_bench"')
             raw_put, raw_get = await asyncio.to_thread(raw_driver, baseline_url, ops, clients)
-            for name, a, b in (("put", put, raw_put), ("get", get, raw_get)):
-                print(f"{clients:>8} {name:>4} {a:>10,.0f}/s {b:>10,.0f}/s {a / b:>6.2f}")
+            awaited: tuple[float | None, float | None] = (None, None)
+            if clients == 1:
+                async with raw.db.transaction() as tx:
+                    await tx.execute('DELETE FROM "tbl_bench"')
+                awaited = await raw_awaited(baseline_url, ops)
+            for name, a, b, c in (
+                ("put", put, raw_put, awaited[0]),
+                ("get", get, raw_get, awaited[1]),
+            ):
+                line = f"{clients:>8} {name:>4} {a:>10,.0f}/s {b:>10,.0f}/s {a / b:>6.2f}"
+                if c is not None:
+                    line += f" {c:>11,.0f}/s {a / c:>6.2f}"
+                print(line)
         p50, p99 = await index_latency(app, big)
         print(f"query 100 items by index on {big:,} items: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
         for each in {app, raw}:

@@ -153,3 +153,34 @@ async def test_a_batch_is_all_or_nothing(tmp_path: Path) -> None:
     rows = await database.fetchall("SELECT id FROM notes ORDER BY id")
     await database.close()
     assert rows == [(1,), (2,)]
+
+
+async def test_cancelled_transactions_leave_nothing_and_the_rest_commit(tmp_path: Path) -> None:
+    # A request whose client hangs up is cancelled wherever it is: a statement
+    # may be waiting for the writer thread, running, or done.
+    database = await _database(tmp_path)
+
+    async def write(n: int) -> None:
+        async with database.transaction() as tx:
+            await tx.execute("INSERT INTO notes (id) VALUES (?)", (n,))
+            await tx.execute("INSERT INTO notes (id) VALUES (?)", (n + 1000,))
+
+    loop = asyncio.get_running_loop()
+    tasks = [asyncio.ensure_future(write(n)) for n in range(400)]
+    for n, task in enumerate(tasks):
+        if n % 2:  # at moments spread over the run: each lands at some stage of some write
+            loop.call_later(n / 400 * 0.2, task.cancel)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    ids = {r[0] for r in await database.fetchall("SELECT id FROM notes")}
+    await database.write("INSERT INTO notes (id) VALUES (5000)")  # the writer is still sound
+    await database.close()
+    finished = {n for n, result in enumerate(results) if result is None}
+    assert 0 < len(finished) < 400
+    # Each transaction is all or nothing: one cancelled after its COMMIT began
+    # may be kept (the caller just never heard), one cancelled before is not.
+    kept = {n for n in range(400) if n in ids}
+    assert ids == kept | {n + 1000 for n in kept}
+    assert finished <= kept and len(kept) < 400  # and some cancellations came in time
+    again = sqlite3.connect(tmp_path / "group.db")
+    assert again.execute("SELECT count(*) FROM notes").fetchone() == (len(ids) + 1,)
+    again.close()

@@ -242,12 +242,14 @@ async def test_expired_items_vanish_at_once_and_are_reaped(
     ("item", "message"),
     [
         ({"text": "no id"}, "has no 'id'"),
-        ({"id": "x", "when": {1, 2}}, "is a set"),
+        ({"id": "x", "when": {1, 2}}, r"item\.when is a set"),
         ({"id": "x", "n": float("nan")}, "finite"),
+        ({"id": "x", "a": [1, {"b": float("inf")}]}, r"item\.a\[1\]\.b is inf"),
         ({"id": True}, "bool"),
         ({"id": {"a": 1}}, "keys and indexed values"),
         ({"id": "x", "d": {1: "int key"}}, "dict keys must be str"),
         ({"id": "x", "big": "x" * 500_000}, "the limit is"),
+        ({"id": "x", "big": "é" * 210_000}, "item is 420"),  # 2 bytes a character
     ],
 )
 async def test_bad_items_are_refused_with_a_clear_error(

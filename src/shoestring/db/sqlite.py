@@ -14,12 +14,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 from shoestring.db.database import DatabaseError, Dialect, Params, Row
+from shoestring.db.threads import Threads
 
 T = TypeVar("T")
 
@@ -38,15 +38,17 @@ class SQLiteTransaction:
 
     def __init__(self, database: SQLiteDatabase) -> None:
         self._db = database
-        self.begun = False  # our savepoint is open
+        self.begun = False  # a statement went to the writer (which opens our savepoint first)
 
     async def _run(self, call: Callable[[sqlite3.Connection], T]) -> T:
         if self.begun:
             return await self._db._on_writer(call)
+        # Set before the trip: if our caller is cancelled while the statement
+        # waits or runs, the rollback that follows must still close the savepoint.
+        self.begun = True
 
         def open_then(connection: sqlite3.Connection) -> T:
             self._db._open_savepoint(connection)
-            self.begun = True
             return call(connection)
 
         return await self._db._on_writer(open_then)
@@ -76,9 +78,10 @@ class SQLiteDatabase:
         self.url = f"sqlite:///{path}"
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
-        self._writer_pool: ThreadPoolExecutor | None = None
-        self._reader_pool: ThreadPoolExecutor | None = None
+        self._writer_thread: Threads | None = None
+        self._reader_threads: Threads | None = None
         self._writer: sqlite3.Connection | None = None
+        self._in_savepoint = False  # the writer's state, changed on the writer thread only
         self._readers = threading.local()
         self._reader_connections: list[sqlite3.Connection] = []
         self._write_lock = asyncio.Lock()
@@ -106,8 +109,8 @@ class SQLiteDatabase:
     async def open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
-            self._reader_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="sqlite-reader")
+            self._writer_thread = Threads(1, "sqlite-writer")
+            self._reader_threads = Threads(READ_THREADS, "sqlite-reader")
             self._writer = await self._on_writer_thread(self.connect)
         except (sqlite3.Error, OSError) as exc:
             raise DatabaseError(f"cannot open SQLite database {self.path}: {exc}") from exc
@@ -123,10 +126,10 @@ class SQLiteDatabase:
             self._writer = None
         # Let reads still running (their callers may have been cancelled)
         # finish before their connections close under them.
-        for pool in (self._writer_pool, self._reader_pool):
-            if pool is not None:
-                pool.shutdown(wait=True)
-        self._writer_pool = self._reader_pool = None
+        for threads in (self._writer_thread, self._reader_threads):
+            if threads is not None:
+                threads.shutdown()
+        self._writer_thread = self._reader_threads = None
         for connection in self._reader_connections:
             connection.close()
         self._reader_connections.clear()
@@ -213,6 +216,7 @@ class SQLiteDatabase:
             connection.execute("BEGIN IMMEDIATE")
             self._group_since = time.monotonic()
         connection.execute("SAVEPOINT tx")
+        self._in_savepoint = True
 
     def _commit_due(self) -> bool:
         """Holding the write lock: does no queued transaction follow, or is the group full?"""
@@ -259,13 +263,15 @@ class SQLiteDatabase:
                         result = work(connection)
                     except Exception as exc:
                         work_error = exc
-                if begun:
+                if self._in_savepoint:
                     if failed or work_error is not None:
                         connection.execute("ROLLBACK TO tx")
                     connection.execute("RELEASE tx")
+                    self._in_savepoint = False
             except BaseException:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
+                self._in_savepoint = False
                 raise
             if commit and connection.in_transaction:
                 try:
@@ -350,9 +356,9 @@ class SQLiteDatabase:
     # -- threads -----------------------------------------------------------
 
     async def _on_writer_thread(self, call: Callable[[], T]) -> T:
-        if self._writer_pool is None:
+        if self._writer_thread is None:
             raise DatabaseError("the database is not open: start the app first")
-        return await asyncio.get_running_loop().run_in_executor(self._writer_pool, call)
+        return await self._writer_thread.run(call)
 
     async def _on_writer(self, call: Callable[[sqlite3.Connection], T]) -> T:
         writer = self._writer
@@ -361,11 +367,9 @@ class SQLiteDatabase:
         return await self._on_writer_thread(lambda: call(writer))
 
     async def _on_reader(self, call: Callable[[sqlite3.Connection], T]) -> T:
-        if self._reader_pool is None:
+        if self._reader_threads is None:
             raise DatabaseError("the database is not open: start the app first")
-        return await asyncio.get_running_loop().run_in_executor(
-            self._reader_pool, lambda: call(self._reader())
-        )
+        return await self._reader_threads.run(lambda: call(self._reader()))
 
     def _reader(self) -> sqlite3.Connection:
         connection: Any = getattr(self._readers, "connection", None)

@@ -26,16 +26,19 @@ MAX_ITEM_BYTES = 400 * 1024  # as DynamoDB: an item is a record, not a blob stor
 MAX_SAFE_INT = 2**53
 
 
+# One encoder for every item: json.dumps with options builds a new one per call.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def dumps(item: dict[str, Any]) -> str:
     try:
-        text = json.dumps(
-            _encode(item, "item"), ensure_ascii=False, separators=(",", ":"), allow_nan=False
-        )
+        text = _JSON.encode(_encode(item))
     except ValueError as exc:
         raise InvalidItem(f"item is not storable: {exc}") from None
-    if len(text.encode()) > MAX_ITEM_BYTES:
+    # UTF-8 takes at most 4 bytes a character: most items need no encoding to measure.
+    if len(text) > MAX_ITEM_BYTES // 4 and (size := len(text.encode())) > MAX_ITEM_BYTES:
         raise InvalidItem(
-            f"item is {len(text.encode())} bytes; the limit is {MAX_ITEM_BYTES}. Keep large data in storage and its key here."
+            f"item is {size} bytes; the limit is {MAX_ITEM_BYTES}. Keep large data in storage and its key here."
         )
     return text
 
@@ -46,28 +49,51 @@ def loads(text: str) -> dict[str, Any]:
     return item
 
 
-def _encode(value: Any, path: str) -> Any:
-    if value is None or isinstance(value, bool | int | str):
+# Values stored as they are, checked without a call per leaf.
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+# Where a value sits in an item, built only for an error message: () for the
+# item itself, else (parent, dict key or list index).
+Path = tuple[Any, ...]
+
+
+def _where(path: Path) -> str:
+    steps: list[str] = []
+    while path:
+        path, step = path
+        steps.append(f"[{step}]" if isinstance(step, int) else f".{step}")
+    return "item" + "".join(reversed(steps))
+
+
+def _encode(value: Any, path: Path = ()) -> Any:
+    if value.__class__ in _PLAIN:
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise InvalidItem(f"{path} is {value}: only finite numbers can be stored")
+            raise InvalidItem(f"{_where(path)} is {value}: only finite numbers can be stored")
         return value
     if isinstance(value, dict):
         encoded = {}
         for key, child in value.items():
             if not isinstance(key, str):
-                raise InvalidItem(f"{path} has key {key!r}: dict keys must be str")
-            encoded["$" + key if key.startswith("$") else key] = _encode(child, f"{path}.{key}")
+                raise InvalidItem(f"{_where(path)} has key {key!r}: dict keys must be str")
+            encoded["$" + key if key.startswith("$") else key] = (
+                child if child.__class__ in _PLAIN else _encode(child, (path, key))
+            )
         return encoded
     if isinstance(value, list | tuple):
-        return [_encode(child, f"{path}[{i}]") for i, child in enumerate(value)]
+        return [
+            child if child.__class__ in _PLAIN else _encode(child, (path, i))
+            for i, child in enumerate(value)
+        ]
     if isinstance(value, bytes | bytearray | memoryview):
         return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, datetime):
         return {"$datetime": value.isoformat()}
+    if isinstance(value, bool | int | str):  # subclasses: an IntEnum, a StrEnum
+        return value
     raise InvalidItem(
-        f"{path} is a {type(value).__name__}; items hold str, int, float, bool, None, "
+        f"{_where(path)} is a {type(value).__name__}; items hold str, int, float, bool, None, "
         "lists, dicts, bytes and datetime"
     )
 

@@ -10,6 +10,7 @@ search), and a B-tree over (index value, index sort value, pk, sk).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -19,6 +20,12 @@ from shoestring.db.migrations import Migration
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 _FIELD = re.compile(r"^[A-Za-z_][\w.-]{0,63}$")
+
+
+@functools.cache
+def _column(index_name: str) -> str:
+    """The column an index keeps its values in: named by hash, so any field name fits."""
+    return "ix_" + hashlib.sha256(index_name.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +39,7 @@ class IndexSpec:
 
     @property
     def column(self) -> str:
-        return "ix_" + hashlib.sha256(self.name.encode()).hexdigest()[:12]
+        return _column(self.name)
 
     @property
     def sort_column(self) -> str:

@@ -12,6 +12,7 @@ wins; the others get ConditionFailed and change nothing.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -244,20 +245,10 @@ class Table:
         return codec.loads(row[0]) if row else None
 
     def _upsert_sql(self, row: dict[str, Any], *, only_if_absent: bool) -> tuple[str, list[Any]]:
-        name = self.spec.sql_name
-        columns = list(row)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in ("pk", "sk"))
-        sql = (
-            f"INSERT INTO {name} ({', '.join(columns)}) "
-            f"VALUES ({', '.join('?' for _ in columns)}) "
-            f"ON CONFLICT (pk, sk) DO UPDATE SET {updates}"
-        )
         params = list(row.values())
         if only_if_absent:
-            # An expired row counts as absent; a live one makes this a no-op.
-            sql += f" WHERE {name}.expires_at IS NOT NULL AND {name}.expires_at <= ?"
             params.append(time.time())
-        return sql, params
+        return _upsert_statement(self.spec.sql_name, tuple(row), only_if_absent), params
 
     async def _upsert(self, tx: Transaction, row: dict[str, Any], *, only_if_absent: bool) -> bool:
         sql, params = self._upsert_sql(row, only_if_absent=only_if_absent)
@@ -532,3 +523,18 @@ class Table:
             if len(rows) < MAX_PAGE:
                 return Page(matched, None)
             position = [rows[-1][1], rows[-1][2]]
+
+
+@functools.cache
+def _upsert_statement(table: str, columns: tuple[str, ...], only_if_absent: bool) -> str:
+    """The INSERT ... ON CONFLICT for a row of `columns`: the same for every put of a table."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in ("pk", "sk"))
+    sql = (
+        f"INSERT INTO {table} ({', '.join(columns)}) "
+        f"VALUES ({', '.join('?' for _ in columns)}) "
+        f"ON CONFLICT (pk, sk) DO UPDATE SET {updates}"
+    )
+    if only_if_absent:
+        # An expired row counts as absent; a live one makes this a no-op.
+        sql += f" WHERE {table}.expires_at IS NOT NULL AND {table}.expires_at <= ?"
+    return sql
