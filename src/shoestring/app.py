@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shoestring.config import Settings, load_settings
+from shoestring.http.cors import PathCORS
 from shoestring.http.errors import EXCEPTION_HANDLERS
 from shoestring.http.lifespan import MountedLifespan
 from shoestring.http.request_log import RequestLogMiddleware
@@ -366,10 +367,12 @@ class App:
             # Sites last: a site at "/" serves what no route or mount claimed.
             *site_routes(self.settings, buckets=lambda name: self.storage.bucket(name)),
         ]
-        router = AppRouter(
+        app: ASGIApp = AppRouter(
             routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=self._lifespan
         )
-        return RequestLogMiddleware(router, access_log_enabled=self.settings.log.access_log)
+        if self.settings.cors.origins:
+            app = PathCORS(app, self.settings.cors)
+        return RequestLogMiddleware(app, access_log_enabled=self.settings.log.access_log)
 
     @asynccontextmanager
     async def _lifespan(self, _: AppRouter) -> AsyncIterator[dict[str, Any]]:

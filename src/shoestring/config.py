@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -255,6 +256,48 @@ class SiteSettings(Section):
             )
 
 
+class CorsSettings(Section):
+    origins: list[str] = Field(
+        default_factory=list,
+        description='Origins whose pages may call the app from a browser (`"https://www.example.com"`), or `["*"]` for any; empty: none, browsers\' same-origin rule.',
+    )
+    paths: list[str] = Field(
+        default_factory=lambda: ["/"],
+        description='URL path prefixes it applies to, e.g. `["/api"]`. Never shoestring\'s own `/_` routes: the S3 API has CORS per bucket.',
+    )
+    headers: list[str] = Field(
+        default_factory=lambda: ["authorization", "content-type"],
+        description="Request headers those pages may send.",
+    )
+    methods: list[str] = Field(
+        default_factory=lambda: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+        description="Methods those pages may use.",
+    )
+    credentials: bool = Field(
+        False,
+        description="Let those pages send cookies; not with `origins = [\"*\"]`. Bearer tokens need no cookies.",
+    )
+    max_age: int = Field(
+        600, ge=0, le=86400, description="Seconds a browser may remember a preflight answer."
+    )
+
+    def model_post_init(self, context: Any, /) -> None:
+        for origin in self.origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/?#\s]+", origin):
+                raise ValueError(
+                    f"`origins`: {origin!r} is not an origin: give scheme and host, with a port "
+                    "if not the default (`https://www.example.com`), no path; or `*` for any"
+                )
+        if self.credentials and "*" in self.origins:
+            raise ValueError(
+                "`credentials = true` needs the origins listed: browsers refuse cookies "
+                'to any origin (`"*"`)'
+            )
+        for path in self.paths:
+            if not path.startswith("/"):
+                raise ValueError(f"`paths`: {path!r} must start with `/`")
+
+
 class StorageSettings(Section):
     backend: Literal["fs", "s3"] = Field(
         "fs",
@@ -424,6 +467,7 @@ class Settings(Section):
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     mail: MailSettings = Field(default_factory=MailSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    cors: CorsSettings = Field(default_factory=CorsSettings)
     sites: dict[str, SiteSettings] = Field(
         default_factory=dict, description="Static sites, `[sites.NAME]`."
     )

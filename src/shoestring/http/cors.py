@@ -1,0 +1,43 @@
+"""CORS for the app's routes: which other origins' pages may call them from a browser.
+
+Configured in `[cors]`; Starlette's CORSMiddleware answers preflights and
+adds the headers. It sits inside the request log and outside the routes, so
+the JSON errors handlers raise carry the headers too and a page can read
+why its call failed. shoestring's own `/_` routes are left out: the S3 API
+applies each bucket's CORS rules itself.
+"""
+
+from __future__ import annotations
+
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from shoestring.config import CorsSettings
+from shoestring.http.routing import RESERVED_PREFIX
+
+
+class PathCORS:
+    """CORSMiddleware around `app` for requests under the configured path prefixes."""
+
+    def __init__(self, app: ASGIApp, settings: CorsSettings) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=settings.origins,
+            allow_methods=settings.methods,
+            allow_headers=settings.headers,
+            allow_credentials=settings.credentials,
+            max_age=settings.max_age,
+        )
+        self.prefixes = tuple(path.rstrip("/") + "/" for path in settings.paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.applies(scope["path"]):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    def applies(self, path: str) -> bool:
+        if path.startswith(RESERVED_PREFIX):
+            return False
+        return (path + "/").startswith(self.prefixes)
