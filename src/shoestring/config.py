@@ -275,7 +275,7 @@ class CorsSettings(Section):
     )
     credentials: bool = Field(
         False,
-        description="Let those pages send cookies; not with `origins = [\"*\"]`. Bearer tokens need no cookies.",
+        description='Let those pages send cookies; not with `origins = ["*"]`. Bearer tokens need no cookies.',
     )
     max_age: int = Field(
         600, ge=0, le=86400, description="Seconds a browser may remember a preflight answer."

@@ -43,13 +43,16 @@ def test_every_example_is_served_and_ctrl_c_stops_them(tmp_path: Path) -> None:
         _ready(f"http://127.0.0.1:{port}/_ready", deadline)
         _ready(f"http://127.0.0.1:{port + 1}/_ready", deadline)
         _ready(f"http://127.0.0.1:{port + 2}/_ready", deadline)
+        _ready(f"http://127.0.0.1:{port + 3}/_ready", deadline)
         page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
         assert "<title>taptapmail</title>" in page.text
         assert "photos" in httpx.get(f"http://127.0.0.1:{port + 1}/", timeout=5).json()["upload"]
+        texts = httpx.get(f"http://127.0.0.1:{port + 3}/content/demo/locales.json", timeout=5)
+        assert texts.json()["default"] == "en"
     finally:
         script.send_signal(signal.SIGINT)
         output, _ = script.communicate(timeout=30)
     assert f"taptapmail: http://127.0.0.1:{port}/" in output
-    for served in (port, port + 1, port + 2):
+    for served in (port, port + 1, port + 2, port + 3):
         with pytest.raises(httpx.TransportError):
             httpx.get(f"http://127.0.0.1:{served}/_health", timeout=1)

@@ -220,3 +220,16 @@ def test_symlinks_out_of_the_root_are_not_followed(tmp_path: Path, site_root: Pa
 def test_no_path_reaches_outside_the_root(client: TestClient, segments: list[str]) -> None:
     response = client.get("/" + "/".join(segments))
     assert "TOP SECRET" not in response.text
+
+
+def test_a_site_under_a_path_serves_its_files_there(tmp_path: Path, site_root: Path) -> None:
+    with client_for(tmp_path, site_root, path="/docs", spa=True) as client:
+        page = client.get("/docs/about/")
+        assert (page.status_code, page.text) == (200, "<p>about</p>")
+        assert client.get("/docs/assets/app.3f2a9c1b.js").content == SCRIPT
+        assert "<title>home</title>" in client.get("/docs/", headers={"accept": "text/html"}).text
+        deep = client.get("/docs/settings/profile", headers={"accept": "text/html"})
+        assert deep.status_code == 200 and "<title>home</title>" in deep.text
+        assert client.get("/docs/nothing.js").text == "<h1>not here</h1>"
+        assert client.get("/about/").status_code == 404  # not outside its path
+        assert client.get("/api/ping").json() == {"pong": True}

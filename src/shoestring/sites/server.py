@@ -39,6 +39,13 @@ _QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
 _ALIASES = {"x-gzip": "gzip"}
 
 
+def _site_path(scope: Scope) -> str:
+    """The request's path within the site: a site mounted at `/docs` sees `/docs/a` as `/a`."""
+    path: str = scope.get("path", "/")
+    mounted_at: str = scope.get("root_path", "")
+    return path[len(mounted_at) :] if mounted_at and path.startswith(mounted_at) else path
+
+
 class SiteApp:
     """One site's files over HTTP, from whichever `SiteSource` holds them."""
 
@@ -81,7 +88,7 @@ class SiteApp:
     ) -> tuple[StaticFile | None, int]:
         if files is None:
             return None, 404  # nothing published yet
-        parts = safe_parts(unquote(scope.get("path", "/")))
+        parts = safe_parts(unquote(_site_path(scope)))
         found = await files.lookup(parts) if parts is not None else None
         if found is not None:
             return found, 200

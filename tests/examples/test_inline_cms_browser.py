@@ -1,0 +1,137 @@
+"""inline-cms in Debian's chromium: a page on another origin gets its texts, an editor edits in place."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser import browser  # noqa: F401 - the fixture
+from tests.e2e.conftest import free_port
+from tests.examples.inline_cms import EDITOR, Editor, start_inline_cms
+from tests.examples.taptapmail import code_in
+
+pytestmark = pytest.mark.e2e
+
+PAGE = """<!doctype html>
+<html lang="de-CH">
+<head><meta charset="utf-8"><title>Bäckerei</title></head>
+<body>
+  <h1 data-content="home.title">Welcome</h1>
+  <p data-content="home.greeting" data-content-args='{{"name": "Ada"}}'>Hello</p>
+  <p data-content="home.hours">Open daily</p>
+  <p data-content="home.unknown">Written into the page</p>
+  <script src="{cms}/cms.js" data-site="demo" defer></script>
+</body>
+</html>
+"""
+
+
+def newest_code_mail(editor: Editor, count: int) -> dict[str, Any]:
+    """The newest sign-in mail, once `count` of them have arrived."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        codes = [
+            m for m in editor.http.get("/_dev/mail").json()["messages"]
+            if "sign-in code" in (m["subject"] or "")
+        ]  # fmt: skip
+        if len(codes) >= count:
+            newest = max(codes, key=lambda m: m["created_at"])
+            mail: dict[str, Any] = editor.http.get(f"/_dev/mail/{newest['id']}").json()
+            return mail
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} sign-in mails arrived")
+
+
+@pytest.fixture
+def customer_site(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """Another origin's static page, served by Python's own HTTP server."""
+    root = tmp_path / "customer"
+    root.mkdir()
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(root)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    yield root, f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait()
+
+
+def test_a_page_elsewhere_gets_its_texts_and_an_editor_changes_them(
+    browser: Any,  # noqa: F811
+    tmp_path: Path,
+    customer_site: tuple[Path, str],
+) -> None:
+    server = start_inline_cms(tmp_path)
+    root, origin = customer_site
+    (root / "index.html").write_text(PAGE.format(cms=server.base_url))
+    editor = Editor(server)
+    editor.sign_in()
+    editor.draft("en", "home.title", "Welcome")
+    editor.draft("en", "home.hours", "Open daily, 7 to 18")
+    editor.publish("en")
+    editor.draft("de", "home.title", "Willkommen")
+    editor.draft("de", "home.greeting", "Grüezi, {name}! <b>not bold</b>")
+    editor.publish("de")
+
+    visitor = browser.new_context()
+    editing = browser.new_context()
+    errors: list[str] = []
+    try:
+        page = visitor.new_page()
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(origin + "/")
+        page.wait_for_selector("html[data-cms-locale=de]")  # de-CH falls back to de
+        assert page.inner_text("h1") == "Willkommen"
+        # Placeholders filled from the page; markup in a text stays text.
+        assert page.inner_text("[data-content='home.greeting']") == "Grüezi, Ada! <b>not bold</b>"
+        assert page.locator("[data-content='home.greeting'] b").count() == 0
+        assert page.inner_text("[data-content='home.hours']") == "Open daily, 7 to 18"  # from en
+        assert page.inner_text("[data-content='home.unknown']") == "Written into the page"
+
+        # The editor opens the same page with #edit and signs in by mail.
+        edit = editing.new_page()
+        edit.on("pageerror", lambda error: errors.append(str(error)))
+        answers = iter([EDITOR, None])
+
+        def answer(dialog: Any) -> None:
+            reply = next(answers)
+            if reply is None:  # the code prompt: the second code's mail is on its way
+                reply = code_in(newest_code_mail(editor, count=2)["text"])
+            dialog.accept(reply)
+
+        edit.on("dialog", answer)
+        edit.goto(origin + "/#edit")
+        edit.click("#inline-cms-toolbar button:has-text('Sign in')")
+        edit.wait_for_selector("#inline-cms-status:has-text('Editing demo (de)')")
+        title = edit.locator("h1")
+        assert title.get_attribute("contenteditable") == "plaintext-only"
+        greeting = edit.locator("[data-content='home.greeting']")
+        assert greeting.inner_text() == "Grüezi, {name}! <b>not bold</b>"  # the text itself
+        title.click()
+        edit.keyboard.press("Control+A")
+        edit.keyboard.type("Herzlich willkommen")
+        edit.click("[data-content='home.unknown']")  # leaving the title saves its draft
+        edit.wait_for_selector("h1[data-cms-state=draft]")
+        edit.wait_for_selector("#inline-cms-status:has-text('1 unpublished')")
+
+        page.reload()
+        page.wait_for_selector("html[data-cms-locale=de]")
+        assert page.inner_text("h1") == "Willkommen"  # visitors see only what is published
+
+        edit.click("#inline-cms-toolbar button:has-text('Publish')")
+        edit.wait_for_selector("#inline-cms-status:has-text('Published 1 changed texts')")
+        page.reload()
+        page.wait_for_selector("html[data-cms-locale=de]")
+        assert page.inner_text("h1") == "Herzlich willkommen"
+        assert errors == []
+    finally:
+        visitor.close()
+        editing.close()
+        assert server.terminate() == 0, server.log
