@@ -83,3 +83,22 @@ def test_app_spec_must_be_module_colon_attribute(tmp_path: Path) -> None:
     write(tmp_path, '[project]\napp = "app.py"\n')
     with pytest.raises(ConfigError, match=r"project\.app"):
         load_settings(tmp_path, environ={})
+
+
+def test_a_site_root_may_live_in_the_data_directory_and_moves_with_it(tmp_path: Path) -> None:
+    (tmp_path / "shoestring.toml").write_text(
+        '[sites.web]\nroot = "web"\n\n[sites.content]\nroot = "published"\nroot_in = "data"\n'
+    )
+    settings = load_settings(tmp_path)
+    assert settings.sites["web"].root == str(tmp_path.resolve() / "web")
+    assert settings.sites["content"].root == str(tmp_path.resolve() / "data" / "published")
+    elsewhere = tmp_path / "state"
+    moved = load_settings(tmp_path, environ={"SHOESTRING_DATA_DIR": str(elsewhere)})
+    assert moved.sites["content"].root == str(elsewhere / "published")
+    assert moved.sites["web"].root == str(tmp_path.resolve() / "web")
+
+
+def test_root_in_data_needs_a_root(tmp_path: Path) -> None:
+    (tmp_path / "shoestring.toml").write_text('[sites.content]\nroot_in = "data"\n')
+    with pytest.raises(ConfigError, match="needs `root`"):
+        load_settings(tmp_path)

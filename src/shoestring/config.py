@@ -210,6 +210,10 @@ class SiteSettings(Section):
         "",
         description="Directory served as it is, relative to the project; empty: the releases `shoestring sites publish` made.",
     )
+    root_in: Literal["project", "data"] = Field(
+        "project",
+        description="What `root` is relative to: `project` (files you ship) or `data`, the data directory (files the app writes, e.g. published content: they move with `data_dir` and outlive releases).",
+    )
     bucket: str = Field(
         "",
         description="Serve the releases `shoestring sites publish` uploads to this storage bucket (fs or s3 backend) instead of the data directory; not with `root`.",
@@ -239,6 +243,8 @@ class SiteSettings(Section):
                 f"`root` ({self.root!r}) and `bucket` ({self.bucket!r}) are both set: a site "
                 "serves a directory (`root`) or releases in a bucket (`bucket`), not both"
             )
+        if self.root_in == "data" and not self.root:
+            raise ValueError('`root_in = "data"` needs `root`: the directory in the data directory')
         if self.prefix and not self.bucket:
             raise ValueError("`prefix` is only used with `bucket`: set `bucket` or remove `prefix`")
         if self.bucket:
@@ -502,9 +508,14 @@ def load_settings(
 
 def _resolve_paths(settings: Settings, directory: Path) -> Settings:
     """Make relative paths relative to the project directory, not the working one."""
-    update: dict[str, Any] = {"data_dir": directory / settings.data_dir}
+    data_dir = directory / settings.data_dir
+    update: dict[str, Any] = {"data_dir": data_dir}
     update["sites"] = {
-        name: site.model_copy(update={"root": str(directory / site.root)}) if site.root else site
+        name: site.model_copy(
+            update={"root": str((data_dir if site.root_in == "data" else directory) / site.root)}
+        )
+        if site.root
+        else site
         for name, site in settings.sites.items()
     }
     update["mail"] = settings.mail.model_copy(

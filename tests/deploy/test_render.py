@@ -111,7 +111,16 @@ def test_the_caddyfile_validates_with_tls_redirect_and_hsts(tmp_path: Path) -> N
         caddy_admin="127.0.0.1:12019",
     )
     config = config.model_copy(
-        update={"sites": {"www": SiteSettings(root=str(tmp_path / "project" / "web"))}}
+        update={
+            "sites": {
+                "www": SiteSettings(root=str(tmp_path / "project" / "web")),
+                "texts": SiteSettings(
+                    root=str(tmp_path / "project" / "data" / "published"),
+                    root_in="data",
+                    path="/texts",
+                ),
+            }
+        }
     )
     layout = Layout.of(config, "demo")
     text = render.caddyfile(config, layout, acme_ca_root=PurePosixPath(root_ca))
@@ -123,6 +132,7 @@ def test_the_caddyfile_validates_with_tls_redirect_and_hsts(tmp_path: Path) -> N
     assert "health_uri /_ready" in text and "lb_policy first" in text
     assert "import app" in text and "shoestring-app" not in text
     assert f"root * {tmp_path}/srv/demo/current/web" in text  # served from the live release
+    assert f"root * {layout.data_dir}/published" in text  # what the app writes, on the host
     run_caddy("validate", text, tmp_path)
     # Caddy redirects HTTP to HTTPS for named hosts by itself, unless told not to.
     assert "auto_https" not in text

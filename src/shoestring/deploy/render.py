@@ -161,7 +161,9 @@ def _on_host(settings: Settings, layout: Layout) -> Settings:
     sites = {}
     for name, site in settings.sites.items():
         root = site.root
-        if root:
+        if root and site.root_in == "data":
+            root = str(layout.data_dir / PurePosixPath(root).relative_to(settings.data_dir))
+        elif root:
             inside = root.removeprefix(project_dir).lstrip("/")
             root = str(layout.current / inside)
         sites[name] = site.model_copy(update={"root": root})
