@@ -10,6 +10,7 @@ def test_public_api_is_exactly_what_is_documented() -> None:
         "HTMLResponse",
         "HTTPError",
         "Health",
+        "InvalidCode",
         "JSONResponse",
         "MISSING",
         "Page",

@@ -45,19 +45,17 @@ from typing import Annotated, Any
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, Field
 
-from shoestring import App, ConditionFailed, HTTPError, JSONResponse, Request, Table, read_json
+from shoestring import App, HTTPError, JSONResponse, Request, Table, read_json
 
 HERE = Path(__file__).resolve().parent
 SITES: dict[str, dict[str, Any]] = tomllib.loads(
     (HERE / os.environ.get("INLINE_CMS_SITES", "sites.toml")).read_text()
 )
 CODE_TTL = 15 * 60  # seconds a sign-in code stays valid
-CODE_ATTEMPTS = 5
 SESSION_DAYS = 30
 MAX_TEXTS = 5_000  # per site and language: the file every page loads stays small
 
 app = App("inline-cms")
-pending = app.table("pending", ttl="expires")  # HMAC(site, address) -> HMAC(code), attempts
 sessions = app.table("sessions", ttl="expires")  # HMAC(token) -> site, HMAC(address)
 drafts = app.table("drafts", key="page", sort_key="key")  # page = "site/locale"
 published = app.table("published", key="page", sort_key="key")
@@ -183,14 +181,9 @@ async def signin(request: Request) -> JSONResponse:
     await app.limits.hit("signin-ip", client_ip(request), limit=20, per=3600)
     editors = {address(editor) for editor in SITES.get(body.site, {}).get("editors", [])}
     if body.email in editors:
-        entry = keyed("signin", body.site, body.email)
-        await app.limits.hit("signin-address", entry, limit=5, per=3600)
-        code = f"{secrets.randbelow(10**6):06d}"
-        async with app.tables.transaction():  # the code is stored if and only if its mail is queued
-            await pending.put(
-                {"id": entry, "code": keyed("code", code), "attempts": 0,
-                 "expires": time.time() + CODE_TTL}
-            )  # fmt: skip
+        await app.limits.hit("signin-address", body.email, limit=5, per=3600)
+        async with app.tables.transaction():  # the code is kept if and only if its mail is queued
+            code = await app.codes.issue(f"signin:{body.site}", body.email, ttl=CODE_TTL)
             await app.mail.send_template(
                 "signin", to=body.email, code=code, site=body.site, minutes=CODE_TTL // 60
             )
@@ -202,25 +195,12 @@ async def signin(request: Request) -> JSONResponse:
 async def confirm(request: Request) -> dict[str, str]:
     body = await read_json(request, Confirm)
     await app.limits.hit("confirm-ip", client_ip(request), limit=30, per=3600)
-    entry_id = keyed("signin", body.site, body.email)
-    invalid = HTTPError(400, "The code is wrong or has expired; ask for a new one.", code="invalid_code")  # fmt: skip
-    try:
-        entry = await pending.update(
-            entry_id, increment={"attempts": 1},
-            condition=lambda item: item is not None and item["attempts"] < CODE_ATTEMPTS,
-        )  # fmt: skip
-    except ConditionFailed:
-        raise invalid from None
-    if not hmac.compare_digest(entry["code"], keyed("code", body.code)):
-        raise invalid
+    await app.codes.redeem(f"signin:{body.site}", body.email, body.code)  # else a 400
     token = secrets.token_urlsafe(24)
-    async with app.tables.transaction():
-        await pending.delete(entry_id)
-        await sessions.put(
-            {"id": keyed("token", token), "site": body.site,
-             "editor": keyed("address", body.email),
-             "expires": time.time() + SESSION_DAYS * 86400}
-        )  # fmt: skip
+    await sessions.put(
+        {"id": keyed("token", token), "site": body.site, "editor": keyed("address", body.email),
+         "expires": time.time() + SESSION_DAYS * 86400}
+    )  # fmt: skip
     return {"token": token}
 
 

@@ -58,7 +58,6 @@ RANDOM_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no l, o, 0, 1: easy to r
 
 app = App("othermail")
 forwarder = Forwarder(app, domain=DOMAIN)
-pending = app.table("pending", ttl="expires")  # HMAC(address) -> HMAC(code), attempts
 accounts = app.table("accounts")  # HMAC(address) -> the address, encrypted
 sessions = app.table("sessions", ttl="expires", indexes=["account"])  # HMAC(token) -> account
 # address -> account, state, note, counters; "expiring" is set while an expiry is due
@@ -172,12 +171,8 @@ async def signup(request: Request) -> JSONResponse:
     address_key = keyed("address", body.email)
     await app.limits.hit("signup-ip", client_ip(request), limit=20, per=3600)
     await app.limits.hit("signup-address", address_key, limit=3, per=3600)
-    code = f"{secrets.randbelow(10**6):06d}"
-    async with app.tables.transaction():  # the code is stored if and only if its mail is queued
-        await pending.put(
-            {"id": address_key, "code": keyed("code", code), "attempts": 0,
-             "expires": time.time() + CODE_TTL}
-        )  # fmt: skip
+    async with app.tables.transaction():  # the code is kept if and only if its mail is queued
+        code = await app.codes.issue("signup", body.email, ttl=CODE_TTL)
         await app.mail.send_template(
             "confirm", to=body.email, code=code, minutes=CODE_TTL // 60, domain=DOMAIN,
             link=f"{PUBLIC_URL}/#confirm={code}&email={quote(body.email)}",
@@ -189,21 +184,11 @@ async def signup(request: Request) -> JSONResponse:
 async def confirm(request: Request) -> dict[str, str]:
     body = await read_json(request, Confirm)
     await app.limits.hit("confirm-ip", client_ip(request), limit=30, per=3600)
+    await app.codes.redeem("signup", body.email, body.code, attempts=CODE_ATTEMPTS)  # else a 400
     address_key = keyed("address", body.email)
-    invalid = HTTPError(400, "The code is wrong or has expired; ask for a new one.", code="invalid_code")  # fmt: skip
-    try:
-        entry = await pending.update(
-            address_key, increment={"attempts": 1},
-            condition=lambda item: item is not None and item["attempts"] < CODE_ATTEMPTS,
-        )  # fmt: skip
-    except ConditionFailed:
-        raise invalid from None
-    if not hmac.compare_digest(entry["code"], keyed("code", body.code)):
-        raise invalid
     token = secrets.token_urlsafe(24)
     sealed = address_box().encrypt(body.email.encode()).decode()
     async with app.tables.transaction():
-        await pending.delete(address_key)
         await accounts.update(address_key, set={"sealed": sealed})
         await sessions.put(
             {"id": keyed("token", token), "account": address_key,

@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import secrets
-import time
 import uuid
 from functools import cache
 from typing import Annotated
@@ -26,14 +24,13 @@ from urllib.parse import quote, urlsplit
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
-from shoestring import App, ConditionFailed, HTTPError, JSONResponse, Request, read_json
+from shoestring import App, HTTPError, JSONResponse, Request, read_json
 
 CODE_TTL = int(os.environ.get("TAPTAPMAIL_CODE_TTL", 15 * 60))  # seconds a code stays valid
 CODE_ATTEMPTS = 5  # wrong codes before it is void
 PUBLIC_URL = os.environ.get("TAPTAPMAIL_URL", "http://127.0.0.1:8000").rstrip("/")
 
 app = App("taptapmail")
-pending = app.table("pending", ttl="expires")  # id: HMAC(address) -> HMAC(code), attempts
 devices = app.table("devices")  # id: HMAC(client id) -> HMAC(address)
 
 
@@ -123,16 +120,8 @@ async def register(request: Request) -> JSONResponse:
     address_key = keyed("address", body.email)
     await app.limits.hit("register-ip", client_ip(request), limit=20, per=3600)
     await app.limits.hit("register-address", address_key, limit=3, per=3600)
-    code = f"{secrets.randbelow(10**6):06d}"
-    async with app.tables.transaction():  # the code is stored if and only if its mail is queued
-        await pending.put(
-            {
-                "id": address_key,
-                "code": keyed("code", code),
-                "attempts": 0,
-                "expires": time.time() + CODE_TTL,
-            }
-        )
+    async with app.tables.transaction():  # the code is kept if and only if its mail is queued
+        code = await app.codes.issue("register", body.email, ttl=CODE_TTL)
         await app.mail.send_template(
             "confirm",
             to=body.email,
@@ -149,25 +138,10 @@ async def register(request: Request) -> JSONResponse:
 async def confirm(request: Request) -> dict[str, str]:
     body = await read_json(request, Confirm)
     await app.limits.hit("confirm-ip", client_ip(request), limit=30, per=3600)
-    address_key = keyed("address", body.email)
-    invalid = HTTPError(
-        400, "The code is wrong or has expired; register again for a new one.", code="invalid_code"
-    )
-    try:
-        # Count the attempt first, atomically: parallel guesses cannot share one.
-        entry = await pending.update(
-            address_key,
-            increment={"attempts": 1},
-            condition=lambda item: item is not None and item["attempts"] < CODE_ATTEMPTS,
-        )
-    except ConditionFailed:
-        raise invalid from None
-    if not hmac.compare_digest(entry["code"], keyed("code", body.code)):
-        raise invalid
+    await app.codes.redeem("register", body.email, body.code, attempts=CODE_ATTEMPTS)  # else 400
     client_id = str(uuid.uuid4())
-    async with app.tables.transaction():
-        await pending.delete(address_key)
-        await devices.put({"id": keyed("client", client_id), "address": address_key})
+    address_key = keyed("address", body.email)
+    await devices.put({"id": keyed("client", client_id), "address": address_key})
     return {"client_id": client_id}
 
 

@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from shoestring.app import App
+from shoestring.codes import InvalidCode
 from shoestring.config import Settings, load_settings
 from shoestring.errors import AppLoadError, ConfigError, HTTPError, ShoestringError
 from shoestring.http.body import read_json
@@ -25,6 +26,7 @@ __all__ = [
     "HTMLResponse",
     "HTTPError",
     "Health",
+    "InvalidCode",
     "JSONResponse",
     "Page",
     "RateLimited",

@@ -89,6 +89,10 @@ class App:
 
         self.limits = RateLimits(self)
         """Rate limits shared by all processes: `await app.limits.hit(name, key, limit=, per=)`."""
+        from shoestring.codes import Codes
+
+        self.codes = Codes(self)
+        """One-time codes to mail: `code = await app.codes.issue(purpose, key)`, then `redeem`."""
 
     # -- configuration -----------------------------------------------------
 
