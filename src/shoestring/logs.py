@@ -99,11 +99,10 @@ class ConsoleFormatter(logging.Formatter):
 class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Collects lines and writes them together at most every FLUSH_INTERVAL seconds.
 
-    A write(2) per line costs more than building the line (measured: 15 of the
-    23 us an access line added to a request under load), and the stream's own
-    buffering cannot be relied on: PYTHONUNBUFFERED, which systemd units and
-    containers set so that nothing sits in a buffer, makes stdout write every
-    line at once. Warnings and errors are written at once, with whatever
+    Written as it comes, each access line is a system call per request (to
+    journald's socket, in production), and the stream's own buffering cannot
+    be relied on: PYTHONUNBUFFERED, which systemd units and containers set so
+    that nothing sits in a buffer, makes stdout write every line at once. Warnings and errors are written at once, with whatever
     waits before them; a crash loses at most the last FLUSH_INTERVAL of info
     lines; an orderly exit writes everything (logging flushes handlers at exit).
     """
@@ -157,9 +156,8 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 _json_handler: BufferedStreamHandler | None = None
-_json_only: list[
-    logging.Handler
-] = []  # [_json_handler]: the root's handlers when shoestring owns them
+# [_json_handler] while shoestring owns the root logger's handlers, else [].
+_json_only: list[logging.Handler] = []
 _root = logging.getLogger()
 _access = logging.getLogger("shoestring.access")
 # Printable ASCII but `"` and `\\`: a path JSON would not escape (nearly all of them).
@@ -214,14 +212,13 @@ def configure_logging(
         handler = logging.StreamHandler(stream or sys.stdout)
         handler.setFormatter(ConsoleFormatter())
         _json_handler, _json_only = None, []
-    root = logging.getLogger()
-    for existing in list(root.handlers):
+    for existing in list(_root.handlers):
         existing.flush()
-        root.removeHandler(existing)
+        _root.removeHandler(existing)
         if isinstance(existing, BufferedStreamHandler):
             existing.close()
-    root.addHandler(handler)
-    root.setLevel(level.upper())
+    _root.addHandler(handler)
+    _root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "watchfiles"):
         named = logging.getLogger(name)
         named.handlers.clear()
