@@ -75,6 +75,7 @@ def test_a_page_elsewhere_gets_its_texts_and_an_editor_changes_them(
     editor.sign_in()
     editor.draft("en", "home.title", "Welcome")
     editor.draft("en", "home.hours", "Open daily, 7 to 18")
+    editor.draft("en", "home.greeting", "Hello, {name}!")
     editor.publish("en")
     editor.draft("de", "home.title", "Willkommen")
     editor.draft("de", "home.greeting", "Grüezi, {name}! <b>not bold</b>")
@@ -94,6 +95,15 @@ def test_a_page_elsewhere_gets_its_texts_and_an_editor_changes_them(
         assert page.locator("[data-content='home.greeting'] b").count() == 0
         assert page.inner_text("[data-content='home.hours']") == "Open daily, 7 to 18"  # from en
         assert page.inner_text("[data-content='home.unknown']") == "Written into the page"
+
+        # The CMS's own demo page, under its strict Content-Security-Policy.
+        demo = visitor.new_page()
+        demo.on("pageerror", lambda error: errors.append(str(error)))
+        # The policy's refusals show as console errors (a missing favicon does too: not those).
+        demo.on("console", lambda m: errors.append(m.text) if "Refused" in m.text else None)
+        demo.goto(server.base_url + "/")
+        demo.wait_for_selector("html[data-cms-locale=en]")
+        assert demo.inner_text("[data-content='home.greeting']") == "Hello, visitor!"
 
         # The editor opens the same page with #edit and signs in by mail.
         edit = editing.new_page()
