@@ -299,13 +299,15 @@ class FsBackend:
         last = b""
         while True:
             jumped = False
-            for key, size, etag, mtime, meta in self.index.scan(bucket, start, inclusive, end):
+            for key, size, etag, mtime, meta, checksum in self.index.scan(
+                bucket, start, inclusive, end
+            ):
                 if len(objects) + len(prefixes) == max_keys:
                     return ListPage(objects, prefixes, True, last.decode("utf-8"))
                 rest = key[len(raw_prefix) :]
                 cut = rest.find(delimiter.encode("utf-8")) if delimiter else -1
                 if cut < 0:
-                    objects.append(object_info(key, size, etag, mtime, meta))
+                    objects.append(object_info(key, size, etag, mtime, meta, checksum))
                     last = key
                     continue
                 common = raw_prefix + rest[: cut + len(delimiter.encode("utf-8"))]

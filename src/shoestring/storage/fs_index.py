@@ -71,8 +71,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 
 Row = tuple[Any, ...]
 
-_SCAN_FROM = "SELECT key, size, etag, mtime, meta FROM objects WHERE bucket = ? AND key >= ?"
-_SCAN_AFTER = "SELECT key, size, etag, mtime, meta FROM objects WHERE bucket = ? AND key > ?"
+_SCAN = "SELECT key, size, etag, mtime, meta, checksum FROM objects WHERE bucket = ? AND key "
+_SCAN_FROM = _SCAN + ">= ?"
+_SCAN_AFTER = _SCAN + "> ?"
 
 
 def connect(path: Path) -> sqlite3.Connection:

@@ -74,7 +74,8 @@ class ObjectInfo:
     etag: str  # quoted, as S3 sends it: '"md5hex"' or '"md5hex-N"' for multipart
     last_modified: datetime  # aware, UTC, whole seconds as HTTP dates carry them
     meta: ObjectMeta = field(default_factory=ObjectMeta)
-    # The checksum stored with the object, if it was uploaded with one (listings carry none).
+    # The checksum stored with the object, if it was uploaded with one. In listings its
+    # value may be empty (an S3 service lists only algorithm and type): HEAD for it.
     checksum: Checksum | None = None
 
     @property

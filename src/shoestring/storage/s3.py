@@ -138,6 +138,14 @@ def _upload(listed: Mapping[str, Any]) -> Upload:
     )  # fmt: skip
 
 
+def _listed_checksum(listed: dict[str, Any]) -> Checksum | None:
+    """The algorithm and type a listing names; S3 lists no value (HEAD the object for it)."""
+    algorithms = listed.get("ChecksumAlgorithm") or []
+    if not algorithms:
+        return None
+    return Checksum(algorithms[0].lower(), "", listed.get("ChecksumType") or "FULL_OBJECT")
+
+
 def _info(key: str, response: dict[str, Any]) -> ObjectInfo:
     return ObjectInfo(
         key=key,
@@ -375,6 +383,7 @@ class S3Backend:
                 int(o["Size"]),
                 o["ETag"],
                 o["LastModified"].astimezone(UTC).replace(microsecond=0),
+                checksum=_listed_checksum(o),
             )
             for o in response.get("Contents", [])
             if not o["Key"].startswith(".shoestring/")

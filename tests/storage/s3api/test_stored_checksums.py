@@ -212,3 +212,16 @@ def test_an_impossible_checksum_type_is_refused(s3: Any, algorithm: str, kind: s
     )
     assert error["Code"] == "InvalidRequest" and kind in error["Message"]
     assert "Uploads" not in s3.list_multipart_uploads(Bucket="sums")
+
+
+def test_listings_name_each_objects_checksum_algorithm_and_type(s3: Any) -> None:
+    s3.put_object(Bucket="sums", Key="a-crc32", Body=b"one")  # boto3's default: CRC32
+    s3.put_object(Bucket="sums", Key="b-sha256", Body=b"two", ChecksumAlgorithm="SHA256")
+    listed = {o["Key"]: o for o in s3.list_objects_v2(Bucket="sums")["Contents"]}
+    assert (listed["a-crc32"]["ChecksumAlgorithm"], listed["a-crc32"]["ChecksumType"]) == (
+        ["CRC32"], "FULL_OBJECT",
+    )  # fmt: skip
+    assert listed["b-sha256"]["ChecksumAlgorithm"] == ["SHA256"]
+    assert listed["b-sha256"]["Size"] == 3  # the rest of the entry as before
+    v1 = {o["Key"]: o for o in s3.list_objects(Bucket="sums")["Contents"]}
+    assert v1["b-sha256"]["ChecksumAlgorithm"] == ["SHA256"]

@@ -178,10 +178,21 @@ def _contents(info: ObjectInfo, url: bool, *, owner: bool = False) -> str:
         xml.text("Key", listing.encode(info.key, url)),
         xml.text("LastModified", info.last_modified),
         xml.text("ETag", info.etag),
+        *_checksum_kind(info),
         xml.text("Size", info.size),
         xml.text("StorageClass", "STANDARD"),
         OWNER if owner else "",
     )
+
+
+def _checksum_kind(info: ObjectInfo) -> list[str]:
+    """Which checksum an object has, as listings tell it (the value takes a HEAD)."""
+    if info.checksum is None:
+        return []
+    return [
+        xml.text("ChecksumAlgorithm", info.checksum.algorithm.upper()),
+        xml.text("ChecksumType", info.checksum.type),
+    ]
 
 
 async def ListObjects(api: S3Api, request: S3Request) -> Reply:
@@ -271,6 +282,7 @@ async def ListObjectVersions(api: S3Api, request: S3Request) -> Reply:
             xml.text("IsLatest", True),
             xml.text("LastModified", o.last_modified),
             xml.text("ETag", o.etag),
+            *_checksum_kind(o),
             xml.text("Size", o.size),
             xml.text("StorageClass", "STANDARD"),
             OWNER,
