@@ -11,6 +11,7 @@ import zlib
 from collections.abc import AsyncIterator
 
 import pytest
+from awscrt import checksums as crt_checksums
 
 from shoestring.storage import (
     BadDigest,
@@ -197,8 +198,11 @@ def test_put_verifies_and_keeps_a_checksum(backend_server: ServerThread) -> None
         with pytest.raises(InvalidChecksum):
             await bucket.put("k", b"other", checksum=Checksum("crc32", "not base64"))
         assert await bucket.read("k") == b"data"
-        assert (await bucket.put("plain", b"data")).checksum is None
-        assert (await bucket.head("plain")).checksum is None
+        # Uploaded without one, an object gets a CRC64NVME, as on S3 since 2025.
+        crc64 = base64.b64encode(crt_checksums.crc64nvme(b"data").to_bytes(8, "big")).decode()
+        plain = Checksum("crc64nvme", crc64, "FULL_OBJECT")
+        assert (await bucket.put("plain", b"data")).checksum == plain
+        assert (await bucket.head("plain")).checksum == plain
         copied = await bucket.copy("k", "copy", checksum_algorithm="sha256")
         sha256 = base64.b64encode(hashlib.sha256(b"data").digest()).decode()
         assert (await bucket.head("copy")).checksum == copied.checksum == Checksum("sha256", sha256)

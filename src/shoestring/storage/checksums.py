@@ -23,13 +23,20 @@ import base64
 from collections.abc import Sequence
 from pathlib import Path
 
-from shoestring.storage.digests import CHECKSUMS, to_base64
+from shoestring.storage.digests import CHECKSUMS, Expected, to_base64
 from shoestring.storage.errors import BadDigest, InvalidChecksum, InvalidPart
 from shoestring.storage.objects import Checksum, ChecksumType, CompletedPart
 
 FULL_OBJECT_ALGORITHMS = frozenset({"crc32", "crc32c", "crc64nvme"})
+# What S3 computes for an object uploaded without a checksum (since 2025), and so do we.
+DEFAULT_CHECKSUM = "crc64nvme"
 COMPOSITE_ALGORITHMS = frozenset(CHECKSUMS) - {"crc64nvme"}
 READ_CHUNK = 1024 * 1024
+
+
+def put_algorithm(expected: Expected | None) -> str | None:
+    """The checksum to compute for a PutObject: the client's, or else S3's default."""
+    return None if expected is not None and expected.checksums else DEFAULT_CHECKSUM
 
 
 def member_name(algorithm: str) -> str:

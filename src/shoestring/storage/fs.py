@@ -35,6 +35,7 @@ from shoestring.storage.checksums import (
     checksum_type,
     composite,
     file_checksum,
+    put_algorithm,
 )
 from shoestring.storage.digests import Digested, Expected, multipart_etag
 from shoestring.storage.errors import (
@@ -228,7 +229,7 @@ class FsBackend:
         self, bucket: str, key: str, body: Body, meta: ObjectMeta, expected: Expected | None
     ) -> ObjectInfo:
         self._require_bucket(bucket)
-        file, digested = await self.files.receive(body, expected)
+        file, digested = await self.files.receive(body, expected, put_algorithm(expected))
         return await self._commit_object(bucket, key, file, digested, meta)
 
     def _lookup(self, bucket: str, key: str) -> tuple[Row, ObjectInfo, bytes | None]:

@@ -28,7 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shoestring.storage import errors
 from shoestring.storage.backend import Body
-from shoestring.storage.checksums import checksum_type, member_name
+from shoestring.storage.checksums import checksum_type, member_name, put_algorithm
 from shoestring.storage.digests import CHECKSUMS, Digested, DigestingReader, Expected, iterate
 from shoestring.storage.fs_index import config_from_json, config_to_json
 from shoestring.storage.objects import (
@@ -270,10 +270,15 @@ class S3Backend:
 
     # -- objects -----------------------------------------------------------
 
-    async def _spool(self, body: Body, expected: Expected | None) -> tuple[Any, Digested]:
-        """The body in a temp file (in memory while small), its digests checked."""
+    async def _spool(
+        self, body: Body, expected: Expected | None, algorithm: str | None = None
+    ) -> tuple[Any, Digested]:
+        """The body in a temp file (in memory while small), its digests checked.
+
+        `algorithm` is checksummed whether or not the client sent a value for it.
+        """
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
-        reader = DigestingReader(expected, self.settings.max_object_size)
+        reader = DigestingReader(expected, self.settings.max_object_size, algorithm=algorithm)
         try:
             async for chunk in iterate(body):
                 reader.update(chunk)
@@ -293,7 +298,7 @@ class S3Backend:
         self, bucket: str, key: str, body: Body, meta: ObjectMeta, expected: Expected | None
     ) -> ObjectInfo:
         self._check_key(key)
-        spool, digested = await self._spool(body, expected)
+        spool, digested = await self._spool(body, expected, put_algorithm(expected))
         size, etag, checksum = digested.size, digested.etag, digested.checksum
         md5 = base64.b64encode(bytes.fromhex(etag.strip('"'))).decode()
         real = self._real(bucket)

@@ -11,6 +11,7 @@ import hashlib
 import zlib
 from typing import Any
 
+import httpx
 import pytest
 from awscrt import checksums as crt_checksums
 from botocore.httpchecksum import StreamingChecksumBody
@@ -225,3 +226,14 @@ def test_listings_name_each_objects_checksum_algorithm_and_type(s3: Any) -> None
     assert listed["b-sha256"]["Size"] == 3  # the rest of the entry as before
     v1 = {o["Key"]: o for o in s3.list_objects(Bucket="sums")["Contents"]}
     assert v1["b-sha256"]["ChecksumAlgorithm"] == ["SHA256"]
+
+
+def test_an_upload_without_a_checksum_gets_s3s_default(s3: Any) -> None:
+    # A browser's PUT to a presigned URL sends no checksum: S3 (since 2025) and
+    # shoestring keep a CRC64NVME of it, and downloads are checked against that.
+    data = b"uploaded from a browser"
+    url = s3.generate_presigned_url("put_object", Params={"Bucket": "sums", "Key": "up"})
+    assert httpx.put(url, content=data).status_code == 200
+    head = s3.head_object(Bucket="sums", Key="up", ChecksumMode="ENABLED")
+    assert checksums(head) == {"ChecksumCRC64NVME": crc64nvme(data), "ChecksumType": "FULL_OBJECT"}
+    assert s3.get_object(Bucket="sums", Key="up")["Body"].read() == data  # validated
