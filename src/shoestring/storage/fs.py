@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from shoestring.storage.backend import Body
 from shoestring.storage.checksums import (
+    DEFAULT_CHECKSUM,
     check_listed_part,
     check_object_checksum,
     checksum_type,
@@ -452,9 +453,21 @@ class FsBackend:
         }
         _check_parts(parts, stored, upload.checksum_algorithm)
         listed = [stored[part.number] for part in parts]
-        file = await asyncio.to_thread(self.files.concatenate, [part.file for part in listed])
+        algorithm = upload.checksum_algorithm
+        # The bytes are checksummed as they are assembled when the object's checksum
+        # is of them: FULL_OBJECT, or S3's default for an upload that named no algorithm.
+        whole = (
+            DEFAULT_CHECKSUM if algorithm is None
+            else algorithm if upload.checksum_type == "FULL_OBJECT"
+            else None
+        )  # fmt: skip
+        file, made = await asyncio.to_thread(
+            self.files.concatenate, [part.file for part in listed], whole
+        )
         try:
-            made = await self._object_checksum(upload, listed, file)
+            if algorithm is not None and whole is None:
+                # _check_parts made sure every part listed has a checksum of this algorithm.
+                made = composite(algorithm, [part.checksum for part in listed if part.checksum])
             check_object_checksum(checksum, made)
         except BaseException:
             self.files.discard(file)
@@ -468,19 +481,6 @@ class FsBackend:
         )  # fmt: skip
         self.files.discard(*(part.file for part in stored.values()))
         return info
-
-    async def _object_checksum(
-        self, upload: Upload, parts: list[_StoredPart], file: str
-    ) -> Checksum | None:
-        """The checksum of the object assembled in `file` from `parts`, as the upload asked."""
-        algorithm = upload.checksum_algorithm
-        if algorithm is None:
-            return None
-        if upload.checksum_type == "FULL_OBJECT":
-            # Recomputed over the assembled file: simpler than combining the part CRCs.
-            return await asyncio.to_thread(file_checksum, self.files.path(file), algorithm)
-        # _check_parts made sure every part listed has a checksum of this algorithm.
-        return composite(algorithm, [part.checksum for part in parts if part.checksum])
 
     async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
         rows = await self._write(

@@ -14,13 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from shoestring.storage.backend import Body
-from shoestring.storage.digests import Digested, DigestingReader, Expected, iterate
+from shoestring.storage.digests import (
+    CHECKSUMS,
+    Digested,
+    DigestingReader,
+    Expected,
+    iterate,
+    to_base64,
+)
+from shoestring.storage.objects import Checksum
 
 READ_CHUNK = 1024 * 1024
 
@@ -108,19 +115,29 @@ class DataFiles:
             fsync_dir(self.path(linked).parent)
         return linked
 
-    def concatenate(self, files: list[str]) -> str:
-        """A new durable file holding `files` one after another; run it on a thread."""
+    def concatenate(self, files: list[str], algorithm: str | None) -> tuple[str, Checksum | None]:
+        """A new durable file holding `files` one after another, and its `algorithm` checksum.
+
+        Run it on a thread. The bytes are checksummed on their way through.
+        """
+        hasher = CHECKSUMS[algorithm][0]() if algorithm else None
         tmp = self.tmp / uuid.uuid4().hex
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(os.dup(fd), "wb") as out:
                 for file in files:
                     with self.path(file).open("rb") as part:
-                        shutil.copyfileobj(part, out, READ_CHUNK)
-            return self._persist(fd, tmp)
+                        while chunk := part.read(READ_CHUNK):
+                            out.write(chunk)
+                            if hasher is not None:
+                                hasher.update(chunk)
+            name = self._persist(fd, tmp)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        if hasher is None or algorithm is None:
+            return name, None
+        return name, Checksum(algorithm, to_base64(hasher.digest()))
 
 
 async def read_chunks(fd: int, start: int, length: int) -> AsyncIterator[bytes]:

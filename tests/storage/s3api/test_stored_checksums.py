@@ -153,6 +153,20 @@ def test_multipart_crc64nvme_is_full_object(s3: Any) -> None:
     assert got["Body"].read() == FIRST + SECOND
 
 
+def test_a_multipart_upload_naming_no_algorithm_gets_s3s_default(s3: Any) -> None:
+    upload = s3.create_multipart_upload(Bucket="sums", Key="plain")
+    args = {"Bucket": "sums", "Key": "plain", "UploadId": upload["UploadId"]}
+    parts = [
+        {"PartNumber": n, "ETag": s3.upload_part(**args, PartNumber=n, Body=body)["ETag"]}
+        for n, body in ((1, FIRST), (2, SECOND))
+    ]
+    s3.complete_multipart_upload(**args, MultipartUpload={"Parts": parts})
+    head = s3.head_object(Bucket="sums", Key="plain", ChecksumMode="ENABLED")
+    assert checksums(head) == {
+        "ChecksumCRC64NVME": crc64nvme(FIRST + SECOND), "ChecksumType": "FULL_OBJECT",
+    }  # fmt: skip
+
+
 def test_a_completion_listing_a_wrong_part_checksum_creates_nothing(s3: Any) -> None:
     upload_id, parts = _upload(s3, "wrong", "CRC32")
     args = {"Bucket": "sums", "Key": "wrong", "UploadId": upload_id}
