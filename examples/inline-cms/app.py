@@ -112,11 +112,17 @@ def site_locale(request: Request) -> tuple[str, str]:
     return site, locale
 
 
+@cache
+def editors_of(site: str) -> frozenset[str]:
+    """The keyed hashes of the addresses sites.toml lists as `site`'s editors."""
+    return frozenset(keyed("address", address(e)) for e in SITES.get(site, {}).get("editors", []))
+
+
 async def editor_of(request: Request, site: str) -> str:
-    """The signed-in editor (a keyed hash of the address), for `site` only."""
+    """The signed-in editor (a keyed hash of the address), for `site` only, still listed."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     session = await sessions.get(keyed("token", token)) if scheme.lower() == "bearer" else None
-    if session is None or session["site"] != site:
+    if session is None or session["site"] != site or session["editor"] not in editors_of(site):
         raise HTTPError(401, f"Sign in as an editor of {site}.", code="signed_out")
     editor: str = session["editor"]
     return editor

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import run_cli
+from tests.e2e.conftest import Server, run_cli
 from tests.examples.inline_cms import EDITOR, Editor, start_inline_cms
 
 pytestmark = pytest.mark.e2e
@@ -123,3 +123,23 @@ def test_published_texts_are_served_from_disk_with_the_app_down(
     assert texts.headers["cache-control"] == "no-cache"
     script = httpx.get(edge + "/cms.js")
     assert script.status_code == 200 and "data-content" in script.text
+
+
+def test_an_editor_taken_off_the_list_is_signed_out(tmp_path: Path) -> None:
+    server = start_inline_cms(tmp_path)
+    try:
+        editor = Editor(server)
+        editor.sign_in()
+        assert editor.call("GET", "/en/drafts").status_code == 200
+    finally:
+        assert server.terminate() == 0, server.log
+    sites = server.project / "sites.toml"
+    sites.write_text(sites.read_text().replace('"editor@example.org"', '"new@example.org"'))
+    again = Server(server.project)
+    again.wait_ready("/_ready")
+    try:
+        editor.http = httpx.Client(base_url=again.base_url)
+        refused = editor.call("GET", "/en/drafts")  # the same token, still unexpired
+        assert (refused.status_code, refused.json()["error"]["code"]) == (401, "signed_out")
+    finally:
+        assert again.terminate() == 0, again.log
