@@ -73,6 +73,10 @@ def test_new_from_an_example_copies_the_whole_app_but_not_its_data(tmp_path: Pat
     assert copied == sorted([*expected, ".gitignore"])
     assert (project / "app.py").read_bytes() == (EXAMPLES / "taptapmail" / "app.py").read_bytes()
     assert "data/" in (project / ".gitignore").read_text()  # its secrets stay out of git
+    # It says where the copy will answer: its own port, not the skeleton's.
+    cms = runner.invoke(main, ["new", "--template", "inline-cms", str(tmp_path / "texts")])
+    assert cms.exit_code == 0, cms.output
+    assert "http://127.0.0.1:8003/" in cms.output
     unknown = runner.invoke(main, ["new", "--template", "nope", str(tmp_path / "x")])
     assert unknown.exit_code == 2 and "taptapmail" in unknown.output
 

@@ -92,4 +92,7 @@ def new_command(name: Path, template: str) -> None:
     console.print(f"[green]Created[/] {name}/ with {len(written)} files:")
     for path in written:
         console.print(f"  {path.relative_to(name)}")
-    console.print(f"\nNext: [bold]shoestring dev {name}[/]  then open http://127.0.0.1:8000/")
+    from shoestring.config import load_settings
+
+    port = load_settings(name).server.port  # the example templates each have their own
+    console.print(f"\nNext: [bold]shoestring dev {name}[/]  then open http://127.0.0.1:{port}/")
