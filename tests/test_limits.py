@@ -76,3 +76,15 @@ async def test_inside_a_tables_transaction_the_count_commits_with_it(
             with pytest.raises(RateLimited):
                 async with app.tables.transaction():
                     await app.limits.hit("signup", "ip", limit=1, per=60)
+
+
+async def test_the_purge_of_old_counters_runs_inside_a_transaction_too(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shoestring.limits.PURGE_EVERY", 2)
+    app = make_app(database_url, tmp_path)
+    app.table("notes")
+    async with running(app):
+        for n in range(4):
+            async with app.tables.transaction():  # a purge comes due in here: no waiting on it
+                await asyncio.wait_for(app.limits.hit("login", f"ip-{n}", limit=3, per=60), 10)

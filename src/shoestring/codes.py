@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from shoestring.db.migrations import Migration
 from shoestring.errors import HTTPError
-from shoestring.tables.table import current_transaction
+from shoestring.tables.table import current_transaction, write_joined
 
 if TYPE_CHECKING:
     from shoestring.app import App
@@ -91,15 +91,12 @@ class Codes:
             raise ValueError("ttl must be > 0 seconds")
         code = f"{secrets.randbelow(10**6):06d}"
         params = [self._keyed("key", purpose, key), self._keyed("code", code), time.time() + ttl]
-        joined = current_transaction.get()
-        if joined is not None:
-            await joined.execute(_ISSUE, params)
-        else:
-            await self._app.db.database.write(_ISSUE, params)
+        database = self._app.db.database
+        await write_joined(database, _ISSUE, params)
         self._issued += 1
         if self._issued % PURGE_EVERY == 0:
-            await self._app.db.database.write(
-                "DELETE FROM shoestring_codes WHERE expires_at < ?", [time.time()]
+            await write_joined(
+                database, "DELETE FROM shoestring_codes WHERE expires_at < ?", [time.time()]
             )
         return code
 

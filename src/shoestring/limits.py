@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from shoestring.db.migrations import Migration
 from shoestring.errors import HTTPError
-from shoestring.tables.table import current_transaction
+from shoestring.tables.table import current_transaction, write_joined
 
 if TYPE_CHECKING:
     from shoestring.app import App
@@ -97,8 +97,10 @@ class RateLimits:
         assert row is not None
         self._hits += 1
         if self._hits % PURGE_EVERY == 0:
-            await self._app.db.database.write(
-                "DELETE FROM shoestring_rate_limits WHERE expires_at < ?", [now]
+            await write_joined(
+                self._app.db.database,
+                "DELETE FROM shoestring_rate_limits WHERE expires_at < ?",
+                [now],
             )
         if int(row[0]) > limit:
             raise RateLimited(name, window_start + per - now)

@@ -1,11 +1,10 @@
 """Threads that run blocking calls for the event loop, one hand-over each way.
 
 `loop.run_in_executor` does the same through a concurrent.futures Future
-chained to an asyncio one; for a call as short as a cached SQLite read that
-machinery cost about as much as the call (measured: 10-15 us of the event
-loop's time per call on this 2-core machine). Here a call goes onto a queue
-with the asyncio future it settles, and the thread settles that future on the
-loop directly.
+chained to an asyncio one. Measured on this 2-core machine, a no-op call cost
+the event loop 29-32 us of CPU that way and 18-20 us here, where a call goes
+onto a queue with the asyncio future it settles, and the thread settles that
+future on the loop directly; a cached SQLite read itself takes about 15 us.
 """
 
 from __future__ import annotations

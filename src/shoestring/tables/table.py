@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from shoestring.db.database import Database, Transaction
+from shoestring.db.database import Database, Params, Transaction
 from shoestring.tables import codec
 from shoestring.tables.errors import ConditionFailed, InvalidItem, UnknownIndex
 from shoestring.tables.schema import TableSpec
@@ -50,6 +50,18 @@ MISSING: Any = _Missing()
 current_transaction: ContextVar[Transaction | None] = ContextVar(
     "shoestring_table_tx", default=None
 )
+
+
+async def write_joined(database: Database, sql: str, params: Params) -> int:
+    """One statement in the open `app.tables.transaction()`, else committed on its own.
+
+    Inside a transaction it must join it: on SQLite the transaction holds the
+    write lock until it ends, so a write of its own would wait for it forever.
+    """
+    joined = current_transaction.get()
+    if joined is not None:
+        return await joined.execute(sql, params)
+    return await database.write(sql, params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,13 +266,6 @@ class Table:
         sql, params = self._upsert_sql(row, only_if_absent=only_if_absent)
         return await tx.execute(sql, params) == 1
 
-    async def _write_one(self, sql: str, params: list[Any]) -> int:
-        """A single statement: joins the open transaction, else commits on its own."""
-        joined = current_transaction.get()
-        if joined is not None:
-            return await joined.execute(sql, params)
-        return await self._db.write(sql, params)
-
     # -- writes ----------------------------------------------------------------
 
     async def put(
@@ -275,7 +280,7 @@ class Table:
         row = self._row(item)
         if condition is None and not self._triggers:
             sql, params = self._upsert_sql(row, only_if_absent=if_not_exists)
-            if await self._write_one(sql, params) != 1 and if_not_exists:
+            if await write_joined(self._db, sql, params) != 1 and if_not_exists:
                 raise ConditionFailed(f"an item with this key already exists in {self.name}")
             return
         async with self._write() as tx:
@@ -345,7 +350,7 @@ class Table:
         live, live_params = self._live()
         sql = f"DELETE FROM {self.spec.sql_name} WHERE pk = ? AND sk = ?{live}"
         if condition is None and not self._triggers:
-            return await self._write_one(sql, [pk, sk, *live_params]) > 0
+            return await write_joined(self._db, sql, [pk, sk, *live_params]) > 0
         async with self._write() as tx:
             if condition is not None:
                 current = await self._locked(tx, pk, sk)
