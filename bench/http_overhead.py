@@ -4,12 +4,13 @@
 
 The same hello handler, served (a) by `shoestring run` as deployed (request
 ids, JSON access log on, to /dev/null here, to journald in production), (a')
-the same with `log.access_log = false`, and (b) by a bare Starlette app under
-uvicorn with the same options (httptools, uvloop, one process, no access log),
-and, for scale, (b') the same with uvicorn's own access log, its default.
-Load from wrk on loopback, in one run: the three servers take turns, --rounds
-times, and each one's median run is reported, so drift in a shared machine's
-speed hits all three alike. Goal: shoestring >= 0.9 x bare Starlette.
+the same with `log.access_log = false`, and (b) by a bare Starlette app on
+the same server, granian, with the same options (uvloop, HTTP/1, one worker,
+no access log); for scale, (b') the same with granian's access log, and (c)
+the bare app under uvicorn (httptools, uvloop, no access log). Load from wrk
+on loopback, in one run: the servers take turns, --rounds times, and each
+one's median run is reported, so drift in a shared machine's speed hits all
+alike. Goal: shoestring >= 0.9 x bare Starlette.
 """
 
 from __future__ import annotations
@@ -32,27 +33,28 @@ def measure(seconds: int, connections: int, rounds: int) -> list[LoadResult]:
         project = hello_project(Path(tmp) / "project")
         quiet = hello_project(Path(tmp) / "quiet")
         (quiet / "shoestring.toml").write_text("[log]\naccess_log = false\n")
-        ours_port, quiet_port, bare_port, logged_port = (free_port() for _ in range(4))
         (Path(tmp) / "bare.py").write_text(BARE_STARLETTE)
-        ours_cmd = [str(VENV_BIN / "shoestring"), "run", str(project), "--port", str(ours_port)]
-        quiet_cmd = [str(VENV_BIN / "shoestring"), "run", str(quiet), "--port", str(quiet_port)]
-        bare_cmd = [
-            sys.executable, "-m", "uvicorn", "bare:app", "--port", str(bare_port),
-            "--no-access-log", "--log-level", "warning", "--app-dir", tmp,
+        shoestring = [str(VENV_BIN / "shoestring"), "run"]
+        granian = [
+            str(VENV_BIN / "granian"), "--interface", "asgi", "--workers", "1", "--loop", "uvloop",
+            "--http", "1", "--log-level", "warning", "--working-dir", tmp,
         ]  # fmt: skip
-        logged_cmd = [
-            sys.executable, "-m", "uvicorn", "bare:app", "--port", str(logged_port),
-            "--log-level", "info", "--app-dir", tmp,
+        uvicorn = [
+            sys.executable, "-m", "uvicorn", "--no-access-log", "--log-level", "warning",
+            "--app-dir", tmp,
         ]  # fmt: skip
+        commands = [
+            lambda port: [*shoestring, str(project), "--port", str(port)],
+            lambda port: [*shoestring, str(quiet), "--port", str(port)],
+            lambda port: [*granian, "--port", str(port), "bare:app"],
+            lambda port: [*granian, "--access-log", "--port", str(port), "bare:app"],
+            lambda port: [*uvicorn, "--port", str(port), "bare:app"],
+        ]
         urls = []
-        for command, port in (
-            (ours_cmd, ours_port),
-            (quiet_cmd, quiet_port),
-            (bare_cmd, bare_port),
-            (logged_cmd, logged_port),
-        ):
+        for command in commands:
+            port = free_port()
             url = f"http://127.0.0.1:{port}"
-            running.enter_context(server(command, url + "/_health"))
+            running.enter_context(server(command(port), url + "/_health", cwd=Path(tmp)))
             wrk(url + "/hello", seconds=2, connections=connections)  # warm-up
             urls.append(url + "/hello")
         runs: list[list[LoadResult]] = [[] for _ in urls]
@@ -76,12 +78,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each server, taken in turn")
     args = parser.parse_args()
-    ours, quiet, bare, logged = measure(args.seconds, args.connections, args.rounds)
+    ours, quiet, bare, logged, uvicorn = measure(args.seconds, args.connections, args.rounds)
     rows = (
         ("shoestring, access log on", ours),
         ("shoestring, access log off", quiet),
-        ("bare Starlette", bare),
-        ("bare Starlette, uvicorn's access log", logged),
+        ("bare Starlette on granian", bare),
+        ("bare Starlette, granian's access log", logged),
+        ("bare Starlette on uvicorn", uvicorn),
     )
     print(f"{'':38} {'requests/s':>12} {'p99 ms':>8} {'ratio':>6}")
     for name, result in rows:

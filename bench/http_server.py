@@ -2,9 +2,11 @@
 
     python bench/http_server.py [--seconds 10]
 
-Supports the choice recorded in shoestring/server.py. uvicorn runs inside
-shoestring's own event loop (so services share it); granian would need its own
-process model. Measured with wrk on loopback in one run.
+Supports the choice recorded in shoestring/server.py: `shoestring run`
+(granian embedded in shoestring's event loop, which the App's services share),
+the same App under uvicorn (httptools, uvloop), and under granian's own
+command line (one worker). Access log off. Measured with wrk on loopback in
+one run.
 """
 
 from __future__ import annotations
@@ -29,28 +31,30 @@ def main() -> None:
         project = hello_project(Path(tmp) / "project")
         (project / "shoestring.toml").write_text("[log]\naccess_log = false\n")
         results = {}
-        for name in ("uvicorn", "granian"):
+        commands = {
+            "shoestring run": [str(VENV_BIN / "shoestring"), "run", str(project)],
+            "uvicorn": [
+                sys.executable, "-m", "uvicorn", "app:app", "--no-access-log",
+                "--log-level", "warning", "--app-dir", str(project),
+            ],
+            "granian": [
+                str(VENV_BIN / "granian"), "--interface", "asgi", "--workers", "1",
+                "--loop", "uvloop", "--log-level", "warning", "--working-dir", str(project),
+                "app:app",
+            ],
+        }  # fmt: skip
+        for name, command in commands.items():
             port = free_port()
-            if name == "uvicorn":
-                command = [
-                    sys.executable, "-m", "uvicorn", "app:app", "--port", str(port),
-                    "--no-access-log", "--log-level", "warning", "--app-dir", str(project),
-                ]  # fmt: skip
-            else:
-                command = [
-                    str(VENV_BIN / "granian"), "--interface", "asgi", "--port", str(port),
-                    "--workers", "1", "--loop", "uvloop", "--log-level", "warning",
-                    "--working-dir", str(project), "app:app",
-                ]  # fmt: skip
             url = f"http://127.0.0.1:{port}"
-            with server(command, url + "/_health", cwd=project):
+            with server([*command, "--port", str(port)], url + "/_health", cwd=project):
                 wrk(url + "/hello", seconds=2)
                 results[name] = wrk(url + "/hello", seconds=args.seconds)
-    print(f"{'':10} {'requests/s':>12} {'p99 ms':>8}")
+    print(f"{'':16} {'requests/s':>12} {'p99 ms':>8} {'x uvicorn':>10}")
     for name, result in results.items():
-        print(f"{name:10} {result.requests_per_second:>12,.0f} {result.p99_ms:>8.2f}")
-    ratio = results["granian"].requests_per_second / results["uvicorn"].requests_per_second
-    print(f"ratio granian/uvicorn {ratio:.2f}")
+        ratio = result.requests_per_second / results["uvicorn"].requests_per_second
+        print(
+            f"{name:16} {result.requests_per_second:>12,.0f} {result.p99_ms:>8.2f} {ratio:>10.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Structured logs: one JSON object per line on stdout, scrubbed of personal data.
 
-`configure_logging` installs one handler on the root logger, so uvicorn's,
-shoestring's and the app's own log lines share the format, the request id
+`configure_logging` installs one handler on the root logger, so the HTTP
+server's, shoestring's and the app's own log lines share the format, the request id
 and the scrubber. Fields passed with `extra={...}` become keys of the line.
 """
 
@@ -25,7 +25,6 @@ request_id_var: ContextVar[str | None] = ContextVar("shoestring_request_id", def
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
     "asctime",
-    "color_message",  # uvicorn's coloured duplicate of the message
     "taskName",
 }
 
@@ -35,8 +34,8 @@ def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _logger_name(record: logging.LogRecord) -> str:
-    # uvicorn logs everything but access lines as "uvicorn.error".
-    return "uvicorn" if record.name == "uvicorn.error" else record.name
+    # granian logs as "_granian" (after its Rust module) and "_granian.utils".
+    return "granian" if record.name.startswith("_granian") else record.name
 
 
 def _scrub_value(value: Any) -> Any:
@@ -219,10 +218,7 @@ def configure_logging(
             existing.close()
     _root.addHandler(handler)
     _root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "watchfiles"):
-        named = logging.getLogger(name)
-        named.handlers.clear()
-        named.propagate = True
-    # uvicorn's own access log is replaced by shoestring's (see http/request_log.py).
-    logging.getLogger("uvicorn.access").disabled = True
+    watchfiles = logging.getLogger("watchfiles")
+    watchfiles.handlers.clear()
+    watchfiles.propagate = True
     logging.getLogger("watchfiles.main").setLevel(logging.WARNING)

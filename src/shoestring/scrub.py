@@ -1,7 +1,7 @@
 """Keep personal data and secrets out of log lines.
 
 Applied to every string a log line carries (message, exception text, extra
-fields), whichever logger produced it: ours, uvicorn's or the app's.
+fields), whichever logger produced it: ours, the HTTP server's or the app's.
 Over-redaction is acceptable; a leaked address or token is not.
 """
 

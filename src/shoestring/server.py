@@ -5,16 +5,17 @@ share it. `--workers N` starts N such processes on one listening socket.
 SIGTERM or SIGINT stops accepting, lets in-flight requests finish within
 `server.shutdown_timeout`, stops the services and exits 0.
 
-The HTTP server is uvicorn (httptools + uvloop): it runs inside our event
-loop, so services share it, and it measured as fast as granian for this
-workload (bench/http_server.py, docs/benchmarks.md). This module is the one
-place that knows which server is used.
+The HTTP server is granian, embedded: its Rust threads parse requests and
+write responses while the event loop runs the App, which answered twice the
+requests of uvicorn for the same route on this machine (bench/http_server.py,
+docs/benchmarks.md). It serves a socket shoestring binds itself, so a taken
+port is a clear error rather than a port silently shared. This module is the
+one place that knows which server is used.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import gc
 import logging
@@ -23,14 +24,17 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
-import uvicorn
 import uvloop
-from uvicorn.server import HANDLED_SIGNALS
+from granian.constants import HTTPModes, Interfaces
+from granian.log import LogLevels
+from granian.net import SocketHolder  # type: ignore[attr-defined]
+from granian.server.embed import Server as EmbeddedServer
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from shoestring.app import App
 from shoestring.config import Settings, load_settings
@@ -46,6 +50,19 @@ class PortInUseError(ShoestringError):
 
 
 ROLES = frozenset({"web", "worker", "scheduler", "smtp"})
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+BACKLOG = 2048
+
+# granian's own messages go through shoestring's handler (see logs.py), and
+# below errors they only describe its startup (including that embedding is
+# "experimental"). Incremental: a full logging config would close that handler.
+GRANIAN_LOGGING = {
+    "version": 1,
+    "incremental": True,
+    "formatters": {},
+    "handlers": {},
+    "loggers": {"_granian": {"propagate": True}},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,29 +93,24 @@ class Overrides:
         return settings.model_copy(update=update)
 
 
-class GracefulServer(uvicorn.Server):
-    """uvicorn's server, except that a shutdown asked for by a signal exits 0.
+class HttpServer(EmbeddedServer):
+    """granian in this process's event loop, on a socket shoestring has bound and listens on."""
 
-    uvicorn re-raises the signal after shutting down, which makes the process
-    die "killed by SIGTERM"; for a supervisor (systemd, deploys) a requested,
-    completed shutdown is a success.
-    """
+    def __init__(self, app: Any, sock: socket.socket) -> None:
+        super().__init__(
+            app,
+            interface=Interfaces.ASGINL,  # the App's services start around serving, below
+            http=HTTPModes.http1,
+            backlog=BACKLOG,
+            log_level=LogLevels.error,
+            log_dictconfig=GRANIAN_LOGGING,
+        )
+        self._socket = sock
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        originals = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
-        try:
-            yield
-        finally:
-            for sig, handler in originals.items():
-                signal.signal(sig, handler)
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        freeze_startup_objects()
+    def _init_shared_socket(self) -> None:
+        self._ssp = None
+        # granian's type stub leaves out the constructor and types the slot as None.
+        self._shd = SocketHolder(self._socket.fileno(), False, BACKLOG)  # type: ignore[call-arg,assignment]
 
 
 def freeze_startup_objects() -> None:
@@ -161,19 +173,84 @@ def run_project(project_dir: Path, overrides: Overrides = Overrides()) -> int:
 
 
 def serve(app: App, settings: Settings, sock: socket.socket) -> int:
-    config = uvicorn.Config(
-        app,
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.server.forwarded_allow_ips,
-        timeout_graceful_shutdown=settings.server.shutdown_timeout,
+    return uvloop.run(_serve(app, settings, sock))
+
+
+async def _serve(app: App, settings: Settings, sock: socket.socket) -> int:
+    """Start the App's services, serve until a signal, let requests finish, stop the services."""
+    sock.listen(BACKLOG)
+    phase = "start"
+    try:
+        async with app.running() as state:
+            requests = Requests(app, state)
+            entry = ProxyHeadersMiddleware(
+                cast(Any, requests), trusted_hosts=settings.server.forwarded_allow_ips
+            )
+            server = HttpServer(entry, sock)
+            serving = asyncio.create_task(server.serve())
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in HANDLED_SIGNALS:
+                loop.add_signal_handler(sig, stop.set)
+            freeze_startup_objects()
+            phase = "serve"
+            await asyncio.wait(
+                [serving, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED"
+            )
+            phase = "stop"
+            server.stop()  # type: ignore[no-untyped-call]
+            await _finish(serving, requests, settings.server.shutdown_timeout)
+            log.info("stopped serving; stopping services")
+    except Exception:
+        log.exception("the app failed to %s", phase)
+        return 1
+    return 0
+
+
+async def _finish(serving: asyncio.Task[None], requests: Requests, bound: int) -> None:
+    """Let the requests in flight finish within `bound` seconds; cancel what is left."""
+    done, _ = await asyncio.wait([serving], timeout=bound)
+    if done:
+        serving.result()  # a failure of the server itself is the process's failure
+        return
+    log.warning(
+        "%d requests still running after the shutdown timeout of %ds; cancelling them",
+        len(requests.in_flight),
+        bound,
     )
-    server = GracefulServer(config)
-    server.run(sockets=[sock])
-    return 0 if server.started else 1
+    requests.cancel()
+    # With its last request gone the server stops by itself; it is not waited for past that.
+    await asyncio.wait([serving], timeout=2)
+
+
+class Requests:
+    """The App as the server calls it: the lifespan state in each scope, the requests in flight."""
+
+    def __init__(self, app: ASGIApp, state: dict[str, Any]) -> None:
+        self.app = app
+        self.state = state
+        self.in_flight: set[asyncio.Task[Any]] = set()
+        self._cancelled = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.in_flight.add(task)
+        if self.state:  # as ASGI's lifespan state: a shallow copy per request
+            scope["state"] = self.state.copy()
+        try:
+            await self.app(scope, receive, send)
+        except asyncio.CancelledError:
+            if not self._cancelled:
+                raise
+            # Cancelled at shutdown, past its bound, and already logged as such.
+        finally:
+            self.in_flight.discard(task)
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        for task in self.in_flight:
+            task.cancel()
 
 
 def run_headless(app: App, roles: frozenset[str]) -> int:

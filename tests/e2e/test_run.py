@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 
 from tests.e2e.conftest import SHOESTRING, Server
 
@@ -102,6 +104,43 @@ def test_fastapi_app_mounted_in_a_real_process(project: Path, start: type[Server
     server.wait_ready()
     assert httpx.get(server.base_url + "/api/items/21").json() == {"n": 42}
     assert httpx.get(server.base_url + "/api/docs").status_code == 200
+
+
+def test_mounted_websocket_and_lifespan_state_in_a_real_process(
+    project: Path, start: type[Server]
+) -> None:
+    (project / "app.py").write_text(
+        "import contextlib\n"
+        "from starlette.applications import Starlette\n"
+        "from starlette.routing import Route, WebSocketRoute\n"
+        "from starlette.responses import PlainTextResponse\n"
+        "from shoestring import App\n"
+        "@contextlib.asynccontextmanager\n"
+        "async def lifespan(app):\n"
+        "    yield {'greeting': 'hello from lifespan'}\n"
+        "async def greeting(request):\n"
+        "    return PlainTextResponse(request.state.greeting)\n"
+        "async def echo(ws):\n"
+        "    await ws.accept()\n"
+        "    await ws.send_text('echo:' + await ws.receive_text())\n"
+        "    await ws.close()\n"
+        "live = Starlette(routes=[Route('/greeting', greeting), WebSocketRoute('/echo', echo)],\n"
+        "                 lifespan=lifespan)\n"
+        "app = App('live')\n"
+        "app.mount('/live', live)\n"
+    )
+    server = start(project)
+    server.wait_ready()
+    assert httpx.get(server.base_url + "/live/greeting").text == "hello from lifespan"
+
+    async def talk() -> str:
+        url = server.base_url.replace("http://", "ws://") + "/live/echo"
+        async with websockets.connect(url) as socket:
+            await socket.send("hi")
+            return str(await socket.recv())
+
+    assert asyncio.run(talk()) == "echo:hi"
+    assert server.terminate() == 0
 
 
 def test_no_personal_data_in_logs_after_requests_carrying_it(
