@@ -1,4 +1,4 @@
-"""A shoestring App serving the S3 API on loopback (uvicorn in a thread), and boto3 clients for it."""
+"""A shoestring App serving the S3 API on loopback (granian in a thread), and boto3 clients for it."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from typing import Any, TypeVar
 
 import boto3
 import pytest
-import uvicorn
 from botocore.config import Config
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from granian.constants import HTTPModes, Interfaces
+from granian.server.embed import Server as EmbeddedServer
 
 from shoestring import App, Settings
 from shoestring.config import ServerSettings, StorageSettings
@@ -65,10 +66,11 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 class ServerThread:
-    """`app` served by uvicorn on its own event loop in a thread; `call` runs coroutines there.
+    """`app` served by granian, as `shoestring run` serves it, on its own event loop in a thread.
 
-    With `tls` (a certificate and its key) it serves HTTPS, and `client()` trusts that
-    certificate: boto3 sends its checksums as aws-chunked trailers only over TLS.
+    `call` runs coroutines on that loop. With `tls` (a certificate and its key) it
+    serves HTTPS, and `client()` trusts that certificate: boto3 sends its
+    checksums as aws-chunked trailers only over TLS.
     """
 
     def __init__(self, app: App, port: int, tls: tuple[Path, Path] | None = None) -> None:
@@ -77,31 +79,35 @@ class ServerThread:
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         self.certificate = tls[0] if tls else None
         self.loop = asyncio.new_event_loop()
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, lifespan="on", access_log=False,
-            timeout_graceful_shutdown=2,
-            ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None,
+        self.server = EmbeddedServer(
+            app, address="127.0.0.1", port=port, interface=Interfaces.ASGI,
+            http=HTTPModes.http1, log_enabled=False,
+            ssl_cert=tls[0] if tls else None, ssl_key=tls[1] if tls else None,
         )  # fmt: skip
-        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
         self.loop.run_until_complete(self.server.serve())
 
     def start(self) -> ServerThread:
         self.thread.start()
         deadline = time.monotonic() + 15
-        while not self.server.started:
+        while not self._answers():
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the test server did not start")
             time.sleep(0.01)
         return self
 
+    def _answers(self) -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", self.port)) == 0 and self.app._ready
+
     def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
 
     def stop(self) -> None:
-        self.server.should_exit = True
+        self.loop.call_soon_threadsafe(self.server.stop)
         self.thread.join(15)
 
     def new_key(self, *buckets: str, read: bool = True, write: bool = True) -> NewKey:
