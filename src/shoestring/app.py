@@ -31,7 +31,7 @@ from shoestring.config import Settings, load_settings
 from shoestring.http.cors import PathCORS
 from shoestring.http.errors import EXCEPTION_HANDLERS
 from shoestring.http.lifespan import MountedLifespan
-from shoestring.http.request_log import RequestLogMiddleware
+from shoestring.http.request_log import InFlight, RequestLogMiddleware
 from shoestring.http.responses import to_response
 from shoestring.http.routing import AppRouter, ReservedRoutes, reserved_only
 from shoestring.services import ServiceRegistry
@@ -80,6 +80,7 @@ class App:
         self._asgi: ASGIApp | None = None
         self._ready = False
         self._dev_mailbox = False
+        self.in_flight = InFlight()  # the HTTP requests being handled
         # The database is always there (and first to start): shoestring's own
         # state lives in it, and plain-SQL users reach for `app.db` in handlers.
         from shoestring.db import DatabaseService
@@ -376,7 +377,9 @@ class App:
         )
         if self.settings.cors.origins:
             app = PathCORS(app, self.settings.cors)
-        return RequestLogMiddleware(app, access_log_enabled=self.settings.log.access_log)
+        return RequestLogMiddleware(
+            app, access_log_enabled=self.settings.log.access_log, in_flight=self.in_flight
+        )
 
     @asynccontextmanager
     async def _lifespan(self, _: AppRouter) -> AsyncIterator[dict[str, Any]]:

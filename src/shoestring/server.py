@@ -39,6 +39,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from shoestring.app import App
 from shoestring.config import Settings, load_settings
 from shoestring.errors import ShoestringError
+from shoestring.http.request_log import InFlight
 from shoestring.loader import load_app
 from shoestring.logs import configure_logging
 
@@ -182,9 +183,9 @@ async def _serve(app: App, settings: Settings, sock: socket.socket) -> int:
     phase = "start"
     try:
         async with app.running() as state:
-            requests = Requests(app, state)
             entry = ProxyHeadersMiddleware(
-                cast(Any, requests), trusted_hosts=settings.server.forwarded_allow_ips
+                cast(Any, with_lifespan_state(app, state)),
+                trusted_hosts=settings.server.forwarded_allow_ips,
             )
             server = HttpServer(entry, sock)
             serving = asyncio.create_task(server.serve())
@@ -199,7 +200,7 @@ async def _serve(app: App, settings: Settings, sock: socket.socket) -> int:
             )
             phase = "stop"
             server.stop()  # type: ignore[no-untyped-call]
-            await _finish(serving, requests, settings.server.shutdown_timeout)
+            await _finish(serving, app.in_flight, settings.server.shutdown_timeout)
             log.info("stopped serving; stopping services")
     except Exception:
         log.exception("the app failed to %s", phase)
@@ -207,7 +208,7 @@ async def _serve(app: App, settings: Settings, sock: socket.socket) -> int:
     return 0
 
 
-async def _finish(serving: asyncio.Task[None], requests: Requests, bound: int) -> None:
+async def _finish(serving: asyncio.Task[None], in_flight: InFlight, bound: int) -> None:
     """Let the requests in flight finish within `bound` seconds; cancel what is left."""
     done, _ = await asyncio.wait([serving], timeout=bound)
     if done:
@@ -215,42 +216,24 @@ async def _finish(serving: asyncio.Task[None], requests: Requests, bound: int) -
         return
     log.warning(
         "%d requests still running after the shutdown timeout of %ds; cancelling them",
-        len(requests.in_flight),
+        len(in_flight.tasks),
         bound,
     )
-    requests.cancel()
+    in_flight.cancel()
     # With its last request gone the server stops by itself; it is not waited for past that.
     await asyncio.wait([serving], timeout=2)
 
 
-class Requests:
-    """The App as the server calls it: the lifespan state in each scope, the requests in flight."""
+def with_lifespan_state(app: ASGIApp, state: dict[str, Any]) -> ASGIApp:
+    """`app`, with what mounted apps' lifespans yielded in each request's scope, as ASGI says."""
+    if not state:
+        return app
 
-    def __init__(self, app: ASGIApp, state: dict[str, Any]) -> None:
-        self.app = app
-        self.state = state
-        self.in_flight: set[asyncio.Task[Any]] = set()
-        self._cancelled = False
+    async def call(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["state"] = state.copy()  # a shallow copy per request, as servers do
+        await app(scope, receive, send)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.in_flight.add(task)
-        if self.state:  # as ASGI's lifespan state: a shallow copy per request
-            scope["state"] = self.state.copy()
-        try:
-            await self.app(scope, receive, send)
-        except asyncio.CancelledError:
-            if not self._cancelled:
-                raise
-            # Cancelled at shutdown, past its bound, and already logged as such.
-        finally:
-            self.in_flight.discard(task)
-
-    def cancel(self) -> None:
-        self._cancelled = True
-        for task in self.in_flight:
-            task.cancel()
+    return call
 
 
 def run_headless(app: App, roles: frozenset[str]) -> int:

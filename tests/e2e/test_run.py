@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import subprocess
 import threading
@@ -74,19 +73,21 @@ def test_shutdown_does_not_wait_past_its_bound(project: Path, start: type[Server
     (project / "shoestring.toml").write_text("[server]\nshutdown_timeout = 1\n")
     server = start(project)
     server.wait_ready()
+    answers: list[httpx.Response] = []
     caller = threading.Thread(
-        target=lambda: _ignore_errors(server.base_url + "/slow?s=60"), daemon=True
+        target=lambda: answers.append(httpx.get(server.base_url + "/slow?s=60", timeout=30)),
+        daemon=True,
     )
     caller.start()
     time.sleep(0.5)
     started = time.monotonic()
     assert server.terminate(timeout=15) == 0
     assert time.monotonic() - started < 5
-
-
-def _ignore_errors(url: str) -> None:
-    with contextlib.suppress(httpx.HTTPError):
-        httpx.get(url, timeout=30)
+    caller.join(5)
+    # The request cut short is told so, in a way a client can retry on.
+    assert answers[0].status_code == 503
+    assert answers[0].json()["error"]["code"] == "shutting_down"
+    assert "1 requests still running" in server.log
 
 
 def test_fastapi_app_mounted_in_a_real_process(project: Path, start: type[Server]) -> None:

@@ -5,11 +5,13 @@ client's or proxy's own, if it is a sane token, else a fresh one), every log
 line written while handling the request carries it, and one access-log line
 per request records method, path, status, size and duration (except
 successful health probes, which a proxy sends every few seconds). Personal data
-in paths and queries is removed by the log scrubber.
+in paths and queries is removed by the log scrubber. It also knows which
+requests are in flight, so that a shutdown past its bound can cancel them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -26,6 +28,7 @@ error_log = logging.getLogger("shoestring.http")
 
 REQUEST_ID_HEADER = b"x-request-id"
 PROBE_PATHS = frozenset({"/_health", "/_ready"})
+SHUTDOWN_MESSAGE = "The server stopped before this request finished; send it again."
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -46,10 +49,26 @@ def _incoming_request_id(scope: Scope) -> str | None:
     return None
 
 
+class InFlight:
+    """The requests being handled; `cancel` ends them (at shutdown, once its bound has passed)."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[object]] = set()
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        for task in self.tasks:
+            task.cancel()
+
+
 class RequestLogMiddleware:
-    def __init__(self, app: ASGIApp, *, access_log_enabled: bool = True) -> None:
+    def __init__(
+        self, app: ASGIApp, *, access_log_enabled: bool = True, in_flight: InFlight | None = None
+    ) -> None:
         self.app = app
         self.access_log_enabled = access_log_enabled
+        self.in_flight = in_flight or InFlight()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,14 +90,25 @@ class RequestLogMiddleware:
                 size += len(message.get("body", b""))
             await send(message)
 
+        task = asyncio.current_task()
+        tasks = self.in_flight.tasks
+        tasks.add(task)  # type: ignore[arg-type]  # a request always runs in a task
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
             error_log.exception("unhandled error in %s %s", scope["method"], scope["path"])
             if status == 0:
                 status = 500
-                await _send_internal_error(send, id_header)
+                await _send_error(send, id_header, 500, "internal_error", INTERNAL_ERROR_MESSAGE)
+        except asyncio.CancelledError:
+            if not self.in_flight.cancelled:
+                raise
+            # Ended by a shutdown past its bound, which said so in the log.
+            if status == 0:
+                status = 503
+                await _send_error(send, id_header, 503, "shutting_down", SHUTDOWN_MESSAGE)
         finally:
+            tasks.discard(task)
             # A proxy's or load balancer's health probe every few seconds would
             # bury real traffic: successful probes are not logged, failures are.
             probe = scope["path"] in PROBE_PATHS and status == 200
@@ -94,12 +124,14 @@ class RequestLogMiddleware:
         write_access_line(scope["method"], path, status, size, ms)
 
 
-async def _send_internal_error(send: Send, id_header: tuple[bytes, bytes]) -> None:
-    body = json.dumps(error_body(500, "internal_error", INTERNAL_ERROR_MESSAGE)).encode()
+async def _send_error(
+    send: Send, id_header: tuple[bytes, bytes], status: int, code: str, message: str
+) -> None:
+    body = json.dumps(error_body(status, code, message)).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 500,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
