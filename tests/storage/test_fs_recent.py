@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,58 @@ async def test_a_change_by_another_process_is_seen_at_once(tmp_path: Path) -> No
     finally:
         await reader.close()
         await writer.close()
+
+
+WRITE_FROM_ANOTHER_PROCESS = """
+import asyncio, sys
+import subprocess
+import sys
+from pathlib import Path
+from shoestring.storage.fs import FsBackend
+from shoestring.storage.objects import ObjectMeta
+
+async def main() -> None:
+    backend = FsBackend(Path(sys.argv[1]), max_object_size=1 << 20, fsync=True)
+    await backend.open()
+    try:
+        if sys.argv[2] == "put":
+            await backend.put("b", "note", sys.argv[3].encode(), ObjectMeta(), None)
+        else:
+            await backend.delete("b", "note")
+    finally:
+        await backend.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_write_acknowledged_by_another_process_is_read_by_the_next_get(
+    tmp_path: Path,
+) -> None:
+    """A worker process answering GETs from memory sees what another process committed."""
+
+    def other_process(*args: str) -> None:
+        subprocess.run(
+            [sys.executable, "-c", WRITE_FROM_ANOTHER_PROCESS, str(tmp_path), *args],
+            check=True,
+            timeout=60,
+        )
+
+    reader = FsBackend(tmp_path, max_object_size=1 << 20, fsync=False)
+    await reader.open()
+    try:
+        await reader.create_bucket("b", BucketConfig())
+        other_process("put", "one")
+        for _ in range(3):
+            assert await _read(reader, "note") == b"one"
+        before = reader.index.version()
+        assert reader.index.version() == before  # nothing committed: the same version
+        for text in ("two", "three"):
+            other_process("put", text)
+            assert await _read(reader, "note") == text.encode()
+            assert await _read(reader, "note") == text.encode()
+        other_process("delete")
+        with pytest.raises(Exception, match="does not exist"):
+            await reader.get("b", "note")
+    finally:
+        await reader.close()

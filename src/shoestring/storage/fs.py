@@ -60,7 +60,7 @@ from shoestring.storage.fs_index import (
     prefix_end,
     when,
 )
-from shoestring.storage.fs_recent import RecentObjects
+from shoestring.storage.fs_recent import RecentObjects, RecentRows
 from shoestring.storage.objects import (
     MULTIPART_MIN_PART,
     BucketConfig,
@@ -108,6 +108,7 @@ class FsBackend:
         self.index = Index(root / "index.sqlite")
         self.files = DataFiles(root, max_object_size=max_object_size, fsync=fsync)
         self._recent = RecentObjects()
+        self._rows = RecentRows()
         self._writer: ThreadPoolExecutor | None = None
         self._sweeping: asyncio.Future[int] | None = None
 
@@ -235,11 +236,15 @@ class FsBackend:
 
     def _lookup(self, bucket: str, key: str) -> tuple[Row, ObjectInfo, bytes | None]:
         """The object's current index row, its info and (if remembered) its whole body."""
-        row = self.index.lookup(bucket, key)
+        version = self.index.version()  # before the lookup: see RecentRows.remember
+        row = self._rows.get(version, bucket, key)
         if row is None:
-            self._require_bucket(bucket)
-            raise NoSuchKey("the specified key does not exist")
-        row = tuple(row)
+            found = self.index.lookup(bucket, key)
+            if found is None:
+                self._require_bucket(bucket)
+                raise NoSuchKey("the specified key does not exist")
+            row = tuple(found)
+            self._rows.remember(version, bucket, key, row)
         recent = self._recent.get(row)
         if recent is not None:
             return row, recent[0], recent[1]

@@ -9,6 +9,8 @@ range scans are S3's (UTF-8 byte order), prefixes included.
 Reads run on the event loop's thread (a primary-key lookup costs microseconds
 and serving a small object must not wait for a thread); writes run on one
 writer thread, with `synchronous=FULL` so a commit is on disk when it returns.
+`Index.version()` tells readers, for the price of a memory read, whether
+anything has committed since they last asked (see `WalHeader`).
 
 SCHEMA is the index as first released; MIGRATIONS change it from there, each
 applied once, in order, and counted in SQLite's `user_version`, so an index
@@ -18,6 +20,8 @@ written by any earlier version opens and is brought up to date.
 from __future__ import annotations
 
 import json
+import mmap
+import os
 import sqlite3
 import threading
 from collections.abc import Generator, Iterator, Sequence
@@ -159,6 +163,34 @@ def prefix_end(prefix: bytes) -> bytes | None:
     return trimmed[:-1] + bytes([trimmed[-1] + 1])
 
 
+class WalHeader:
+    """The header SQLite keeps at the start of a WAL database's `-shm` file, mapped read-only.
+
+    Every connection to the database, in any process, maps that file; after a
+    transaction commits (and, with `synchronous=FULL`, is on disk), SQLite
+    rewrites the header: its change counter, last frame, salts and checksums
+    (https://www.sqlite.org/walformat.html, "The WAL-Index Header"). So two
+    equal reads of its first 48 bytes mean nothing committed in between, and a
+    write acknowledged before a read began has changed them. A read that
+    overlaps the rewrite sees other bytes, which only costs a cache miss.
+    """
+
+    SIZE = 48  # the first of the header's two copies
+
+    def __init__(self, database: Path) -> None:
+        fd = os.open(f"{database}-shm", os.O_RDONLY)
+        try:
+            self._map = mmap.mmap(fd, self.SIZE, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
+
+    def read(self) -> bytes:
+        return self._map[: self.SIZE]
+
+    def close(self) -> None:
+        self._map.close()
+
+
 class Index:
     """SQL over the index file; every method is synchronous (see the module docstring)."""
 
@@ -166,6 +198,7 @@ class Index:
         self.path = path
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
+        self._header: WalHeader | None = None
         self._lock = threading.Lock()
 
     def open(self) -> None:
@@ -174,6 +207,14 @@ class Index:
             self._writer.execute(statement)
         self._migrate(self._writer)
         self._reader = connect(self.path)
+        try:
+            self._header = WalHeader(self.path)
+        except (OSError, ValueError):  # no -shm (not WAL, or exclusive locking): no shortcut
+            self._header = None
+
+    def version(self) -> bytes | None:
+        """Equal values mean no transaction committed in between; None: unknown, ask SQL."""
+        return self._header.read() if self._header is not None else None
 
     @staticmethod
     def _migrate(writer: sqlite3.Connection) -> None:
@@ -195,6 +236,9 @@ class Index:
             writer.execute("COMMIT")
 
     def close(self) -> None:
+        if self._header is not None:
+            self._header.close()
+            self._header = None
         for connection in (self._reader, self._writer):
             if connection is not None:
                 connection.close()
