@@ -61,13 +61,23 @@ async def main() -> None:
     try:
         if sys.argv[2] == "put":
             await backend.put("b", "note", sys.argv[3].encode(), ObjectMeta(), None)
-        else:
+        elif sys.argv[2] == "delete":
             await backend.delete("b", "note")
+        else:  # only look, as `shoestring storage ls` does
+            await backend.list_buckets()
     finally:
         await backend.close()
 
 asyncio.run(main())
 """
+
+
+def _other_process(root: Path, *args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-c", WRITE_FROM_ANOTHER_PROCESS, str(root), *args],
+        check=True,
+        timeout=60,
+    )
 
 
 async def test_a_write_acknowledged_by_another_process_is_read_by_the_next_get(
@@ -76,11 +86,7 @@ async def test_a_write_acknowledged_by_another_process_is_read_by_the_next_get(
     """A worker process answering GETs from memory sees what another process committed."""
 
     def other_process(*args: str) -> None:
-        subprocess.run(
-            [sys.executable, "-c", WRITE_FROM_ANOTHER_PROCESS, str(tmp_path), *args],
-            check=True,
-            timeout=60,
-        )
+        _other_process(tmp_path, *args)
 
     reader = FsBackend(tmp_path, max_object_size=1 << 20, fsync=False)
     await reader.open()
@@ -98,5 +104,39 @@ async def test_a_write_acknowledged_by_another_process_is_read_by_the_next_get(
         other_process("delete")
         with pytest.raises(Exception, match="does not exist"):
             await reader.get("b", "note")
+    finally:
+        await reader.close()
+
+
+async def test_another_process_opening_the_index_leaves_it_as_it_is(tmp_path: Path) -> None:
+    """While a server has the index open, a CLI opening it must not rebuild its shared memory."""
+    server = FsBackend(tmp_path, max_object_size=1 << 20, fsync=False)
+    await server.open()
+    try:
+        await server.create_bucket("b", BucketConfig())
+        await server.put("b", "note", b"kept", ObjectMeta(), None)
+        seen = server.index.version()
+        _other_process(tmp_path, "look")  # opens the index, reads, closes
+        assert server.index.version() == seen  # nothing committed: the header is untouched
+        assert await _read(server, "note") == b"kept"
+    finally:
+        await server.close()
+
+
+async def test_a_reopened_backend_does_not_answer_from_before_it_closed(tmp_path: Path) -> None:
+    """An App started twice (as a test client does) reads what changed in between."""
+    setup = FsBackend(tmp_path, max_object_size=1 << 20, fsync=False)
+    await setup.open()
+    await setup.create_bucket("b", BucketConfig())
+    await setup.close()
+    _other_process(tmp_path, "put", "one")
+    reader = FsBackend(tmp_path, max_object_size=1 << 20, fsync=False)
+    await reader.open()
+    assert await _read(reader, "note") == b"one"  # read, remembered, nothing written
+    await reader.close()
+    _other_process(tmp_path, "put", "two")
+    await reader.open()  # a fresh index: its header may be byte for byte the one before
+    try:
+        assert await _read(reader, "note") == b"two"
     finally:
         await reader.close()

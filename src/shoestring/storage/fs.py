@@ -118,6 +118,7 @@ class FsBackend:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="storage-index")
         await asyncio.to_thread(self.files.prepare)
         await self._on_writer(self.index.open)
+        self._rows = RecentRows()  # a reopened index's header may repeat an old one
         self._sweeping = asyncio.get_running_loop().run_in_executor(None, self.sweep)
 
     async def close(self) -> None:

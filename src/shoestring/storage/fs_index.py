@@ -178,17 +178,24 @@ class WalHeader:
     SIZE = 48  # the first of the header's two copies
 
     def __init__(self, database: Path) -> None:
-        fd = os.open(f"{database}-shm", os.O_RDONLY)
+        # Closing any descriptor of a file drops every POSIX lock this process
+        # holds on it, SQLite's included: the one on `-shm` that tells other
+        # processes the index is in use (without it the next one to open the
+        # index rebuilds that file under us). So the descriptor, and the map's
+        # own copy of it, stay open until `close`, after SQLite's connections.
+        self._fd = os.open(f"{database}-shm", os.O_RDONLY)
         try:
-            self._map = mmap.mmap(fd, self.SIZE, access=mmap.ACCESS_READ)
-        finally:
-            os.close(fd)
+            self._map = mmap.mmap(self._fd, self.SIZE, access=mmap.ACCESS_READ)
+        except BaseException:
+            os.close(self._fd)
+            raise
 
     def read(self) -> bytes:
         return self._map[: self.SIZE]
 
     def close(self) -> None:
         self._map.close()
+        os.close(self._fd)
 
 
 class Index:
@@ -236,13 +243,13 @@ class Index:
             writer.execute("COMMIT")
 
     def close(self) -> None:
-        if self._header is not None:
-            self._header.close()
-            self._header = None
         for connection in (self._reader, self._writer):
             if connection is not None:
                 connection.close()
         self._reader = self._writer = None
+        if self._header is not None:  # last: see WalHeader
+            self._header.close()
+            self._header = None
 
     @property
     def reader(self) -> sqlite3.Connection:
