@@ -52,6 +52,10 @@ class PortInUseError(ShoestringError):
 
 ROLES = frozenset({"web", "worker", "scheduler", "smtp"})
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Exit statuses of a serving process (0: stopped as asked). The supervisor of
+# `--workers` gives up on a worker that cannot start and replaces one that failed later.
+FAILED_TO_START = 1
+FAILED = 70  # EX_SOFTWARE
 BACKLOG = 2048
 
 # granian's own messages go through shoestring's handler (see logs.py), and
@@ -111,7 +115,8 @@ class HttpServer(EmbeddedServer):
     def _init_shared_socket(self) -> None:
         self._ssp = None
         # granian's type stub leaves out the constructor and types the slot as None.
-        self._shd = SocketHolder(self._socket.fileno(), False, BACKLOG)  # type: ignore[call-arg,assignment]
+        # A copy of the descriptor: granian closes what it is given when it stops.
+        self._shd = SocketHolder(os.dup(self._socket.fileno()), False, BACKLOG)  # type: ignore[call-arg,assignment]
 
 
 def freeze_startup_objects() -> None:
@@ -174,54 +179,75 @@ def run_project(project_dir: Path, overrides: Overrides = Overrides()) -> int:
 
 
 def serve(app: App, settings: Settings, sock: socket.socket) -> int:
-    return uvloop.run(_serve(app, settings, sock))
+    status = uvloop.run(_serve(app, settings, sock))
+    # Stopped: a signal repeated while the interpreter exits must not turn a
+    # clean stop into "killed by SIGTERM".
+    for sig in HANDLED_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    return status
 
 
 async def _serve(app: App, settings: Settings, sock: socket.socket) -> int:
     """Start the App's services, serve until a signal, let requests finish, stop the services."""
     sock.listen(BACKLOG)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in HANDLED_SIGNALS:  # before startup: a stop asked for during it is honoured after
+        loop.add_signal_handler(sig, stop.set)
     phase = "start"
     try:
         async with app.running() as state:
-            entry = ProxyHeadersMiddleware(
-                cast(Any, with_lifespan_state(app, state)),
-                trusted_hosts=settings.server.forwarded_allow_ips,
-            )
-            server = HttpServer(entry, sock)
-            serving = asyncio.create_task(server.serve())
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in HANDLED_SIGNALS:
-                loop.add_signal_handler(sig, stop.set)
             freeze_startup_objects()
             phase = "serve"
-            await asyncio.wait(
-                [serving, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED"
-            )
+            if not stop.is_set():
+                entry = ProxyHeadersMiddleware(
+                    cast(Any, with_lifespan_state(app, state)),
+                    trusted_hosts=settings.server.forwarded_allow_ips,
+                )
+                server = HttpServer(entry, sock)
+                serving = asyncio.create_task(server.serve())
+                await asyncio.wait(
+                    [serving, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED"
+                )
+                phase = "stop"
+                server.stop()  # type: ignore[no-untyped-call]
+                await _finish(serving, app.in_flight, settings.server.shutdown_timeout)
             phase = "stop"
-            server.stop()  # type: ignore[no-untyped-call]
-            await _finish(serving, app.in_flight, settings.server.shutdown_timeout)
             log.info("stopped serving; stopping services")
     except Exception:
         log.exception("the app failed to %s", phase)
-        return 1
+        return FAILED_TO_START if phase == "start" else FAILED
     return 0
 
 
 async def _finish(serving: asyncio.Task[None], in_flight: InFlight, bound: int) -> None:
-    """Let the requests in flight finish within `bound` seconds; cancel what is left."""
-    done, _ = await asyncio.wait([serving], timeout=bound)
-    if done:
-        serving.result()  # a failure of the server itself is the process's failure
-        return
-    log.warning(
-        "%d requests still running after the shutdown timeout of %ds; cancelling them",
-        len(in_flight.tasks),
-        bound,
-    )
-    in_flight.cancel()
+    """Let requests and WebSockets in flight finish within `bound` seconds; cancel what is left.
+
+    The server stops once its HTTP requests are answered; a WebSocket's
+    handler may run on after that, and is waited for too.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound
+    while not serving.done() or in_flight.tasks:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        waiting = [serving] if not serving.done() else []
+        await asyncio.wait(
+            [*waiting, *in_flight.tasks], timeout=remaining, return_when="FIRST_COMPLETED"
+        )
+    if in_flight.tasks:
+        log.warning(
+            "%d requests still running after the shutdown timeout of %ds; cancelling them",
+            len(in_flight.tasks),
+            bound,
+        )
+        in_flight.cancel()
     # With its last request gone the server stops by itself; it is not waited for past that.
-    await asyncio.wait([serving], timeout=2)
+    if not serving.done():
+        await asyncio.wait([serving], timeout=2)
+    if serving.done() and not serving.cancelled():
+        serving.result()  # a failure of the server itself is the process's failure
 
 
 def with_lifespan_state(app: ASGIApp, state: dict[str, Any]) -> ASGIApp:
@@ -278,7 +304,7 @@ def _supervise(project_dir: Path, overrides: Overrides, workers: int, sock: sock
     while not stopping.wait(0.5):
         for index, process in enumerate(processes):
             if not process.is_alive():
-                if process.exitcode == 1:
+                if process.exitcode == FAILED_TO_START:
                     log.error("a worker failed to start; stopping")
                     stopping.set()
                     break
@@ -291,5 +317,6 @@ def _supervise(project_dir: Path, overrides: Overrides, workers: int, sock: sock
             process.terminate()  # SIGTERM: each worker shuts down gracefully
     for process in processes:
         process.join()
-    failed = [p.exitcode for p in processes if p.exitcode not in (0, None)]
+    # A worker still starting when the signal came dies of it, as asked.
+    failed = [p.exitcode for p in processes if p.exitcode not in (0, None, -signal.SIGTERM)]
     return 1 if failed else 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -19,6 +21,7 @@ pytestmark = pytest.mark.e2e
 
 SLOW_APP = """
 import asyncio
+import contextlib
 from shoestring import App, Request
 
 app = App("slow")
@@ -87,6 +90,64 @@ def test_shutdown_does_not_wait_past_its_bound(project: Path, start: type[Server
     # The request cut short is told so, in a way a client can retry on.
     assert answers[0].status_code == 503
     assert answers[0].json()["error"]["code"] == "shutting_down"
+    assert "1 requests still running" in server.log
+
+
+def test_sigterm_during_startup_stops_cleanly_once_started(
+    project: Path, start: type[Server]
+) -> None:
+    (project / "app.py").write_text(
+        "import asyncio\n"
+        "from pathlib import Path\n"
+        "from shoestring import App\n"
+        "app = App('slow-start')\n"
+        "@app.on_startup\n"
+        "async def warm_up() -> None:\n"
+        "    Path('started').write_text('yes')\n"
+        "    await asyncio.sleep(2)\n"
+        "@app.on_shutdown\n"
+        "async def goodbye() -> None:\n"
+        "    Path('stopped').write_text('yes')\n"
+    )
+    server = start(project)
+    deadline = time.monotonic() + 15
+    while not (project / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server.process.send_signal(signal.SIGTERM)  # mid-startup
+    assert server.terminate(timeout=15) == 0, server.log
+    assert (project / "stopped").read_text() == "yes"  # shutdown hooks ran
+
+
+def test_shutdown_bound_covers_open_websockets(project: Path, start: type[Server]) -> None:
+    (project / "app.py").write_text(
+        "from starlette.applications import Starlette\n"
+        "from starlette.routing import WebSocketRoute\n"
+        "from shoestring import App\n"
+        "async def echo(ws):\n"
+        "    await ws.accept()\n"
+        "    while True:\n"
+        "        await ws.send_text(await ws.receive_text())\n"
+        "app = App('live')\n"
+        "app.mount('/live', Starlette(routes=[WebSocketRoute('/echo', echo)]))\n"
+    )
+    (project / "shoestring.toml").write_text("[server]\nshutdown_timeout = 1\n")
+    server = start(project)
+    server.wait_ready()
+
+    async def hold_open() -> None:
+        url = server.base_url.replace("http://", "ws://") + "/live/echo"
+        async with websockets.connect(url) as socket:
+            await socket.send("hi")
+            assert await socket.recv() == "hi"
+            started = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await asyncio.wait_for(socket.recv(), timeout=10)
+            # Held for the bound, then closed; not cut at once, not left open.
+            assert 0.8 < time.monotonic() - started < 5
+
+    asyncio.run(hold_open())
+    assert server.terminate(timeout=15) == 0, server.log
     assert "1 requests still running" in server.log
 
 

@@ -50,7 +50,7 @@ def _incoming_request_id(scope: Scope) -> str | None:
 
 
 class InFlight:
-    """The requests being handled; `cancel` ends them (at shutdown, once its bound has passed)."""
+    """The requests and WebSockets being handled; `cancel` ends them (at shutdown, past its bound)."""
 
     def __init__(self) -> None:
         self.tasks: set[asyncio.Task[object]] = set()
@@ -72,7 +72,10 @@ class RequestLogMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            if scope["type"] == "websocket":
+                await self._websocket(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         request_id = _incoming_request_id(scope) or new_request_id()
         token = request_id_var.set(request_id)
@@ -115,6 +118,18 @@ class RequestLogMiddleware:
             if self.access_log_enabled and not probe:
                 self._log_access(scope, status, size, started)
             request_id_var.reset(token)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        self.in_flight.tasks.add(task)  # type: ignore[arg-type]  # it runs in a task
+        try:
+            await self.app(scope, receive, send)
+        except asyncio.CancelledError:
+            if not self.in_flight.cancelled:
+                raise
+            # Ended by a shutdown past its bound: the server closes the connection.
+        finally:
+            self.in_flight.tasks.discard(task)
 
     def _log_access(self, scope: Scope, status: int, size: int, started: float) -> None:
         path = scope["path"]
