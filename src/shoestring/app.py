@@ -80,7 +80,7 @@ class App:
         self._asgi: ASGIApp | None = None
         self._ready = False
         self._dev_mailbox = False
-        self.in_flight = InFlight()  # the HTTP requests being handled
+        self.in_flight = InFlight()  # the HTTP requests and WebSockets being handled
         # The database is always there (and first to start): shoestring's own
         # state lives in it, and plain-SQL users reach for `app.db` in handlers.
         from shoestring.db import DatabaseService
