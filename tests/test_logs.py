@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -10,7 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from shoestring import App, Request, Settings
-from shoestring.logs import BufferedStreamHandler, configure_logging
+from shoestring.logs import BufferedStreamHandler, JSONFormatter, configure_logging
 
 
 class LogStream(io.StringIO):
@@ -202,3 +203,17 @@ def test_reconfiguring_logging_writes_what_the_old_handler_held(
     logging.getLogger("myapp").info("before")
     logging_to(60.0)
     assert "before" in first.getvalue()
+
+
+def test_a_closed_handler_stops_flushing_without_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    failures: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    before = {t for t in threading.enumerate() if t.name == "log-flush"}
+    handler = BufferedStreamHandler(io.StringIO(), JSONFormatter())
+    (flusher,) = {t for t in threading.enumerate() if t.name == "log-flush"} - before
+    handler.close()
+    flusher.join(5)
+    assert not flusher.is_alive()
+    # What the flusher runs next if close() came while it was writing: it must end, quietly.
+    handler._flush_until_closed()
+    assert failures == []

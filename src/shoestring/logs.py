@@ -115,7 +115,8 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.json_formatter = formatter
         self._pending: list[str] = []
         self._pending_size = 0
-        self._closed = threading.Event()
+        # Not `_closed`: logging.Handler keeps a bool of that name and sets it in close().
+        self._stop_flushing = threading.Event()
         threading.Thread(target=self._flush_until_closed, daemon=True, name="log-flush").start()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -144,11 +145,11 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def close(self) -> None:
         self.flush()
-        self._closed.set()
+        self._stop_flushing.set()
         super().close()
 
     def _flush_until_closed(self) -> None:
-        while not self._closed.wait(self.FLUSH_INTERVAL):
+        while not self._stop_flushing.wait(self.FLUSH_INTERVAL):
             # A closed or broken stream has nowhere to write to, and nowhere to say so.
             with contextlib.suppress(Exception):
                 self.flush()
