@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -65,3 +67,13 @@ def test_nodes_creating_the_storage_key_file_at_once_share_one_key(tmp_path: Pat
     assert len(path.read_bytes()) == 44  # a whole Fernet key, never a half-written one
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [p.name for p in path.parent.iterdir()] == ["storage-secret.key"]
+
+
+def test_keyed_hash_is_an_hmac_under_the_ensured_secret(app: App) -> None:
+    stored = app.secrets.keyed_hash("hmac-key", "address", "ada@example.com")
+    key = app.secrets.ensure("hmac-key").encode()
+    assert stored == hmac.new(key, b"address\0ada@example.com", hashlib.sha256).hexdigest()
+    # the parts are kept apart, and another process with the same secret agrees
+    assert app.secrets.keyed_hash("hmac-key", "addressada@example.com") != stored
+    other = Secrets(app.settings.data_dir / "secrets")
+    assert other.keyed_hash("hmac-key", "address", "ada@example.com") == stored

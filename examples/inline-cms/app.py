@@ -28,8 +28,6 @@ Sites, their languages and their editors are listed in `sites.toml`.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -91,13 +89,8 @@ KEY = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,7}")  # home.tit
 # -- keys and sessions -------------------------------------------------------------
 
 
-@cache
-def hmac_key() -> bytes:
-    return app.secrets.ensure("inline-cms-hmac").encode()
-
-
 def keyed(*parts: str) -> str:
-    return hmac.new(hmac_key(), "\0".join(parts).encode(), hashlib.sha256).hexdigest()
+    return app.secrets.keyed_hash("inline-cms-hmac", *parts)
 
 
 def client_ip(request: Request) -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import os
 import re
 import secrets
@@ -68,11 +67,6 @@ aliases = app.table("aliases", indexes=["account", ("expiring", "expires")])
 
 
 @cache
-def hmac_key() -> bytes:
-    return app.secrets.ensure("othermail-hmac").encode()
-
-
-@cache
 def address_box() -> Fernet:
     # Losing this secret loses every account's real address; keep it with
     # `shoestring secrets set othermail-address-key` in production.
@@ -81,7 +75,7 @@ def address_box() -> Fernet:
 
 
 def keyed(kind: str, value: str) -> str:
-    return hmac.new(hmac_key(), f"{kind}\0{value}".encode(), hashlib.sha256).hexdigest()
+    return app.secrets.keyed_hash("othermail-hmac", kind, value)
 
 
 # -- requests ------------------------------------------------------------------------

@@ -13,11 +13,9 @@ only when the address hashes to the one confirmed for that client id.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import uuid
-from functools import cache
 from typing import Annotated
 from urllib.parse import quote, urlsplit
 
@@ -81,16 +79,11 @@ class Send(Unregister):
 # -- keyed hashes -----------------------------------------------------------------
 
 
-@cache
-def hmac_key() -> bytes:
-    # Made on first use and kept in the data directory, or set in production
-    # with `shoestring secrets set taptapmail-hmac`. Losing it voids every registration.
-    return app.secrets.ensure("taptapmail-hmac").encode()
-
-
 def keyed(kind: str, value: str) -> str:
     """HMAC-SHA256 of `value` with the app's secret; `kind` keeps codes, ids and addresses apart."""
-    return hmac.new(hmac_key(), f"{kind}\0{value}".encode(), hashlib.sha256).hexdigest()
+    # The key is made on first use and kept in the data directory, or set in production
+    # with `shoestring secrets set taptapmail-hmac`. Losing it voids every registration.
+    return app.secrets.keyed_hash("taptapmail-hmac", kind, value)
 
 
 def client_ip(request: Request) -> str:

@@ -19,7 +19,6 @@ again for free. Two redemptions of one code at once: one wins.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import time
@@ -75,12 +74,9 @@ class Codes:
         self._app = app
         app.db.add_migrations(MIGRATIONS)
         self._issued = 0
-        self._secret: bytes | None = None
 
     def _keyed(self, *parts: str) -> str:
-        if self._secret is None:
-            self._secret = self._app.secrets.ensure("one-time-codes").encode()
-        return hmac.new(self._secret, "\0".join(parts).encode(), hashlib.sha256).hexdigest()
+        return self._app.secrets.keyed_hash("one-time-codes", *parts)
 
     async def issue(self, purpose: str, key: str, *, ttl: float = 15 * 60) -> str:
         """A new code for `key` (an address, or anything it stands for), replacing any before.

@@ -17,8 +17,6 @@ email addresses used as keys never reach the database.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 import time
 from typing import TYPE_CHECKING
@@ -76,7 +74,6 @@ class RateLimits:
         self._app = app
         app.db.add_migrations(MIGRATIONS)
         self._hits = 0
-        self._secret: bytes | None = None
 
     async def hit(self, name: str, key: str, *, limit: int, per: float) -> None:
         """Count one event; RateLimited if `key` has had more than `limit` in this window."""
@@ -84,9 +81,7 @@ class RateLimits:
             raise ValueError("limit must be >= 1 and per > 0")
         now = time.time()
         window_start = now - now % per
-        if self._secret is None:
-            self._secret = self._app.secrets.ensure("rate-limits").encode()
-        digest = hmac.new(self._secret, f"{name}\0{key}".encode(), hashlib.sha256).hexdigest()[:40]
+        digest = self._app.secrets.keyed_hash("rate-limits", name, key)[:40]
         joined = current_transaction.get()
         if joined is not None:  # inside app.tables.transaction(): count with it
             row = await joined.fetchone(_HIT, [digest, window_start, window_start + per])

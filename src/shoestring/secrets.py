@@ -2,6 +2,7 @@
 
     key = app.secrets.ensure("hmac-key")   # made (random) on first use, then kept
     token = app.secrets.get("stripe-token")  # set by `shoestring secrets set stripe-token`
+    stored = app.secrets.keyed_hash("hmac-key", "address", email)  # HMAC-SHA256, hex
 
 A secret is read from, first found wins:
 
@@ -17,6 +18,8 @@ secret.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import os
 import re
 import secrets as random_source
@@ -52,6 +55,7 @@ class Secrets:
     ) -> None:
         self.directory = directory
         self._on_ensure = on_ensure  # told (name, value) of each secret `ensure` returns
+        self._hash_keys: dict[str, bytes] = {}
 
     def get(self, name: str) -> str:
         """The secret `name`; SecretError, saying how to set it, if it is not set."""
@@ -86,6 +90,19 @@ class Secrets:
         if self._on_ensure is not None:
             self._on_ensure(name, value)
         return value
+
+    def keyed_hash(self, name: str, *parts: str) -> str:
+        """HMAC-SHA256 (hex) of `parts`, joined by NUL, keyed with the secret `name` (`ensure`d).
+
+        For keeping something by a value the database must not hold (an address,
+        a token, a code): the same parts always give the same hash, and without
+        the secret nobody can tell what it stands for. The key is read once per
+        process; changing it voids every hash made with it.
+        """
+        key = self._hash_keys.get(name)
+        if key is None:
+            key = self._hash_keys[name] = self.ensure(name).encode()
+        return hmac.new(key, "\0".join(parts).encode(), hashlib.sha256).hexdigest()
 
     def set(self, name: str, value: str) -> None:
         """Store `value` as the secret `name`, replacing any earlier value."""
