@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from starlette import responses
+from starlette.exceptions import HTTPException
 from starlette.testclient import TestClient
 
 from shoestring import App, HTTPError, JSONResponse, Request, Settings
@@ -16,6 +18,22 @@ def test_dict_becomes_json(app: App) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {"id": "42"}
+
+
+def test_json_is_written_as_starlette_writes_it(app: App) -> None:
+    document = {"name": "Zoë ✓", "nested": [1, 2.5, None, True, {"quote": '"'}], "empty": {}}
+
+    @app.route("/doc")
+    async def doc() -> dict[str, object]:
+        return document
+
+    @app.route("/nan")
+    async def nan() -> dict[str, float]:
+        return {"x": float("nan")}  # not JSON: an error, never a silent `NaN`
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/doc").content == responses.JSONResponse(document).body
+        assert client.get("/nan").status_code == 500
 
 
 def test_str_becomes_text_and_none_becomes_204(app: App) -> None:
@@ -78,6 +96,20 @@ def test_http_error_becomes_a_json_error(app: App) -> None:
     assert response.status_code == 418
     assert response.json()["error"]["code"] == "teapot"
     assert response.json()["error"]["message"] == "short and stout"
+
+
+def test_starlette_http_exception_becomes_a_json_error_with_its_headers(app: App) -> None:
+    @app.route("/busy")
+    async def busy() -> None:
+        raise HTTPException(429, "Slow down.", headers={"Retry-After": "3"})
+
+    with TestClient(app) as client:
+        response = client.get("/busy")
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "3"
+    error = response.json()["error"]
+    assert error["message"] == "Slow down."
+    assert error["request_id"] == response.headers["x-request-id"]
 
 
 def test_unhandled_exception_is_a_500_without_traceback(app: App) -> None:

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import pytest
 from starlette.testclient import TestClient
@@ -217,3 +218,47 @@ def test_a_closed_handler_stops_flushing_without_an_error(monkeypatch: pytest.Mo
     # What the flusher runs next if close() came while it was writing: it must end, quietly.
     handler._flush_until_closed()
     assert failures == []
+
+
+def test_timestamps_are_utc_to_the_millisecond_across_second_boundaries() -> None:
+    formatter = JSONFormatter()
+    start = 1_780_000_000.0
+    # Many lines a millisecond, then the next millisecond, second and minute.
+    for offset in [0.0004, 0.0009, 0.001, 0.5, 0.999, 1.0, 1.0005, 59.9995, 60.0, 3600.25]:
+        created = start + offset
+        expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+        assert formatter.timestamp(created) == expected.replace("+00:00", "Z")
+
+
+class StuckStream(io.StringIO):
+    """A reader of stdout that stops reading (journald busy, a full pipe) until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.entered.set()
+        self.release.wait(10)
+        return super().write(text)
+
+
+def test_a_request_logs_on_while_a_write_is_stuck() -> None:
+    stream = StuckStream()
+    handler = BufferedStreamHandler(stream, JSONFormatter())
+    try:
+        handler.write_line("first")
+        stuck = threading.Thread(target=handler.flush)  # as the flush thread would
+        stuck.start()
+        assert stream.entered.wait(5)
+        appended = threading.Thread(target=handler.write_line, args=("second",))
+        appended.start()
+        appended.join(1)
+        assert not appended.is_alive(), "writing a log line waited for a stuck stream"
+        stream.release.set()
+        stuck.join(5)
+    finally:
+        stream.release.set()
+        handler.close()
+    assert stream.getvalue().splitlines() == ["first", "second"]

@@ -4,13 +4,14 @@ The public API. Everything else is internal and may change.
 """
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from shoestring.app import App
 from shoestring.codes import InvalidCode
 from shoestring.config import Settings, load_settings
 from shoestring.errors import AppLoadError, ConfigError, HTTPError, ShoestringError
 from shoestring.http.body import read_json
+from shoestring.http.responses import JSONResponse
 from shoestring.limits import RateLimited
 from shoestring.services import Health, Service
 from shoestring.tables import MISSING, ConditionFailed, Page, Table

@@ -23,16 +23,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shoestring.config import Settings, load_settings
 from shoestring.http.cors import PathCORS
-from shoestring.http.errors import EXCEPTION_HANDLERS
+from shoestring.http.handlers import Handler, HandlerApp
 from shoestring.http.lifespan import MountedLifespan
 from shoestring.http.request_log import InFlight, RequestLogMiddleware
-from shoestring.http.responses import to_response
+from shoestring.http.responses import JSONResponse
 from shoestring.http.routing import AppRouter, ReservedRoutes, reserved_only
 from shoestring.services import ServiceRegistry
 from shoestring.sites import site_routes
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shoestring.app")
 
-Handler = Callable[..., Awaitable[Any]]
 Hook = Callable[[], Awaitable[None]]
 H = TypeVar("H", bound=Handler)
 P = ParamSpec("P")
@@ -299,7 +298,7 @@ class App:
         name: str | None = None,
     ) -> None:
         self._check_path(path)
-        endpoint = _endpoint(handler)
+        endpoint = HandlerApp(handler)
         upper = [method.upper() for method in methods]
         self._routes.append(Route(path, endpoint, methods=upper, name=name or handler.__name__))
         self._asgi = None
@@ -372,9 +371,7 @@ class App:
             # Sites last: a site at "/" serves what no route or mount claimed.
             *site_routes(self.settings, buckets=lambda name: self.storage.bucket(name)),
         ]
-        app: ASGIApp = AppRouter(
-            routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=self._lifespan
-        )
+        app: ASGIApp = AppRouter(routes=routes, lifespan=self._lifespan)
         if self.settings.cors.origins:
             app = PathCORS(app, self.settings.cors)
         return RequestLogMiddleware(
@@ -451,22 +448,6 @@ def _require_async(function: Callable[..., Any]) -> None:
     if not inspect.iscoroutinefunction(function):
         name = getattr(function, "__qualname__", repr(function))
         raise TypeError(f"{name} must be defined with `async def`")
-
-
-def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    name = getattr(handler, "__qualname__", repr(handler))
-    if not inspect.iscoroutinefunction(handler):
-        raise TypeError(
-            f"handler {name} must be defined with `async def`: "
-            "a blocking handler would stall every other request"
-        )
-    takes_request = bool(inspect.signature(handler).parameters)
-
-    async def endpoint(request: Request) -> Response:
-        result = await (handler(request) if takes_request else handler())
-        return to_response(result, handler_name=name)
-
-    return endpoint
 
 
 async def _shut_down(lifespans: Any) -> None:

@@ -7,6 +7,7 @@ and the scrubber. Fields passed with `extra={...}` become keys of the line.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -53,16 +54,25 @@ def _scrub_value(value: Any) -> Any:
 class JSONFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, request_id, extras, exc."""
 
-    _second = -1
-    _stamp = ""
+    # (second, its text) and (millisecond, its text), each swapped in whole,
+    # since any thread may call this without holding a lock.
+    _second: tuple[int, str] = (-1, "")
+    _millis: tuple[int, str] = (-1, "")
 
     def timestamp(self, created: float) -> str:
-        # The access log writes a line per request: format each second once.
-        second = int(created)
-        if second != self._second:
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._stamp}.{int((created - second) * 1000):03d}Z"
+        # The access log writes many lines a millisecond: format each one once.
+        millis = int(created * 1000)
+        cached, text = self._millis
+        if millis == cached:
+            return text
+        second, fraction = divmod(millis, 1000)
+        cached, stamp = self._second
+        if second != cached:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, stamp)
+        text = f"{stamp}.{fraction:03d}Z"
+        self._millis = (millis, text)
+        return text
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -101,9 +111,10 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     Written as it comes, each access line is a system call per request (to
     journald's socket, in production), and the stream's own buffering cannot
     be relied on: PYTHONUNBUFFERED, which systemd units and containers set so
-    that nothing sits in a buffer, makes stdout write every line at once. Warnings and errors are written at once, with whatever
-    waits before them; a crash loses at most the last FLUSH_INTERVAL of info
-    lines; an orderly exit writes everything (logging flushes handlers at exit).
+    that nothing sits in a buffer, makes stdout write every line at once.
+    Warnings and errors are written at once, with whatever waits before them;
+    a crash loses at most the last FLUSH_INTERVAL of info lines; an orderly
+    exit writes everything (logging flushes handlers at exit).
     """
 
     FLUSH_INTERVAL = 0.2
@@ -113,8 +124,10 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__(stream)
         self.setFormatter(formatter)
         self.json_formatter = formatter
-        self._pending: list[str] = []
-        self._pending_size = 0
+        # A deque: appending needs no lock, so a request never waits while
+        # the flush thread's write is blocked on a slow reader of stdout.
+        self._pending: collections.deque[str] = collections.deque()
+        self._pending_size = 0  # about: only decides when to write before the interval
         # Not `_closed`: logging.Handler keeps a bool of that name and sets it in close().
         self._stop_flushing = threading.Event()
         threading.Thread(target=self._flush_until_closed, daemon=True, name="log-flush").start()
@@ -128,17 +141,17 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
 
     def write_line(self, line: str) -> None:
-        with self.lock:  # type: ignore[union-attr]
-            self._pending.append(line)
-            self._pending_size += len(line)
-            if self._pending_size < self.MAX_PENDING:
-                return
-        self.flush()
+        self._pending.append(line)
+        self._pending_size += len(line)
+        if self._pending_size >= self.MAX_PENDING:
+            self.flush()
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
-            if self._pending:
-                lines, self._pending, self._pending_size = self._pending, [], 0
+            pending = self._pending
+            if pending:
+                self._pending_size = 0
+                lines = [pending.popleft() for _ in range(len(pending))]
                 self.stream.write(self.terminator.join(lines) + self.terminator)
             if hasattr(self.stream, "flush"):
                 self.stream.flush()
@@ -164,7 +177,9 @@ _access = logging.getLogger("shoestring.access")
 _JSON_SAFE = re.compile(r"[ !#-\[\]-~]*")
 
 
-def write_access_line(method: str, path: str, status: int, size: int, ms: float) -> None:
+def write_access_line(
+    method: str, path: str, status: int, size: int, seconds: float, request_id: str | None
+) -> None:
     """One access-log line, as `shoestring.access` would log it, at a fraction of the cost.
 
     When shoestring owns the JSON output (the production default) the line is
@@ -177,18 +192,19 @@ def write_access_line(method: str, path: str, status: int, size: int, ms: float)
     path = scrub(path)
     handler = _json_handler
     if handler is None or _root.handlers != _json_only:
+        ms = round(seconds * 1000, 2)
         fields = {"method": method, "path": path, "status": status, "bytes": size, "ms": ms}
         _access.info("%s %s %d", method, path, status, extra=fields)
         return
     # Only the path may need JSON escaping: the method is a token, the request
     # id a checked token, the rest numbers.
     quoted = path if _JSON_SAFE.fullmatch(path) else json.dumps(path, ensure_ascii=False)[1:-1]
-    request_id = request_id_var.get()
     rid = f'"request_id": "{request_id}", ' if request_id is not None else ""
     handler.write_line(
         f'{{"ts": "{handler.json_formatter.timestamp(time.time())}", "level": "info", '
         f'"logger": "shoestring.access", "msg": "{method} {quoted} {status}", {rid}'
-        f'"method": "{method}", "path": "{quoted}", "status": {status}, "bytes": {size}, "ms": {ms}}}'
+        f'"method": "{method}", "path": "{quoted}", "status": {status}, "bytes": {size}, '
+        f'"ms": {seconds * 1000:.2f}}}'
     )
 
 

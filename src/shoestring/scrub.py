@@ -38,6 +38,10 @@ _SECRET_FIELD = re.compile(
 
 _BEARER = re.compile(r"\b(Bearer|Basic|Digest|AWS4-HMAC-SHA256)\s+[^\s'\",]+", re.IGNORECASE)
 
+# Word characters, `/`, `.`, `-` and `~` only: no `@`, separator or space that
+# any pattern above needs, so nothing to remove (most access-log paths).
+_INERT = re.compile(r"[\w/.~-]*")
+
 
 # Substrings without which a pattern cannot match. Checking them first keeps
 # scrubbing an ordinary line (an access-log path) to about a microsecond, where
@@ -52,8 +56,12 @@ _SECRET_HINTS = (
 
 def scrub(text: str) -> str:
     """Return `text` with email addresses, credentials and secret values replaced."""
-    if not text:
+    if _INERT.fullmatch(text):
         return text
+    return _redact(text)
+
+
+def _redact(text: str) -> str:
     lower = text.lower()
     if any(hint in lower for hint in _CREDENTIAL_HINTS):
         text = _CREDENTIAL_HEADER.sub(lambda m: m["name"] + m["sep"] + REDACTED, text)

@@ -1,18 +1,24 @@
 """CORS for the app's routes: which other origins' pages may call them from a browser.
 
 Configured in `[cors]`; Starlette's CORSMiddleware answers preflights and
-adds the headers. It sits inside the request log and outside the routes, so
-the JSON errors handlers raise carry the headers too and a page can read
-why its call failed. shoestring's own `/_` routes are left out: the S3 API
+adds the headers. It sits inside the request log and outside the routes, and
+HTTP errors are answered inside it, so the JSON errors handlers raise carry
+the headers too and a page can read why its call failed. shoestring's own `/_` routes are left out: the S3 API
 applies each bucket's CORS rules itself.
 """
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shoestring.config import CorsSettings
+from shoestring.errors import HTTPError
+from shoestring.http.errors import http_error_response
 from shoestring.http.routing import RESERVED_PREFIX
 
 
@@ -21,8 +27,9 @@ class PathCORS:
 
     def __init__(self, app: ASGIApp, settings: CorsSettings) -> None:
         self.app = app
+        errors = {HTTPError: _answer, HTTPException: _answer}
         self.cors = CORSMiddleware(
-            app,
+            ExceptionMiddleware(app, handlers=errors),
             allow_origins=settings.origins,
             allow_methods=settings.methods,
             allow_headers=settings.headers,
@@ -41,3 +48,9 @@ class PathCORS:
         if path.startswith(RESERVED_PREFIX):
             return False
         return (path + "/").startswith(self.prefixes)
+
+
+async def _answer(request: Request, exc: Exception) -> Response:
+    response = http_error_response(exc, request.scope)
+    assert response is not None  # registered for HTTP errors only
+    return response

@@ -1,18 +1,19 @@
-"""Request ids, the access log, and the last line of defence for errors.
+"""Request ids, the access log, and the answer to every error.
 
 The outermost middleware: every HTTP response carries `X-Request-ID` (the
 client's or proxy's own, if it is a sane token, else a fresh one), every log
 line written while handling the request carries it, and one access-log line
 per request records method, path, status, size and duration (except
 successful health probes, which a proxy sends every few seconds). Personal data
-in paths and queries is removed by the log scrubber. It also knows which
-requests are in flight, so that a shutdown past its bound can cancel them.
+in paths and queries is removed by the log scrubber. An exception a request
+raises is answered here: an HTTP error as its JSON error, anything else as a
+logged JSON 500. It also knows which requests are in flight, so that a
+shutdown past its bound can cancel them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import random
@@ -21,7 +22,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shoestring.http.errors import INTERNAL_ERROR_MESSAGE, error_body
+from shoestring.http.errors import INTERNAL_ERROR_MESSAGE, error_response, http_error_response
 from shoestring.logs import request_id_var, write_access_line
 
 error_log = logging.getLogger("shoestring.http")
@@ -98,25 +99,31 @@ class RequestLogMiddleware:
         tasks.add(task)  # type: ignore[arg-type]  # a request always runs in a task
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
-            error_log.exception("unhandled error in %s %s", scope["method"], scope["path"])
-            if status == 0:
-                status = 500
-                await _send_error(send, id_header, 500, "internal_error", INTERNAL_ERROR_MESSAGE)
+        except Exception as exc:
+            response = None if status else http_error_response(exc, scope)
+            if response is None:
+                error_log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+                if status == 0:
+                    response = error_response(500, "internal_error", INTERNAL_ERROR_MESSAGE)
+            if response is not None:
+                await response(scope, receive, send_with_id)
         except asyncio.CancelledError:
             if not self.in_flight.cancelled:
                 raise
             # Ended by a shutdown past its bound, which said so in the log.
             if status == 0:
-                status = 503
-                await _send_error(send, id_header, 503, "shutting_down", SHUTDOWN_MESSAGE)
+                response = error_response(503, "shutting_down", SHUTDOWN_MESSAGE)
+                await response(scope, receive, send_with_id)
         finally:
             tasks.discard(task)
             # A proxy's or load balancer's health probe every few seconds would
             # bury real traffic: successful probes are not logged, failures are.
-            probe = scope["path"] in PROBE_PATHS and status == 200
-            if self.access_log_enabled and not probe:
-                self._log_access(scope, status, size, started)
+            if self.access_log_enabled and not (status == 200 and scope["path"] in PROBE_PATHS):
+                path = scope["path"]
+                if scope["query_string"]:
+                    path += "?" + scope["query_string"].decode("latin-1")
+                elapsed = time.perf_counter() - started
+                write_access_line(scope["method"], path, status, size, elapsed, request_id)
             request_id_var.reset(token)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -130,28 +137,3 @@ class RequestLogMiddleware:
             # Ended by a shutdown past its bound: the server closes the connection.
         finally:
             self.in_flight.tasks.discard(task)
-
-    def _log_access(self, scope: Scope, status: int, size: int, started: float) -> None:
-        path = scope["path"]
-        if scope["query_string"]:
-            path += "?" + scope["query_string"].decode("latin-1")
-        ms = round((time.perf_counter() - started) * 1000, 2)
-        write_access_line(scope["method"], path, status, size, ms)
-
-
-async def _send_error(
-    send: Send, id_header: tuple[bytes, bytes], status: int, code: str, message: str
-) -> None:
-    body = json.dumps(error_body(status, code, message)).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                id_header,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

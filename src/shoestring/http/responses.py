@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette import responses
+from starlette.responses import PlainTextResponse, Response
+
+# Starlette's JSONResponse passes its options to `json.dumps`, which builds a
+# new encoder for every response when options are given: a third of the cost
+# of a small JSON response. One encoder, made once, writes the same bytes.
+_encode_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+class JSONResponse(responses.JSONResponse):
+    """Starlette's JSONResponse, byte for byte, with its encoder made once."""
+
+    def render(self, content: Any) -> bytes:
+        return _encode_json(content).encode("utf-8")
 
 
 def to_response(result: Any, *, handler_name: str) -> Response:

@@ -14,7 +14,6 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import URLPath
-from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import BaseRoute, Match, NoMatchFound, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -64,12 +63,13 @@ class ReservedRoutes(BaseRoute):
 
 
 class AppRouter(Starlette):
-    """The App's routes, with Starlette's exception handlers but not its error middleware.
+    """The App's routes, without Starlette's error middleware and exception handlers.
 
-    RequestLogMiddleware, outside this, answers and logs unhandled exceptions
-    already; Starlette's ServerErrorMiddleware would wrap every response's
-    messages once more to do the same.
+    RequestLogMiddleware, outside this, answers every exception already:
+    HTTP errors as JSON, anything else as a JSON 500 (see http/errors.py).
+    Starlette's two middlewares would wrap every request and its response's
+    messages twice more to do the same.
     """
 
     def build_middleware_stack(self) -> ASGIApp:
-        return ExceptionMiddleware(self.router, handlers=self.exception_handlers)
+        return self.router

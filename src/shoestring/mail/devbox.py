@@ -18,10 +18,11 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from shoestring.errors import HTTPError
+from shoestring.http.responses import JSONResponse
 from shoestring.mail import policies
 
 if TYPE_CHECKING:
