@@ -220,6 +220,7 @@ async def _serve_http(
     server = HttpServer(entry, sock)
     serving = asyncio.create_task(server.serve())
     await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
+    await app.in_flight.close_websockets()  # while the server can still send the close frames
     server.stop()  # type: ignore[no-untyped-call]
     await _finish(serving, app.in_flight, settings.server.shutdown_timeout)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import subprocess
@@ -118,36 +117,58 @@ def test_sigterm_during_startup_stops_cleanly_once_started(
     assert (project / "stopped").read_text() == "yes"  # shutdown hooks ran
 
 
-def test_shutdown_bound_covers_open_websockets(project: Path, start: type[Server]) -> None:
+def test_shutdown_closes_websockets_as_going_away_and_bounds_their_handlers(
+    project: Path, start: type[Server]
+) -> None:
     (project / "app.py").write_text(
+        "import asyncio\n"
+        "from pathlib import Path\n"
         "from starlette.applications import Starlette\n"
         "from starlette.routing import WebSocketRoute\n"
+        "from starlette.websockets import WebSocketDisconnect\n"
         "from shoestring import App\n"
         "async def echo(ws):\n"
         "    await ws.accept()\n"
-        "    while True:\n"
-        "        await ws.send_text(await ws.receive_text())\n"
+        "    try:\n"
+        "        while True:\n"
+        "            await ws.send_text(await ws.receive_text())\n"
+        "    except WebSocketDisconnect:\n"
+        "        Path('echo-ended').write_text('yes')\n"
+        "async def deaf(ws):\n"
+        "    await ws.accept()\n"
+        "    await asyncio.sleep(3600)  # never receives, so never learns the client left\n"
         "app = App('live')\n"
-        "app.mount('/live', Starlette(routes=[WebSocketRoute('/echo', echo)]))\n"
+        "app.mount('/live', Starlette(routes=[WebSocketRoute('/echo', echo),\n"
+        "                                   WebSocketRoute('/deaf', deaf)]))\n"
     )
-    (project / "shoestring.toml").write_text("[server]\nshutdown_timeout = 1\n")
+    (project / "shoestring.toml").write_text("[server]\nshutdown_timeout = 2\n")
     server = start(project)
     server.wait_ready()
+    base = server.base_url.replace("http://", "ws://") + "/live"
 
-    async def hold_open() -> None:
-        url = server.base_url.replace("http://", "ws://") + "/live/echo"
-        async with websockets.connect(url) as socket:
-            await socket.send("hi")
-            assert await socket.recv() == "hi"
+    async def closed_code(socket: websockets.ClientConnection) -> int | None:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(socket.recv(), timeout=10)
+        return closed.value.rcvd.code if closed.value.rcvd else None
+
+    async def stop_with_two_open() -> None:
+        async with (
+            websockets.connect(base + "/echo") as echo,
+            websockets.connect(base + "/deaf") as deaf,
+        ):
+            await echo.send("hi")
+            assert await echo.recv() == "hi"
             started = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(websockets.ConnectionClosed):
-                await asyncio.wait_for(socket.recv(), timeout=10)
-            # Held for the bound, then closed; not cut at once, not left open.
-            assert 0.8 < time.monotonic() - started < 5
+            # Both told at once that the server is going away: clients reconnect.
+            assert await closed_code(echo) == 1001
+            assert await closed_code(deaf) == 1001
+            assert time.monotonic() - started < 1.5
 
-    asyncio.run(hold_open())
+    asyncio.run(stop_with_two_open())
     assert server.terminate(timeout=15) == 0, server.log
+    assert (project / "echo-ended").read_text() == "yes"  # the handler learnt it and finished
+    # The handler that never receives is held to the bound, then cancelled.
     assert "1 requests still running" in server.log
 
 

@@ -14,6 +14,7 @@ shutdown past its bound can cancel them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -30,6 +31,7 @@ error_log = logging.getLogger("shoestring.http")
 REQUEST_ID_HEADER = b"x-request-id"
 PROBE_PATHS = frozenset({"/_health", "/_ready"})
 SHUTDOWN_MESSAGE = "The server stopped before this request finished; send it again."
+GOING_AWAY = "The server is restarting; connect again."
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -51,13 +53,27 @@ def _incoming_request_id(scope: Scope) -> str | None:
 
 
 class InFlight:
-    """The requests and WebSockets being handled; `cancel` ends them (at shutdown, past its bound)."""
+    """The requests and WebSockets being handled, for a shutdown to close, wait for or cancel."""
 
     def __init__(self) -> None:
         self.tasks: set[asyncio.Task[object]] = set()
+        # Each open WebSocket's way to send it a close frame.
+        self.websockets: dict[asyncio.Task[object], Send] = {}
         self.cancelled = False
 
+    async def close_websockets(self) -> None:
+        """Tell each open WebSocket's client that the server is going away (1001).
+
+        Sent while the server still serves them: its clients reconnect (to
+        the next release) instead of seeing the connection drop, and the
+        handlers, whose next receive says the client left, can finish.
+        """
+        for send in list(self.websockets.values()):
+            with contextlib.suppress(Exception):  # closed by now, or the client is gone
+                await send({"type": "websocket.close", "code": 1001, "reason": GOING_AWAY})
+
     def cancel(self) -> None:
+        """End what is still running (at shutdown, past its bound)."""
         self.cancelled = True
         for task in self.tasks:
             task.cancel()
@@ -127,13 +143,23 @@ class RequestLogMiddleware:
             request_id_var.reset(token)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task()
-        self.in_flight.tasks.add(task)  # type: ignore[arg-type]  # it runs in a task
+        task: asyncio.Task[object] = asyncio.current_task()  # type: ignore[assignment]  # it runs in one
+        websockets = self.in_flight.websockets
+
+        async def tracked(message: Message) -> None:
+            if message["type"] == "websocket.accept":
+                websockets[task] = send  # open: a shutdown closes it
+            elif message["type"] == "websocket.close":
+                websockets.pop(task, None)
+            await send(message)
+
+        self.in_flight.tasks.add(task)
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, tracked)
         except asyncio.CancelledError:
             if not self.in_flight.cancelled:
                 raise
             # Ended by a shutdown past its bound: the server closes the connection.
         finally:
             self.in_flight.tasks.discard(task)
+            websockets.pop(task, None)
