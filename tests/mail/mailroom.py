@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import smtplib
 import socket
 from collections.abc import AsyncIterator
@@ -70,10 +71,19 @@ async def mailroom(
     database_url: str, tmp_path: Path, default_dns: LoopbackDNS
 ) -> AsyncIterator[Mailroom]:
     """Receiving for DOMAIN, with DNS answered by `default_dns` (empty unless a test fills it)."""
+    async with open_mailroom(database_url, tmp_path) as room:
+        yield room
+
+
+@contextlib.asynccontextmanager
+async def open_mailroom(
+    database_url: str, tmp_path: Path, **inbound_settings: Any
+) -> AsyncIterator[Mailroom]:
     port = free_port()
     inbound = InboundSettings(
         enabled=True, port=port, domains=[DOMAIN], hostname="mx.in.example",
         max_message_size=64 * 1024, max_recipients=3, max_connections_per_ip=3, max_bad_commands=4,
+        **inbound_settings,
     )  # fmt: skip
     app = make_app(
         database_url, tmp_path, jobs=JobsSettings(poll_interval=0.05),

@@ -12,8 +12,10 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 
-# RFC 5322 dot-atom, without '%' and '!' (routing characters to some MTAs).
-_LOCAL = re.compile(r"^[A-Za-z0-9#$&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9#$&'*+/=?^_`{|}~-]+)*$")
+# RFC 5322 dot-atom, without '%' and '!' (routing characters to some MTAs), and
+# with the non-ASCII characters SMTPUTF8 allows (RFC 6531), but for C1 controls.
+_ATOM = r"[A-Za-z0-9#$&'*+/=?^_`{|}~\u00a0-\ud7ff\ue000-\U0010ffff-]+"
+_LOCAL = re.compile(rf"^{_ATOM}(?:\.{_ATOM})*$")
 
 
 class Refused(Exception):
@@ -35,7 +37,12 @@ def our_recipient(address: str, domains: Collection[str]) -> str:
         raise Refused("553 5.1.3 Routing characters (% !) are not accepted in local parts")
     if domain.startswith("["):
         raise Refused("553 5.1.3 Address literals are not accepted")
-    if "@" in local or not _LOCAL.match(local) or len(local) > 64 or len(address) > 254:
+    if (
+        "@" in local
+        or not _LOCAL.match(local)
+        or len(local.encode()) > 64
+        or len(address.encode()) > 254
+    ):
         raise Refused("553 5.1.3 Recipient address syntax")
     domain = domain.lower().rstrip(".")
     if domain not in {d.lower() for d in domains}:

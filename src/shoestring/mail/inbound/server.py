@@ -10,7 +10,8 @@ Checks, in the order a client meets them:
 - DATA: over the size limit (552), bare CR or LF anywhere (550 5.6.0: SMTP
   smuggling), then the spool: the message is committed, with the job that
   processes it, before the 250;
-- any time: after `max_bad_commands` errors, 421 and the connection closes.
+- any time: after `max_bad_commands` errors, 421 and the connection closes;
+  AUTH is neither offered nor accepted (502), with or without TLS.
 """
 
 from __future__ import annotations
@@ -85,6 +86,11 @@ class InboundSMTP(SMTP):
                 await super().push("421 4.7.0 Too many errors; closing the connection")
                 self.transport.close()
 
+    async def smtp_AUTH(self, arg: str) -> None:
+        # aiosmtpd offers AUTH once TLS is up; a receiving server has no
+        # accounts, and logins it would always refuse only invite guessing.
+        await self.push("502 5.5.1 AUTH is not offered here: this server only receives mail")
+
     async def smtp_RCPT(self, arg: str | None) -> None:
         if arg and _SOURCE_ROUTE.search(arg):
             await self.push("553 5.1.3 Source routes are not accepted")
@@ -102,6 +108,18 @@ class Handler:
     def __init__(self, accept: Accept, receive: Receive) -> None:
         self._accept = accept
         self._receive = receive
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """aiosmtpd's extensions but AUTH (see InboundSMTP.smtp_AUTH)."""
+        session.host_name = hostname
+        return [line for line in responses if not line[4:].upper().startswith("AUTH")]
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
