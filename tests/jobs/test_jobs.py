@@ -12,7 +12,8 @@ import pytest
 
 from shoestring import App
 from shoestring.config import JobsSettings
-from shoestring.jobs import store
+from shoestring.jobs import Attempt, current_attempt, store
+from shoestring.jobs.worker import LEASE_GRACE
 from tests.backends import make_app, running
 
 pytestmark = pytest.mark.anyio
@@ -68,10 +69,12 @@ async def _state_is(app: App, job_id: str, state: str) -> bool:
 async def test_failures_are_retried_then_succeed(database_url: str, tmp_path: Path) -> None:
     app = jobs_app(database_url, tmp_path)
     attempts: list[float] = []
+    told: list[Attempt | None] = []
 
     @app.job(retries=3, backoff=0.05)
     async def flaky() -> None:
         attempts.append(time.monotonic())
+        told.append(current_attempt())
         if len(attempts) < 3:
             raise ConnectionError("smtp relay unreachable")
 
@@ -80,6 +83,9 @@ async def test_failures_are_retried_then_succeed(database_url: str, tmp_path: Pa
         await wait_for(lambda: _state_is(app, job_id, "succeeded"))
         _, count, error = await state_of(app, job_id)
     assert count == 3 and error is None
+    # Each run knows which attempt it is, out of the first one and three retries.
+    assert told == [Attempt(1, 4), Attempt(2, 4), Attempt(3, 4)]
+    assert current_attempt() is None  # outside a run
     # Backoff 0.05 s doubling, with jitter of ±50%: at least 0.025 s, then 0.05 s.
     assert attempts[1] - attempts[0] >= 0.025
     assert attempts[2] - attempts[1] >= 0.05
@@ -254,10 +260,10 @@ async def test_a_success_is_not_recorded_once_the_lease_passed_to_another_worker
     async with running(app):
         ids = [await noop.enqueue(n) for n in range(3)]
         database = app.db.database
-        first = await store.claim(database, ["default"], "worker-a", 3, lease_seconds=60)
+        first = await store.claim(database, ["default"], "worker-a", 3, {}, 60)
         # The second job's lease runs out and another worker takes it.
         await database.write("UPDATE shoestring_jobs SET lease_until = 0 WHERE id = ?", [ids[1]])
-        second = await store.claim(database, ["default"], "worker-b", 3, lease_seconds=60)
+        second = await store.claim(database, ["default"], "worker-b", 3, {}, 60)
         recorded = await store.succeed(database, first, "worker-a")
         states = {job_id: await state_of(app, job_id) for job_id in ids}
     assert [job.id for job in second] == [ids[1]]
@@ -267,6 +273,29 @@ async def test_a_success_is_not_recorded_once_the_lease_passed_to_another_worker
         ids[1]: ("running", 2, None),
         ids[2]: ("succeeded", 1, None),
     }
+
+
+async def test_each_job_is_leased_for_its_own_timeout(database_url: str, tmp_path: Path) -> None:
+    app = jobs_app(database_url, tmp_path, worker=False)
+
+    @app.job(name="quick", timeout=10)
+    async def quick() -> None: ...
+
+    @app.job(name="slow", timeout=600)
+    async def slow() -> None: ...
+
+    async with running(app):
+        await quick.enqueue()
+        await slow.enqueue()
+        started = time.time()
+        leases = {"quick": 10 + LEASE_GRACE, "slow": 600 + LEASE_GRACE}
+        claimed = await store.claim(app.db.database, ["default"], "w", 5, leases, 999)
+        rows = await app.db.fetchall("SELECT name, lease_until FROM shoestring_jobs")
+    assert sorted(job.name for job in claimed) == ["quick", "slow"]
+    # A quick job whose worker died is taken again after its own timeout, not the slow one's.
+    until = {name: lease_until - started for name, lease_until in rows}
+    assert 10 + LEASE_GRACE - 1 < until["quick"] < 10 + LEASE_GRACE + 5
+    assert 600 + LEASE_GRACE - 1 < until["slow"] < 600 + LEASE_GRACE + 5
 
 
 async def test_retry_later_postpones_without_spending_an_attempt(

@@ -15,6 +15,7 @@ import pytest
 
 from shoestring import App
 from shoestring.config import JobsSettings, MailSettings
+from shoestring.jobs import store
 from shoestring.mail import InvalidMessage
 from shoestring.mail import dkim as our_dkim
 from shoestring.mail.message import compose
@@ -136,6 +137,26 @@ async def test_a_451_is_retried_and_delivered_once(
         state, attempts, error, *_ = await until_state(app, message_id, "sent", "failed")
     assert (state, attempts, error) == ("sent", 2, None) or (state, attempts) == ("sent", 2)
     assert sink.attempts == 2 and len(sink.received) == 1
+
+
+async def test_a_message_still_deferred_after_the_last_retry_fails_and_is_forgotten(
+    database_url: str, tmp_path: Path, sink: Sink
+) -> None:
+    sink.replies = ["451 4.3.0 try again later"] * 10
+    app = mail_app(database_url, tmp_path, sink.url, retries=2)
+    async with running(app):
+        message_id = await app.mail.send(to="bob@example.net", subject="hi", text="secret note")
+        state, _, error, body, recipients = await until_state(app, message_id, "failed", "sent")
+        for _ in range(200):  # the job's own success is recorded just after the outbox's row
+            (job,) = await store.records(app.db.database, None, 10)
+            if job.state != "running":
+                break
+            await asyncio.sleep(0.02)
+    assert sink.attempts == 3 and sink.received == []  # the first try and two retries
+    assert state == "failed"
+    assert "gave up after 3 attempts" in error and "451 4.3.0 try again later" in error
+    assert body is None and recipients is None  # not kept, as for any message that ended
+    assert job.state == "succeeded"  # the outbox gave up; nothing left for the job to retry
 
 
 async def test_a_550_stops_retries_and_keeps_the_reason(

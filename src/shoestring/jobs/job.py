@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec
 
@@ -13,6 +14,27 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 
 MAX_BACKOFF = 3600.0  # seconds; a retry is never further away than an hour
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """Which run of a job this is: `number` of at most `of` (1-based)."""
+
+    number: int
+    of: int
+
+    @property
+    def last(self) -> bool:
+        """No retry follows if this attempt fails: a job may give up in its own way."""
+        return self.number >= self.of
+
+
+_attempt: ContextVar[Attempt | None] = ContextVar("shoestring_job_attempt", default=None)
+
+
+def current_attempt() -> Attempt | None:
+    """The attempt the worker is running now; None outside a job run by the worker."""
+    return _attempt.get()
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,10 @@ once its lease expires. On PostgreSQL, workers on many hosts claim with
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -122,20 +123,32 @@ async def insert_alone(database: Database, job: NewJob) -> str:
 
 
 async def claim(
-    database: Database, queues: list[str], worker: str, limit: int, lease_seconds: float
+    database: Database,
+    queues: list[str],
+    worker: str,
+    limit: int,
+    leases: Mapping[str, float],
+    other_lease: float,
 ) -> list[ClaimedJob]:
-    """Lease up to `limit` due jobs (or jobs whose lease expired) for `worker`."""
+    """Lease up to `limit` due jobs (or jobs whose lease expired) for `worker`.
+
+    Each job's lease lasts `leases[its name]` seconds (`other_lease` for a
+    name not there), so a job whose worker died is retried as soon as its
+    own timeout allows, not the longest of any job's.
+    """
     now = time.time()
     marks = ", ".join("?" for _ in queues)
     skip_locked = " FOR UPDATE SKIP LOCKED" if database.dialect == "postgresql" else ""
+    by_name = " ".join("WHEN ? THEN ?" for _ in leases)
+    lease = f"CASE name {by_name} ELSE ? END" if leases else "?"
     rows = await database.write_returning(
         "UPDATE shoestring_jobs SET state = 'running', attempts = attempts + 1,"
-        " lease_until = ?, worker = ? WHERE id IN ("
+        f" lease_until = ? + {lease}, worker = ? WHERE id IN ("
         f" SELECT id FROM shoestring_jobs WHERE queue IN ({marks}) AND ("
         "  (state = 'queued' AND run_at <= ?) OR (state = 'running' AND lease_until < ?))"
         f" ORDER BY run_at LIMIT ?{skip_locked})"
         " RETURNING id, name, args, attempts, max_attempts",
-        [now + lease_seconds, worker, *queues, now, now, limit],
+        [now, *itertools.chain(*leases.items()), other_lease, worker, *queues, now, now, limit],
     )
     claimed = []
     for job_id, name, args, attempts, max_attempts in rows:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from shoestring.jobs import store
 from shoestring.jobs.errors import RetryLater
+from shoestring.jobs.job import Attempt, _attempt
 
 if TYPE_CHECKING:
     from shoestring.db.database import Database
@@ -28,9 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("shoestring.jobs")
 
 HOUSEKEEPING_INTERVAL = 10.0  # seconds between burying exhausted jobs and purging old ones
-LEASE_GRACE = (
-    5.0  # seconds a lease outlives the longest job timeout before another worker may take it
-)
+LEASE_GRACE = 5.0  # seconds a lease outlives its job's timeout before another worker may take it
 
 
 class Worker:
@@ -89,7 +88,9 @@ class Worker:
                 )
 
     async def _claim_forever(self) -> None:
-        lease = max((job.policy.timeout for job in self.jobs.values()), default=300.0) + LEASE_GRACE
+        leases = {name: job.policy.timeout + LEASE_GRACE for name, job in self.jobs.items()}
+        # A job this process does not define is failed at once (see _run): any lease will do.
+        other = max(leases.values(), default=300.0 + LEASE_GRACE)
         queues = sorted({job.queue for job in self.jobs.values()}) or ["default"]
         while not self._stopping:
             self.wake.clear()
@@ -98,7 +99,7 @@ class Worker:
             try:
                 await self._housekeeping()
                 if free > 0:
-                    claimed = await store.claim(self.database, queues, self.id, free, lease)
+                    claimed = await store.claim(self.database, queues, self.id, free, leases, other)
             except Exception:
                 log.exception("claiming jobs failed; retrying in %ss", self.poll_interval)
             for job in claimed:
@@ -157,6 +158,7 @@ class Worker:
             log.error("job %s names no job the app defines; marked dead", claimed.id)
             return
         started = time.perf_counter()
+        _attempt.set(Attempt(claimed.attempts, claimed.max_attempts))  # this task's own
         try:
             await asyncio.wait_for(
                 job.function(*claimed.args, **claimed.kwargs), job.policy.timeout

@@ -31,7 +31,7 @@ import jinja2
 
 from shoestring.db.migrations import Migration
 from shoestring.errors import ConfigError
-from shoestring.jobs import RetryLater, store
+from shoestring.jobs import RetryLater, current_attempt, store
 from shoestring.mail import dkim, policies
 from shoestring.mail.errors import InvalidMessage, PermanentFailure, TemporaryFailure
 from shoestring.mail.message import Attachment, compose, parse_address, parse_sender
@@ -306,6 +306,13 @@ class Mail:
             log.warning("message %s refused for good: %s", message_id, exc)
             return
         except TemporaryFailure as exc:
+            attempt = current_attempt()
+            if attempt is not None and attempt.last:
+                # No retry follows: the message has failed, and is forgotten like one.
+                reason = f"gave up after {attempt.number} attempts; the last: {exc}"
+                await self._finish(message_id, "failed", reason[:1000])
+                log.warning("message %s not delivered: %s", message_id, reason)
+                return
             await database.write(
                 "UPDATE shoestring_outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
                 [str(exc)[:1000], message_id],
