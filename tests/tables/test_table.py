@@ -184,6 +184,25 @@ async def test_scan_filters_and_pages(database_url: str, tmp_path: Path) -> None
         assert len(odd.items) == 12
 
 
+async def test_the_last_page_has_no_cursor_even_when_it_is_full(
+    database_url: str, tmp_path: Path
+) -> None:
+    app = make_app(database_url, tmp_path)
+    items = app.table("items", key="n")
+    async with running(app):
+        await items.batch_put({"n": n, "even": n % 2 == 0} for n in range(20))
+        pages = []
+        for filter in (None, {"even": True}):
+            page = await items.scan(limit=5, filter=filter)
+            sizes = [len(page.items)]
+            while page.cursor:
+                page = await items.scan(limit=5, cursor=page.cursor, filter=filter)
+                sizes.append(len(page.items))
+            pages.append(sizes)
+    # 20 items and 10 even ones: exactly full pages, and no empty page after them.
+    assert pages == [[5, 5, 5, 5], [5, 5]]
+
+
 async def test_batch_get_keeps_order_and_batch_put_is_all_or_nothing(
     database_url: str, tmp_path: Path
 ) -> None:

@@ -506,11 +506,17 @@ class Table:
         cursor: str | None = None,
         filter: Mapping[str, Any] | Callable[[Item], bool] | None = None,
     ) -> Page:
-        """Up to `limit` items in key order, those matching `filter` (field values or a function)."""
+        """Up to `limit` items in key order, those matching `filter` (field values or a function).
+
+        The page's cursor is None when no matching item follows it: the scan
+        looks one match further, which costs the next call nothing it would
+        not have read anyway.
+        """
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidItem(f"limit must be 1..{MAX_PAGE}")
         position = _decode_cursor(cursor, 2) if cursor else None
         matched: list[Item] = []
+        last: list[Any] = []
         live, live_params = self._live()
         while True:
             after = " AND (pk, sk) > (?, ?)" if position else ""
@@ -522,9 +528,10 @@ class Table:
             for doc, pk, sk in rows:
                 item = codec.loads(doc)
                 if filter is None or (filter(item) if callable(filter) else holds(filter, item)):
+                    if len(matched) == limit:  # one more follows the full page
+                        return Page(matched, _encode_cursor(last))
                     matched.append(item)
-                    if len(matched) == limit:
-                        return Page(matched, _encode_cursor([pk, sk]))
+                    last = [pk, sk]
             if len(rows) < MAX_PAGE:
                 return Page(matched, None)
             position = [rows[-1][1], rows[-1][2]]
