@@ -69,12 +69,18 @@ def test_ls_retry_and_cancel(project: Path) -> None:
     assert "no queued job" in again.stderr
 
 
-def test_schedules_lists_next_runs(project: Path) -> None:
-    result = shoestring(project, "schedules")
+@pytest.mark.parametrize("command", [["schedules", "ls"], ["schedules"]])
+def test_schedules_lists_next_runs(project: Path, command: list[str]) -> None:
+    result = shoestring(project, *command)
     assert result.returncode == 0, result.stderr
     assert "app.nightly" in result.stdout
     assert "0 3 * * * (Europe/Berlin)" in result.stdout
     assert "UTC" in result.stdout
+
+
+def test_failed_is_another_name_for_dead(project: Path) -> None:
+    job_id = dead_job(project)
+    assert [job["id"] for job in listed(project, "failed")] == [job_id]
 
 
 def test_jobs_ls_works_for_an_app_without_jobs(tmp_path: Path) -> None:

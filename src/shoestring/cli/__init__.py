@@ -31,7 +31,7 @@ COMMANDS = {
     "tables": "tables:tables_group",
     "db": "tables:db_group",
     "jobs": "jobs:jobs_group",
-    "schedules": "jobs:schedules_command",
+    "schedules": "jobs:schedules_group",
     "mail": "mail:mail_group",
     "storage": "storage:storage_group",
     "keys": "keys:keys_group",

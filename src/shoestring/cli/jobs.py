@@ -30,11 +30,17 @@ def jobs_group() -> None:
 
 @jobs_group.command("ls")
 @project_option
-@click.option("--state", type=click.Choice(store.STATES), help="Only jobs in this state.")
+@click.option(
+    "--state",
+    type=click.Choice([*store.STATES, "failed"]),
+    help="Only jobs in this state (`failed` is another name for `dead`).",
+)
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per job instead of a table.")
 def jobs_ls(project_dir: Path, state: str | None, limit: int, as_json: bool) -> None:
     """List recent jobs, newest first; `--state dead` shows what gave up, with its error."""
+    if state == "failed":
+        state = "dead"
 
     async def action(app: App) -> list[store.JobRecord]:
         return await store.records(app.db.database, state, limit)
@@ -87,9 +93,18 @@ def jobs_cancel(project_dir: Path, job_id: str) -> None:
     click.echo(f"job {job_id} cancelled")
 
 
-@click.command("schedules")
+@click.group("schedules", invoke_without_command=True)
 @project_option
-def schedules_command(project_dir: Path) -> None:
+@click.pass_context
+def schedules_group(ctx: click.Context, project_dir: Path) -> None:
+    """The app's schedules; alone, the same as `schedules ls`."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(schedules_ls, project_dir=project_dir)
+
+
+@schedules_group.command("ls")
+@project_option
+def schedules_ls(project_dir: Path) -> None:
     """List the app's schedules with their next and last run times."""
 
     async def action(app: App) -> list[tuple[str, str, str, str]]:
