@@ -160,9 +160,13 @@ def test_the_database_and_logs_hold_no_address_note_or_client_id(
     data = server.project / "data"
     with sqlite3.connect(data / "shoestring.db") as database:
         dump = "\n".join(database.iterdump()).lower()
+    # Every byte the server left on disk, free pages of the database included:
+    # a deleted row must not linger where a copy of the disk would find it.
+    on_disk = b"".join(path.read_bytes() for path in data.rglob("*") if path.is_file()).lower()
     logs = server.log.lower()
     for secret in (ADDRESS.lower(), "ada.lovelace", note, "surprise party", client_id):
         assert secret not in dump, f"{secret!r} is in the database"
+        assert secret.lower().encode() not in on_disk, f"{secret!r} is in the data directory"
         assert secret not in logs, f"{secret!r} is in the logs"
     assert "/send 202" in server.log  # the logs were written, and they are about requests
 
