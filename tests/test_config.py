@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 
 from shoestring import ConfigError, load_settings
+from shoestring.secrets import Secrets
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -42,6 +45,14 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert settings.server.port == 9200
     assert settings.log.access_log is False
     assert settings.data_dir == Path("/srv/data")
+
+
+def test_secrets_in_the_environment_are_not_taken_for_settings(tmp_path: Path) -> None:
+    environ = {"SHOESTRING_SECRET_STRIPE_TOKEN": "sk_live_x", "SHOESTRING_SERVER__PORT": "9300"}
+    settings = load_settings(tmp_path, environ=environ)
+    assert settings.server.port == 9300
+    with patch.dict(os.environ, environ):
+        assert Secrets(settings.data_dir / "secrets").get("stripe-token") == "sk_live_x"
 
 
 def test_bad_value_names_file_key_found_and_allowed(tmp_path: Path) -> None:

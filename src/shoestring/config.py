@@ -23,6 +23,7 @@ from shoestring.errors import ConfigError
 
 CONFIG_FILE = "shoestring.toml"
 ENV_PREFIX = "SHOESTRING_"
+SECRET_ENV_PREFIX = ENV_PREFIX + "SECRET_"
 ENV_NESTING = "__"
 
 
@@ -544,6 +545,8 @@ def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or len(name) == len(ENV_PREFIX):
             continue
+        if name.startswith(SECRET_ENV_PREFIX):
+            continue  # a secret's value (see shoestring/secrets.py), not a setting
         keys = name[len(ENV_PREFIX) :].lower().split(ENV_NESTING)
         target = data
         for key in keys[:-1]:

@@ -26,6 +26,7 @@ import secrets as random_source
 from collections.abc import Callable
 from pathlib import Path
 
+from shoestring.config import SECRET_ENV_PREFIX
 from shoestring.errors import ShoestringError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -44,7 +45,7 @@ def check_name(name: str) -> str:
 
 
 def environment_variable(name: str) -> str:
-    return "SHOESTRING_SECRET_" + name.upper().replace("-", "_")
+    return SECRET_ENV_PREFIX + name.upper().replace("-", "_")
 
 
 class Secrets:
