@@ -7,7 +7,7 @@ from unittest.mock import patch
 import pytest
 
 from shoestring import ConfigError, load_settings
-from shoestring.secrets import Secrets
+from shoestring.secrets import SecretError, Secrets
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -53,6 +53,39 @@ def test_secrets_in_the_environment_are_not_taken_for_settings(tmp_path: Path) -
     assert settings.server.port == 9300
     with patch.dict(os.environ, environ):
         assert Secrets(settings.data_dir / "secrets").get("stripe-token") == "sk_live_x"
+
+
+def test_settings_kept_as_secrets_override_the_file_and_yield_to_the_environment(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, '[mail]\ntransport = "dev"\n[server]\nport = 9100\n')
+    secrets = Secrets(tmp_path / "data" / "secrets")
+    relay = "smtp://app:s3cret@smtp.example.com:587"
+    secrets.set("SHOESTRING_MAIL__TRANSPORT", relay)
+    secrets.set("SHOESTRING_SERVER__PORT", "9200")
+    settings = load_settings(tmp_path, environ={"SHOESTRING_SERVER__PORT": "9300"})
+    assert settings.mail.transport == relay
+    assert settings.server.port == 9300
+    assert "SHOESTRING_MAIL__TRANSPORT" in secrets.names()
+    # A bad value says which secret holds it.
+    secrets.set("SHOESTRING_SERVER__PORT", "eighty")
+    with pytest.raises(ConfigError, match="secret SHOESTRING_SERVER__PORT"):
+        load_settings(tmp_path, environ={})
+
+
+def test_settings_kept_as_secrets_follow_the_data_directory(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "srv"
+    Secrets(elsewhere / "secrets").set("SHOESTRING_LOG__LEVEL", "warning")
+    settings = load_settings(tmp_path, environ={"SHOESTRING_DATA_DIR": str(elsewhere)})
+    assert settings.log.level == "warning"
+
+
+@pytest.mark.parametrize("name", ["SHOESTRING_SECRET_X", "SHOESTRING_mail", "SHOESTRING_", "A B"])
+def test_names_that_are_neither_a_secret_nor_a_setting_are_refused(
+    tmp_path: Path, name: str
+) -> None:
+    with pytest.raises(SecretError, match="cannot be a secret name"):
+        Secrets(tmp_path).set(name, "x")
 
 
 def test_bad_value_names_file_key_found_and_allowed(tmp_path: Path) -> None:

@@ -20,10 +20,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from shoestring.errors import ConfigError
+from shoestring.secrets import SECRET_ENV_PREFIX, setting_secrets
 
 CONFIG_FILE = "shoestring.toml"
 ENV_PREFIX = "SHOESTRING_"
-SECRET_ENV_PREFIX = ENV_PREFIX + "SECRET_"
 ENV_NESTING = "__"
 
 
@@ -496,7 +496,15 @@ def load_settings(
     directory = Path(project_dir).resolve()
     path = directory / CONFIG_FILE
     data = _read_toml(path) if path.exists() else {}
-    origins = _apply_environment(data, os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    # Settings kept as secrets (see shoestring/secrets.py) override the file;
+    # the environment overrides both.
+    data_dir = environ.get(ENV_PREFIX + "DATA_DIR") or data.get("data_dir")
+    if not isinstance(data_dir, str):
+        data_dir = Settings.model_fields["data_dir"].default
+    secrets = setting_secrets(directory / data_dir / "secrets")
+    origins = _apply_environment(data, secrets, "secret")
+    origins |= _apply_environment(data, environ, "environment variable")
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
@@ -539,8 +547,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), [f"cannot be read: {exc.strerror}"]) from None
 
 
-def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
-    """Overlay SHOESTRING_* variables onto `data`; return dotted key -> variable name."""
+def _apply_environment(
+    data: dict[str, Any], environ: Mapping[str, str], kind: str
+) -> dict[str, str]:
+    """Overlay SHOESTRING_* variables onto `data`; return dotted key -> where it came from."""
     origins: dict[str, str] = {}
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or len(name) == len(ENV_PREFIX):
@@ -555,7 +565,7 @@ def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> dict
                 child = target[key] = {}
             target = child
         target[keys[-1]] = _parse_env_value(raw)
-        origins[".".join(keys)] = name
+        origins[".".join(keys)] = f"{kind} {name}"
     return origins
 
 
@@ -572,7 +582,7 @@ def _parse_env_value(raw: str) -> Any:
 
 def _describe(error: Any, path: Path, origins: Mapping[str, str]) -> str:
     key = ".".join(str(part) for part in error["loc"])
-    where = f"environment variable {origins[key]}" if key in origins else path.name
+    where = origins.get(key, path.name)
     if error["type"] == "extra_forbidden":
         return f"{where}: unknown key `{key}`; allowed here: {_allowed_keys(error['loc'][:-1])}"
     found = error.get("input")

@@ -10,6 +10,11 @@ A secret is read from, first found wins:
 2. `<data_dir>/secrets/<name>`: a file only its owner can read (0600, in a
    0700 directory), written by `shoestring secrets set` or by `ensure`.
 
+A secret named like a setting's environment variable (`SHOESTRING_MAIL__TRANSPORT`)
+is a setting's value instead: the config reads it over shoestring.toml (and
+under the environment), so an SMTP relay's password or an S3 secret key need
+not be in a file git sees; `shoestring secrets set --deploy` takes it to the host.
+
 The data directory is outside git (the project's .gitignore says so) and
 outside the database, so a database dump or a leaked repository holds no
 secret.
@@ -26,22 +31,41 @@ import secrets as random_source
 from collections.abc import Callable
 from pathlib import Path
 
-from shoestring.config import SECRET_ENV_PREFIX
 from shoestring.errors import ShoestringError
 
+SECRET_ENV_PREFIX = "SHOESTRING_SECRET_"  # noqa: S105 - a variable name prefix
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# A setting's environment variable: stored as a secret, it sets that setting
+# (an SMTP relay's URL with its password, say) without it being in git.
+_SETTING = re.compile(r"^SHOESTRING_[A-Z0-9]+(?:__?[A-Z0-9]+)*$")
 
 
 class SecretError(ShoestringError):
     """A secret is missing or its name is not allowed."""
 
 
+def is_setting(name: str) -> bool:
+    """Whether the secret `name` holds a setting (`SHOESTRING_MAIL__TRANSPORT`) for the config."""
+    return bool(_SETTING.match(name)) and not name.startswith(SECRET_ENV_PREFIX)
+
+
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not (_NAME.match(name) or is_setting(name)):
         raise SecretError(
-            f"{name!r} cannot be a secret name: use 1-64 lower-case letters, digits, '-' and '_'"
+            f"{name!r} cannot be a secret name: use 1-64 lower-case letters, digits, '-' and "
+            "'_', or a setting's environment variable (SHOESTRING_MAIL__TRANSPORT) to keep "
+            "that setting's value out of shoestring.toml"
         )
     return name
+
+
+def setting_secrets(directory: Path) -> dict[str, str]:
+    """The secrets in `directory` that hold settings: environment variable -> value."""
+    try:
+        files = [path for path in directory.iterdir() if is_setting(path.name)]
+    except OSError:  # no secrets yet, or not ours to read
+        return {}
+    return {path.name: path.read_text("utf-8").strip() for path in files}
 
 
 def environment_variable(name: str) -> str:
@@ -122,7 +146,9 @@ class Secrets:
         """Names of the secrets stored in the directory (the environment's are not listed)."""
         if not self.directory.is_dir():
             return []
-        return sorted(p.name for p in self.directory.iterdir() if _NAME.match(p.name))
+        return sorted(
+            p.name for p in self.directory.iterdir() if _NAME.match(p.name) or is_setting(p.name)
+        )
 
     def _write(self, name: str, value: str, *, replace: bool) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)

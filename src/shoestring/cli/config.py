@@ -67,6 +67,12 @@ def reference_markdown() -> str:
         "default that works on a laptop. An environment variable overrides the file:",
         f"`{ENV_PREFIX}<SECTION>{ENV_NESTING}<KEY>`, e.g. `{ENV_PREFIX}SERVER{ENV_NESTING}PORT=9000`.",
         "",
+        "A value that must not be in git (an SMTP relay's password, an S3 secret key)",
+        "can be kept as a secret named like its variable:",
+        f"`shoestring secrets set {ENV_PREFIX}MAIL{ENV_NESTING}TRANSPORT` on this machine, or",
+        "with `--deploy` for the deploy host. It overrides the file; the environment",
+        "overrides it.",
+        "",
         "| key | default | environment variable | meaning |",
         "| --- | --- | --- | --- |",
     ]

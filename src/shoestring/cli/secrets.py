@@ -44,6 +44,10 @@ def secrets_group() -> None:
     <data_dir>/secrets/, readable only by their owner; SHOESTRING_SECRET_<NAME>
     in the environment overrides a stored one. With --deploy, the commands
     act on the values `shoestring deploy` delivers to the host instead.
+
+    A secret named like a setting's environment variable
+    (SHOESTRING_MAIL__TRANSPORT) sets that setting, over shoestring.toml: the
+    way to keep a relay's password or an S3 key out of git.
     """
 
 
