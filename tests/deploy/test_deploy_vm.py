@@ -312,6 +312,32 @@ def test_status_and_logs(project: Path) -> None:
     assert "no PAYMENT_URL configured" in logs.stdout  # the failed release's log is there too
 
 
+def test_sites_published_from_here_are_served_by_the_host(
+    project: Path, vm: VirtualMachine, ports: Ports, tmp_path: Path
+) -> None:
+    configure(project, vm, ports, extra='\n[sites.docs]\npath = "/docs"\n')
+    (project / "VERSION").write_text("3\n")
+    deployed(project)  # a release that knows the site
+    build = tmp_path / "build"
+    (build / "guide").mkdir(parents=True)
+    for version in ("1", "2"):
+        (build / "index.html").write_text(f"<h1>docs {version}</h1>")
+        (build / "guide" / "index.html").write_text(f"<p>guide {version}</p>")
+        done = shoestring(project, "sites", "publish", "docs", str(build), "--deploy")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "is live" in done.stdout
+        assert f"docs {version}" in httpx.get(site(ports) + "/docs/").text
+        assert f"guide {version}" in httpx.get(site(ports) + "/docs/guide/").text
+    listed = shoestring(project, "sites", "ls", "docs", "--deploy")
+    assert listed.returncode == 0, listed.stderr
+    assert len(set(re.findall(r"\d{8}T\d{6}\.\d{3}-[0-9a-f]{4}", listed.stdout))) == 2
+    rolled = shoestring(project, "sites", "rollback", "docs", "--deploy")
+    assert rolled.returncode == 0, rolled.stderr
+    assert "docs 1" in httpx.get(site(ports) + "/docs/").text
+    # The upload was unpacked for the app's user only, and is gone.
+    assert ".site-upload" not in vm.run("ls -A /var/lib/shipit").stdout
+
+
 def test_destroy_then_deploy_restore_on_a_new_vm_with_https(
     project: Path, vm: VirtualMachine, workdir: Path, ports: Ports
 ) -> None:

@@ -292,7 +292,7 @@ class RichReporter:
         console.print(Text("  " + text, style="dim"))
 
 
-def _deployment(
+def run_deployment(
     project_dir: Path,
     action: Callable[[remote.Deployment], Awaitable[T]],
 ) -> T:
@@ -331,7 +331,7 @@ def deploy_command(project_dir: Path, restore_from: str | None) -> None:
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         archive = stack.enter_context(_backup_file(restore_from)) if restore_from else None
-        release = _deployment(project_dir, lambda d: d.deploy(restore=archive))
+        release = run_deployment(project_dir, lambda d: d.deploy(restore=archive))
     console.print(
         Text.assemble(
             ("deployed ", "bold green"), release, f" in {time.monotonic() - started:.0f}s"
@@ -348,7 +348,7 @@ def rollback_command(project_dir: Path, release: str | None) -> None:
     It starts beside the live release and takes traffic once ready, like a
     deploy; the data stays as it is (restore a backup for older data).
     """
-    chosen = _deployment(project_dir, lambda d: d.rollback(release))
+    chosen = run_deployment(project_dir, lambda d: d.rollback(release))
     console.print(Text.assemble(("rolled back to ", "bold green"), chosen))
 
 
@@ -361,7 +361,7 @@ def releases_command(project_dir: Path) -> None:
         listed = await d.host.run(f"ls -1 {d.layout.releases}")
         return sorted(listed.stdout.split()), await d.state()
 
-    releases, state = _deployment(project_dir, action)
+    releases, state = run_deployment(project_dir, action)
     table = Table("release", "", box=None)
     for name in releases:
         table.add_row(name, "live" if name == state.live else "")
@@ -384,14 +384,14 @@ def logs_command(project_dir: Path, follow: bool, lines: int, pattern: str | Non
         return await d.host.stream(command + (" -f" if follow else ""), click.echo)
 
     with contextlib.suppress(KeyboardInterrupt):
-        _deployment(project_dir, action)
+        run_deployment(project_dir, action)
 
 
 @click.command("status")
 @project_option
 def status_command(project_dir: Path) -> None:
     """The live release, its uptime and health, disk, certificates, pending updates."""
-    rows = _deployment(project_dir, _status)
+    rows = run_deployment(project_dir, _status)
     table = Table(box=None, show_header=False)
     for key, value in rows:
         table.add_row(Text(key, style="bold"), Text(value))
@@ -474,7 +474,7 @@ def destroy_command(project_dir: Path, no_backup: bool) -> None:
         _run(remote.remote_backup(settings, project_dir, project, target, RichReporter()))
         console.print(f"final backup: [bold]{target}[/]")
         click.echo(str(target))
-    _deployment(project_dir, _destroy)
+    run_deployment(project_dir, _destroy)
     console.print(Text.assemble(("destroyed ", "bold red"), project))
 
 

@@ -88,18 +88,40 @@ def sites_group() -> None:
     """Static sites: publish builds atomically, list and roll back releases."""
 
 
+on_host_option = click.option(
+    "--deploy",
+    "on_host",
+    is_flag=True,
+    help="Act on the deploy host's site (over SSH, as `shoestring deploy` connects) "
+    "instead of this machine's.",
+)
+
+
+def _on_host(project_dir: Path, *args: str, build_dir: Path | None = None) -> None:
+    """Run `shoestring sites ARGS` on the deploy host and print what it printed."""
+    from shoestring.cli.deploy import run_deployment
+
+    output = run_deployment(project_dir, lambda d: d.sites(*args, build_dir=build_dir))
+    click.echo(output.rstrip())
+
+
 @sites_group.command("publish")
 @project_option
+@on_host_option
 @click.argument("name")
 @click.argument("build_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def sites_publish(project_dir: Path, name: str, build_dir: Path) -> None:
+def sites_publish(project_dir: Path, name: str, build_dir: Path, on_host: bool) -> None:
     """Publish BUILD_DIR (with its index.html) as the live release of site NAME.
 
     The files are copied (or uploaded, for a site with `bucket`), text files
     get Brotli and gzip siblings, and the site switches to the new release in
-    one step; the previous release stays for rollback.
+    one step; the previous release stays for rollback. With --deploy, the
+    directory is sent to the deploy host and published there.
     """
     site = _site(project_dir, name)
+    if on_host:
+        _on_host(project_dir, "publish", name, build_dir=build_dir)
+        return
     progress = _ProgressBar(f"publish {name}")
     try:
         if site.bucket:
@@ -116,11 +138,15 @@ def sites_publish(project_dir: Path, name: str, build_dir: Path) -> None:
 
 @sites_group.command("rollback")
 @project_option
+@on_host_option
 @click.argument("name")
 @click.argument("release", required=False)
-def sites_rollback(project_dir: Path, name: str, release: str | None) -> None:
+def sites_rollback(project_dir: Path, name: str, release: str | None, on_host: bool) -> None:
     """Make RELEASE (default: the one before the live one) live again."""
     site = _site(project_dir, name)
+    if on_host:
+        _on_host(project_dir, "rollback", name, *([release] if release else []))
+        return
     if site.bucket:
         live = _with_bucket_releases(
             project_dir, name, site, lambda bucket: bucket.rollback(release)
@@ -132,10 +158,14 @@ def sites_rollback(project_dir: Path, name: str, release: str | None) -> None:
 
 @sites_group.command("ls")
 @project_option
+@on_host_option
 @click.argument("name")
-def sites_ls(project_dir: Path, name: str) -> None:
+def sites_ls(project_dir: Path, name: str, on_host: bool) -> None:
     """List the releases of site NAME, marking the live one."""
     site = _site(project_dir, name)
+    if on_host:
+        _on_host(project_dir, "ls", name)
+        return
     if site.bucket:
 
         async def listing(bucket: BucketReleases) -> tuple[list[str], str | None]:

@@ -24,7 +24,9 @@ import contextlib
 import hashlib
 import io
 import json
+import secrets
 import shlex
+import tarfile
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -374,6 +376,47 @@ class Deployment:
             check=False,
         )
 
+    async def sites(self, *args: str, build_dir: Path | None = None) -> str:
+        """`shoestring sites ARGS` in the live release, as the app's user; what it printed.
+
+        With `build_dir`, that directory is sent first (a tarball over SSH),
+        unpacked into the data directory for the app's user, and passed as the
+        last argument; it is removed again afterwards, whatever happens.
+        """
+        if (await self.state()).live is None:
+            raise DeployError("nothing is deployed on the host yet: run `shoestring deploy` first")
+        staging = self.layout.data_dir / f".site-upload-{secrets.token_hex(6)}"
+        remote = self.layout.incoming / f"{staging.name}.tar.gz"
+        try:
+            if build_dir is not None:
+                await self._send_directory(build_dir, remote, staging)
+                args = (*args, str(staging))
+            with self.report.step("shoestring sites " + " ".join(args)):
+                done = await self.host.run(
+                    f"cd {self.layout.current} && "
+                    f".venv/bin/shoestring sites {shlex.join(args)} --project .",
+                    as_user=self.user,
+                    env=self.app_env(),
+                )
+        finally:
+            await self.host.run(f"rm -rf {staging} {remote}", check=False)
+        return done.stdout
+
+    async def _send_directory(
+        self, directory: Path, remote: PurePosixPath, target: PurePosixPath
+    ) -> None:
+        """Copy `directory` to `target` on the host, owned by the app's user (0700)."""
+        with tempfile.TemporaryDirectory(prefix="shoestring-site-") as workdir:
+            archive = Path(workdir) / "site.tar.gz"
+            with self.report.step(f"packing {directory}"):
+                await asyncio.to_thread(_pack_directory, directory, archive)
+            with self.report.step(f"uploading {archive.stat().st_size / 1024:.0f} KB"):
+                await self.host.upload(archive, remote)
+        await self.host.run(
+            f"install -d -m 0700 -o {self.user} -g {self.user} {target} && "
+            f"tar -xzf {remote} -C {target} --no-same-owner && chown -R {self.user}: {target}"
+        )
+
     async def deploy(self, *, restore: Path | None = None) -> str:
         # A file that is no backup is refused before the host changes.
         backup = await asyncio.to_thread(read_manifest, restore) if restore else None
@@ -491,3 +534,11 @@ async def remote_backup(
                 )
         report.note(f"with Caddy's certificate storage ({len(manifest.caddy)} files)")
     return target
+
+
+def _pack_directory(directory: Path, archive: Path) -> None:
+    """`directory`'s files (not symbolic links) as a gzip'd tarball, paths relative to it."""
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(directory.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                tar.add(path, arcname=str(path.relative_to(directory)), recursive=False)

@@ -1,11 +1,12 @@
 """The Caddyfile that serves the sites straight from disk in production.
 
-Caddy (Debian's package) terminates TLS and serves published files itself,
-with the same rules as SiteApp: immutable caching for fingerprinted assets,
-`no-cache` for the rest, precompressed siblings, SPA routes to index.html, a
-real 404 for missing assets. Everything a site does not serve goes to the app.
-Sites kept in a storage bucket (`bucket`) have no files on disk: Caddy
-passes all of their requests to the app, which serves them from its cache.
+Caddy (Debian's package) terminates TLS and serves the files it can read
+itself, with the same rules as SiteApp: immutable caching for fingerprinted
+assets, `no-cache` for the rest, precompressed siblings, SPA routes to
+index.html, a real 404 for missing assets. Everything else goes to the app,
+which answers the same way: sites kept in a storage bucket (`bucket`), which
+have no files on disk, and, on a host set up by `shoestring deploy`, sites
+kept in the data directory, which only the app's user may read.
 """
 
 from __future__ import annotations
