@@ -98,10 +98,12 @@ def s3_client(
         region_name="us-east-1",
         verify=verify,
         config=Config(
-            s3={"addressing_style": "path"},
-            signature_version="s3v4",
-            retries={"max_attempts": 1},
-            **config,
+            **{
+                "s3": {"addressing_style": "path"},
+                "signature_version": "s3v4",
+                "retries": {"max_attempts": 1},
+                **config,
+            }
         ),
     )
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
 import httpx
 import pytest
 
+from shoestring.config import StorageSettings
 from shoestring.storage.credentials import NewKey
 from shoestring.storage.s3api.sigv4 import presign_url
-from tests.storage.conftest import ServerThread, s3_client
+from tests.storage.conftest import ServerThread, s3_client, serve
 from tests.storage.s3api.signing import signed_chunks, signed_request, unsigned_trailer_put
 
 
@@ -163,3 +166,49 @@ def test_signed_aws_chunked_upload(server: ServerThread, s3: Any) -> None:
     bad = _chunked_put(server, key, [b"a" * 10], tamper=True)
     assert bad.status_code == 403 and b"SignatureDoesNotMatch" in bad.content
     assert s3.get_object(Bucket="signed", Key="obj")["ContentLength"] == 70100
+
+
+def test_secret_keys_are_stored_encrypted(server: ServerThread) -> None:
+    key = server.new_key()
+    data = server.app.settings.data_dir
+    on_disk = b"".join(path.read_bytes() for path in data.rglob("*") if path.is_file())
+    assert key.key.access_key_id.encode() in on_disk  # the keys were written here...
+    assert key.secret_access_key.encode() not in on_disk  # ...their secrets only sealed
+
+
+@pytest.fixture
+def named_host(monkeypatch: pytest.MonkeyPatch) -> str:
+    """`s3.example.test` and every bucket name under it resolve to loopback, in this process."""
+    resolve = socket.getaddrinfo
+
+    def loopback(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host.endswith("s3.example.test"):
+            host = "127.0.0.1"
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", loopback)
+    return "s3.example.test"
+
+
+@pytest.mark.parametrize("style", ["virtual", "path"])
+def test_signed_requests_on_the_api_host_in_both_addressing_styles(
+    tmp_path: Path, named_host: str, style: str
+) -> None:
+    server = serve(tmp_path, StorageSettings(api_host=named_host))
+    try:
+        key = server.new_key()
+        endpoint = f"http://{named_host}:{server.port}"
+        styled = s3_client(
+            endpoint, key.key.access_key_id, key.secret_access_key, s3={"addressing_style": style}
+        )
+        styled.create_bucket(Bucket="pics")
+        styled.put_object(Bucket="pics", Key="cat/1.jpg", Body=b"meow")
+        assert styled.get_object(Bucket="pics", Key="cat/1.jpg")["Body"].read() == b"meow"
+        listed = styled.list_objects_v2(Bucket="pics", Prefix="cat/")
+        assert [o["Key"] for o in listed["Contents"]] == ["cat/1.jpg"]
+        wrong = s3_client(endpoint, key.key.access_key_id, "nope", s3={"addressing_style": style})
+        assert code_of(lambda: wrong.get_object(Bucket="pics", Key="cat/1.jpg")) == (
+            "SignatureDoesNotMatch"
+        )
+    finally:
+        server.stop()
