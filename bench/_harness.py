@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import multiprocessing
 import os
 import re
 import shutil
@@ -16,6 +17,8 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -80,8 +83,18 @@ def _ms(value: str, unit: str) -> float:
 
 
 def wrk(url: str, *, seconds: int, connections: int = 64, threads: int = 2) -> LoadResult:
+    """Closed-loop GETs of `url`: wrk if installed, else `python_load` (slower, noted once)."""
+    global _WARNED
     if shutil.which("wrk") is None:
-        raise SystemExit("wrk is needed: apt-get install wrk")
+        if not _WARNED:
+            print(
+                "wrk not found: loading with a Python client, which tops out well below "
+                "wrk and caps every server alike (apt-get install wrk for figures "
+                "comparable to docs/benchmarks.md)",
+                file=sys.stderr,
+            )
+            _WARNED = True
+        return python_load(url, seconds=seconds, connections=connections, processes=threads)
     output = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
         capture_output=True,
@@ -92,6 +105,63 @@ def wrk(url: str, *, seconds: int, connections: int = 64, threads: int = 2) -> L
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", output)
     assert p99 is not None, output
     return LoadResult(rps, _ms(p99.group(1), p99.group(2)))
+
+
+_WARNED = False
+
+
+def python_load(url: str, *, seconds: int, connections: int, processes: int) -> LoadResult:
+    """wrk's measurement without wrk: `connections` keep-alive GET loops over `processes`."""
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    request = f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode()
+    share = [connections // processes + (i < connections % processes) for i in range(processes)]
+    target = (parts.hostname or "127.0.0.1", parts.port or 80, request, seconds)
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        results = pool.starmap(_load_in_process, [(*target, n) for n in share])
+    latencies = sorted(ms for _, sample in results for ms in sample)
+    answered = sum(count for count, _ in results)
+    p99 = latencies[int(len(latencies) * 0.99)] if latencies else float("nan")
+    return LoadResult(answered / seconds, p99)
+
+
+def _load_in_process(
+    host: str, port: int, request: bytes, seconds: float, connections: int
+) -> tuple[int, list[float]]:
+    import asyncio
+
+    async def loop(deadline: float, latencies: list[float]) -> int:
+        reader, writer = await asyncio.open_connection(host, port)
+        answered = 0
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            writer.write(request)
+            await _read_response(reader)
+            latencies.append((time.perf_counter() - started) * 1000)
+            answered += 1
+        writer.close()
+        return answered
+
+    async def main() -> tuple[int, list[float]]:
+        latencies: list[float] = []
+        deadline = time.perf_counter() + seconds
+        counts = await asyncio.gather(*(loop(deadline, latencies) for _ in range(connections)))
+        return sum(counts), latencies
+
+    gc.disable()  # as wrk: no collector pauses counted as the server's
+    return asyncio.run(main())
+
+
+async def _read_response(reader: Any) -> None:
+    """Read one HTTP/1.1 response: a Content-Length body or a chunked one."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = _CONTENT_LENGTH.search(head)
+    if length:
+        await reader.readexactly(int(length.group(1)))
+    elif b"chunked" in head.lower():
+        while size := int((await reader.readuntil(b"\r\n")).strip().split(b";")[0], 16):
+            await reader.readexactly(size + 2)
+        await reader.readuntil(b"\r\n")
 
 
 _CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
