@@ -97,10 +97,11 @@ async def test_four_worker_processes_run_each_job_exactly_once(
     postgres_url: str, tmp_path: Path
 ) -> None:
     database_url = postgres_url
-    total = 2000
+    total = 10_000
+    # Three workers waiting, then a fourth that enqueues as they already claim.
+    others = [start_worker(database_url, tmp_path, sleep=0, concurrency=8) for _ in range(3)]
     producer = start_worker(database_url, tmp_path, sleep=0, concurrency=8, enqueue=total)
     read_until(producer, "enqueued", timeout=60)
-    others = [start_worker(database_url, tmp_path, sleep=0, concurrency=8) for _ in range(3)]
     app = make_app(database_url, tmp_path)
     app.table("effects")
     try:
