@@ -291,3 +291,35 @@ async def test_a_recipient_over_the_rate_limit_waits_without_failing(
     assert states[held][:2] == ("queued", 0)
     assert job is not None and job[:2] == ("queued", 0) and job[2] > time.time() + 60
     assert sorted(m["to"][0] for m in sink.received) == ["ada@example.org", "bob@example.org"]
+
+
+async def test_over_the_global_rate_the_rest_wait_for_the_next_minute(
+    database_url: str, tmp_path: Path, sink: Sink
+) -> None:
+    app = mail_app(database_url, tmp_path, sink.url, rate_per_minute=2, retries=0)
+    async with running(app):
+        sent = [
+            await app.mail.send(to=f"u{n}@example.org", subject="s", text="t") for n in range(3)
+        ]
+        deadline = time.monotonic() + 10
+        while len(sink.received) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+        states = [(await state_of(app, m))[:2] for m in sent]
+    assert len(sink.received) == 2
+    assert sorted(states) == [("queued", 0), ("sent", 1), ("sent", 1)]
+
+
+@pytest.mark.parametrize("keep_sent", [False, True])
+async def test_keep_sent_keeps_what_a_delivered_message_said(
+    database_url: str, tmp_path: Path, sink: Sink, keep_sent: bool
+) -> None:
+    app = mail_app(database_url, tmp_path, sink.url, keep_sent=keep_sent)
+    async with running(app):
+        message_id = await app.mail.send(to="ada@example.org", subject="hi", text="the note")
+        state, _, _, body, recipients = await until_state(app, message_id, "sent")
+    assert state == "sent"
+    if keep_sent:
+        assert "the note" in body and "ada@example.org" in recipients
+    else:
+        assert body is None and recipients is None
