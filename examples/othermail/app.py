@@ -313,7 +313,23 @@ async def bounced(message: InboundMessage) -> None:
         await aliases.update(bounce.alias, set={"state": "paused", "paused_reason": "bounces"})
 
 
-@app.on_mail(forwarder.replies, accept=forwarder.knows)
+async def from_the_owner(message: InboundMessage) -> str | None:
+    """Before the 250: a reply through a reverse alias must come from the alias's owner.
+
+    Anyone can write the owner's address in a From header; `sent_by` also
+    wants SPF or DKIM to vouch for it. A forgery is refused in the session, so
+    no bounce goes to an address that may be forged, and it is counted.
+    """
+    contact = await forwarder.contact(message.recipient)
+    alias = None if contact is None else await aliases.get(contact.alias)
+    owner = None if alias is None else await owner_of(alias)
+    if alias is None or owner is None or sent_by(message, owner):
+        return None  # gone since the RCPT (the handler drops it), or genuine
+    await aliases.update(alias["id"], increment={"blocked": 1})
+    return "Rejected: the sender is not authorized to use this address"
+
+
+@app.on_mail(forwarder.replies, accept=forwarder.knows, screen=from_the_owner)
 async def replied(message: InboundMessage) -> None:
     contact = await forwarder.contact(message.recipient)
     alias = None if contact is None else await aliases.get(contact.alias)
@@ -324,8 +340,7 @@ async def replied(message: InboundMessage) -> None:
     owner = await owner_of(alias)
     if owner is None:
         return
-    if not sent_by(message, owner):  # anyone can write a From header: dropped, no bounce
-        await aliases.update(alias["id"], increment={"blocked": 1})
+    if not sent_by(message, owner):  # screened before the 250; checked again all the same
         return
     await forwarder.reply(message, contact=contact, owner=owner)
 

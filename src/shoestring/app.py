@@ -195,15 +195,23 @@ class App:
         return self.services.require("inbound", lambda: Inbound(self))
 
     def on_mail(
-        self, pattern: str, *, accept: Callable[[str], Awaitable[bool]] | None = None
+        self,
+        pattern: str,
+        *,
+        accept: Callable[[str], Awaitable[bool]] | None = None,
+        screen: Callable[[InboundMessage], Awaitable[str | None]] | None = None,
     ) -> Callable[[MH], MH]:
         """Handle mail received for addresses matching `pattern` (`"*@notes.example"`).
 
         The decorated async function gets an InboundMessage, as a durable job
         after the message is safely spooled. `accept(address)` says at RCPT
         time whether the address exists (refused with 550 if not).
+        `screen(message)` looks at the whole message, its authentication
+        results included, before the 250 (`message.id` is still ""): a reason
+        it returns refuses the message with 550 and that text, so the sending
+        server tells its sender, and nothing is stored.
         """
-        return self.inbound.on_mail(pattern, accept=accept)
+        return self.inbound.on_mail(pattern, accept=accept, screen=screen)
 
     @property
     def storage(self) -> Storage:

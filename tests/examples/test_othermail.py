@@ -127,7 +127,7 @@ def test_unknown_paused_expired_and_deleted_aliases_are_refused_at_rcpt(
         othermail.stop()
 
 
-def test_a_reply_leaves_from_the_alias_and_a_forged_one_goes_nowhere(
+def test_a_reply_leaves_from_the_alias_and_a_forged_one_is_refused(
     tmp_path: Path, sink: Sink, zone: LoopbackDNS
 ) -> None:
     # owner.example's mail comes from 127.0.0.1 only; 127.0.0.2 is a forger
@@ -146,15 +146,14 @@ def test_a_reply_leaves_from_the_alias_and_a_forged_one_goes_nowhere(
 
         forged = owners_reply(reverse_alias, "<forged@owner.example>")
         forged.replace_header("Subject", "Re: Your order (send the bike to my new address)")
-        assert accepted(
-            othermail.swaks(to=reverse_alias, mail_from=OWNER, message=forged, local="127.0.0.2")
+        refused = othermail.swaks(
+            to=reverse_alias, mail_from=OWNER, message=forged, local="127.0.0.2"
         )
-        deadline = time.monotonic() + 10
-        while othermail.alias(token, SHOP)["blocked"] < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # Refused at DATA: the forger's own server tells the forger; we send no bounce.
+        assert "550 5.7.1 Rejected: the sender is not authorized" in refused.stdout
         assert othermail.alias(token, SHOP)["blocked"] == 1
         time.sleep(0.5)
-        assert len(sink.received) == 3  # the forged reply went nowhere, and no bounce either
+        assert len(sink.received) == 3  # the forged reply went nowhere
     finally:
         log = othermail.stop()
     assert sent["to"] == [BOB]

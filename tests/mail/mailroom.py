@@ -77,7 +77,7 @@ async def mailroom(
 
 @contextlib.asynccontextmanager
 async def open_mailroom(
-    database_url: str, tmp_path: Path, **inbound_settings: Any
+    database_url: str, tmp_path: Path, screen: Any = None, **inbound_settings: Any
 ) -> AsyncIterator[Mailroom]:
     port = free_port()
     inbound = InboundSettings(
@@ -98,7 +98,7 @@ async def open_mailroom(
             raise RuntimeError("the alias table is unreachable")
         return not address.startswith("gone")
 
-    @app.on_mail(f"*@{DOMAIN}", accept=exists)
+    @app.on_mail(f"*@{DOMAIN}", accept=exists, screen=screen)
     async def handle(message: InboundMessage) -> None:
         if room.failures_left:
             room.failures_left -= 1

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import socket
+from pathlib import Path
 
 import pytest
 
-from tests.mail.mailroom import DOMAIN, Mailroom, converse, note
+from shoestring.mail.inbound import InboundMessage
+from tests.mail.dns import LoopbackDNS
+from tests.mail.mailroom import DOMAIN, Mailroom, converse, note, open_mailroom
 
 pytestmark = pytest.mark.anyio
 
@@ -165,3 +168,31 @@ def test_hostile_headers_never_break_a_handler() -> None:
     assert message.subject == "hi  Bcc: eve@example.com"  # one line: safe to reuse in a header
     assert "\n" not in message.from_ and "ada@example.org" in message.from_
     assert message.message_id == ""
+
+
+async def test_a_screen_refuses_at_data_with_its_reason_on_one_line(
+    database_url: str, tmp_path: Path, default_dns: LoopbackDNS
+) -> None:
+    seen: list[InboundMessage] = []
+
+    async def screen(message: InboundMessage) -> str | None:
+        seen.append(message)
+        if message.header("Subject") == "boom":
+            raise RuntimeError("the screen's lookup failed")
+        if message.header("Subject") == "spam":
+            return "Not wanted here\r\n250 fake reply"
+        return None
+
+    async with open_mailroom(database_url, tmp_path, screen=screen) as room:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            await room.send(f"notes@{DOMAIN}", message=note("spam"))
+        assert refused.value.smtp_code == 550
+        assert refused.value.smtp_error == b"5.7.1 Not wanted here  250 fake reply"
+        with pytest.raises(smtplib.SMTPDataError) as deferred:
+            await room.send(f"notes@{DOMAIN}", message=note("boom"))
+        assert deferred.value.smtp_code == 451 and b"lookup" not in deferred.value.smtp_error
+        assert await room.spooled() == []  # neither was stored
+        assert await room.send(f"notes@{DOMAIN}", message=note("fine")) == {}
+        await room.until_received(1)
+    assert seen[0].id == "" and seen[0].recipient == f"notes@{DOMAIN}"
+    assert seen[0].authentication["spf"]  # checked before the screen ran

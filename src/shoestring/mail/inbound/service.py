@@ -31,7 +31,7 @@ from shoestring.mail.inbound import headers, spool
 from shoestring.mail.inbound.addresses import Refused, our_recipient
 from shoestring.mail.inbound.auth import authenticate, unavailable, use_nameservers
 from shoestring.mail.inbound.message import InboundMessage
-from shoestring.mail.inbound.server import Handler, InboundSMTP, Limits
+from shoestring.mail.inbound.server import TRY_LATER, Handler, InboundSMTP, Limits
 from shoestring.services import Health
 
 if TYPE_CHECKING:
@@ -42,6 +42,8 @@ log = logging.getLogger("shoestring.mail.inbound")
 
 MailHandler = Callable[[InboundMessage], Awaitable[Any]]
 AcceptCheck = Callable[[str], Awaitable[bool]]
+# A message at DATA, before the 250: a reason to refuse it (550), or None.
+Screen = Callable[[InboundMessage], Awaitable[str | None]]
 H = TypeVar("H", bound=MailHandler)
 PROCESS_JOB = "shoestring.mail.inbound.process"
 CHECK_THREADS = 16  # authentication checks at once (each mostly waits for DNS)
@@ -57,6 +59,7 @@ class _Route:
     pattern: str
     handler: MailHandler
     accept: AcceptCheck | None
+    screen: Screen | None = None
 
 
 class Inbound:
@@ -79,12 +82,14 @@ class Inbound:
     def settings(self) -> InboundSettings:
         return self._app.settings.mail.inbound
 
-    def on_mail(self, pattern: str, *, accept: AcceptCheck | None = None) -> Callable[[H], H]:
+    def on_mail(
+        self, pattern: str, *, accept: AcceptCheck | None = None, screen: Screen | None = None
+    ) -> Callable[[H], H]:
         if "@" not in pattern:
             raise ValueError(f"mail pattern {pattern!r} needs a domain part, e.g. '*@example.org'")
 
         def decorator(handler: H) -> H:
-            self._routes.append(_Route(pattern.lower(), handler, accept))
+            self._routes.append(_Route(pattern.lower(), handler, accept, screen))
             return handler
 
         return decorator
@@ -137,6 +142,7 @@ class Inbound:
             if self.settings.dmarc_reject != "accept":
                 auth["quarantine"] = "dmarc"
         raw = verdict + raw
+        await self._screen(mail_from, recipients, raw, auth)
         message_id = _message_id(raw)
         async with self._app.db.transaction() as tx:
             spool_id = await spool.store(
@@ -150,6 +156,29 @@ class Inbound:
             return "250 2.0.0 Ok: already queued"
         log.info("message %s spooled", spool_id, extra={"recipients": len(recipients)})
         return f"250 2.0.0 Ok: queued as {spool_id}"
+
+    async def _screen(
+        self, mail_from: str, recipients: list[str], raw: bytes, auth: dict[str, str]
+    ) -> None:
+        """Run the routes' `screen`s: Refused (550) with the first reason one gives."""
+        received = datetime.now(UTC)
+        for recipient in recipients:
+            route = self.route(recipient)
+            if route is None or route.screen is None:
+                continue
+            message = InboundMessage(
+                id="", mail_from=mail_from, recipient=recipient, recipients=tuple(recipients),
+                raw=raw, received_at=received, authentication=auth,
+            )  # fmt: skip
+            try:
+                reason = await route.screen(message)
+            except Exception:
+                log.exception("screening a message failed")
+                raise Refused(TRY_LATER) from None
+            if reason:
+                # One line of printable text: the reply goes back over SMTP as it is.
+                text = "".join(c if c.isprintable() else " " for c in reason)[:200]
+                raise Refused(f"550 5.7.1 {text}")
 
     @property
     def authserv_id(self) -> str:
