@@ -150,6 +150,10 @@ async def test_connections_and_errors_are_limited(mailroom: Mailroom) -> None:
     assert [g[:3] for g in greetings] == ["220", "220", "220", "421"]
     replies = await asyncio.to_thread(converse, mailroom.port, ["BOGUS"] * 5)
     assert any(r.startswith("421 4.7.0 Too many errors") for r in replies)
+    # Harmless commands, over and over, to hold the connection: cut off too.
+    replies = await asyncio.to_thread(converse, mailroom.port, ["NOOP"] * 150)
+    assert replies[-1] == "421 4.7.0 NOOP sent too many times"
+    assert len(replies) < 110
 
 
 def test_hostile_headers_never_break_a_handler() -> None:
