@@ -225,6 +225,32 @@ async def test_suppressed_addresses_get_nothing(
     assert [r["to"] for r in sink.received] == [["fine@example.net"]]
 
 
+async def test_the_suppression_list_keeps_no_address(
+    database_url: str, tmp_path: Path, sink: Sink
+) -> None:
+    earlier = mail_app(database_url, tmp_path, sink.url)
+    async with running(earlier):
+        # As an earlier version kept it: the address itself.
+        await earlier.db.database.write(
+            "INSERT INTO shoestring_mail_suppressions VALUES ('old@example.net', 'bounce', 1)"
+        )
+    app = mail_app(database_url, tmp_path, sink.url)
+    async with running(app):  # the next start hashes it
+        await app.mail.suppress("Complained@Example.net", "complaint")
+        kept = await app.db.fetchall("SELECT address, reason FROM shoestring_mail_suppressions")
+        held = [
+            await app.mail.send(to=a, subject="s", text="t")
+            for a in ("old@example.net", "complained@example.net")
+        ]
+        states = [(await until_state(app, m, "suppressed", "sent"))[0] for m in held]
+        assert await app.mail.unsuppress("complained@example.net")
+        again = await app.mail.send(to="complained@example.net", subject="s", text="t")
+        assert (await until_state(app, again, "sent", "suppressed"))[0] == "sent"
+    assert sorted(reason for _, reason in kept) == ["bounce", "complaint"]
+    assert all("@" not in address and "example" not in address for address, _ in kept)
+    assert states == ["suppressed", "suppressed"]
+
+
 async def test_templates_render_with_html_escaped(database_url: str, tmp_path: Path) -> None:
     templates = tmp_path / "templates"
     templates.mkdir()

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("shoestring.mail")
 
 DELIVERY_JOB = "shoestring.mail.deliver"
+SUPPRESSION_KEY = "mail-suppressions"  # the secret keying the suppression list's hashes
 
 MIGRATIONS = [
     Migration(
@@ -250,22 +251,46 @@ class Mail:
     # -- suppression -----------------------------------------------------------
 
     async def suppress(self, address: str, reason: str) -> None:
-        """Never send to `address` again (a hard bounce, a complaint, an unsubscribe)."""
-        normalized = parse_address(address, "address").addr_spec.lower()
+        """Never send to `address` again (a hard bounce, a complaint, an unsubscribe).
+
+        The list keeps a keyed hash of the address, not the address: a dump
+        of the database does not say who bounced, complained or left.
+        """
         await self._app.db.database.write(
             "INSERT INTO shoestring_mail_suppressions (address, reason, created_at) VALUES (?, ?, ?)"
             " ON CONFLICT (address) DO UPDATE SET reason = excluded.reason",
-            [normalized, reason, time.time()],
+            [self._suppression_key(address), reason, time.time()],
         )
 
     async def unsuppress(self, address: str) -> bool:
-        normalized = parse_address(address, "address").addr_spec.lower()
         return (
             await self._app.db.database.write(
-                "DELETE FROM shoestring_mail_suppressions WHERE address = ?", [normalized]
+                "DELETE FROM shoestring_mail_suppressions WHERE address = ?",
+                [self._suppression_key(address)],
             )
             > 0
         )
+
+    def _suppression_key(self, address: str) -> str:
+        normalized = parse_address(address, "address").addr_spec.lower()
+        return self._app.secrets.keyed_hash(SUPPRESSION_KEY, normalized)
+
+    async def _hash_plain_suppressions(self) -> None:
+        """Replace addresses an earlier version kept in the clear by their keyed hashes."""
+        async with self._app.db.transaction() as tx:
+            rows = await tx.fetchall(
+                "SELECT address, reason, created_at FROM shoestring_mail_suppressions"
+                " WHERE address LIKE '%@%'"
+            )
+            for address, reason, created in rows:
+                await tx.execute(
+                    "INSERT INTO shoestring_mail_suppressions (address, reason, created_at)"
+                    " VALUES (?, ?, ?) ON CONFLICT (address) DO NOTHING",
+                    [self._app.secrets.keyed_hash(SUPPRESSION_KEY, address), reason, created],
+                )
+                await tx.execute(
+                    "DELETE FROM shoestring_mail_suppressions WHERE address = ?", [address]
+                )
 
     # -- delivery --------------------------------------------------------------
 
@@ -322,12 +347,16 @@ class Mail:
         log.info("message %s sent", message_id, extra={"recipients": len(recipients)})
 
     async def _suppressed(self, recipients: list[str]) -> set[str]:
-        marks = ", ".join("?" for _ in recipients)
+        """The recipients (lower case) on the suppression list."""
+        keys = {
+            self._app.secrets.keyed_hash(SUPPRESSION_KEY, r.lower()): r.lower() for r in recipients
+        }
+        marks = ", ".join("?" for _ in keys)
         rows = await self._app.db.database.fetchall(
             f"SELECT address FROM shoestring_mail_suppressions WHERE address IN ({marks})",
-            [r.lower() for r in recipients],
+            list(keys),
         )
-        return {row[0] for row in rows}
+        return {keys[row[0]] for row in rows}
 
     async def _wait_for_rate_limits(self, recipients: list[str]) -> None:
         while True:
@@ -408,6 +437,7 @@ class Mail:
                     f"mail.dkim_domain is set but {key} does not exist: run "
                     f"`shoestring mail dkim init --domain {settings.dkim_domain} --selector {settings.dkim_selector}`"
                 )
+        await self._hash_plain_suppressions()
 
     async def stop(self) -> None:
         return None
