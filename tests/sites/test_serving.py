@@ -233,3 +233,27 @@ def test_a_site_under_a_path_serves_its_files_there(tmp_path: Path, site_root: P
         assert client.get("/docs/nothing.js").text == "<h1>not here</h1>"
         assert client.get("/about/").status_code == 404  # not outside its path
         assert client.get("/api/ping").json() == {"pong": True}
+
+
+def test_sites_by_host_name_serve_only_their_host(tmp_path: Path, site_root: Path) -> None:
+    blog = tmp_path / "blog"
+    blog.mkdir()
+    (blog / "index.html").write_text("<h1>blog</h1>")
+    sites = {
+        "www": SiteSettings(root=str(site_root), host="www.example.test"),
+        "blog": SiteSettings(root=str(blog), host="blog.example.test"),
+    }
+    app = App("sites", settings=Settings(data_dir=tmp_path / "data", sites=sites))
+
+    @app.route("/api/ping")
+    async def ping() -> dict[str, bool]:
+        return {"pong": True}
+
+    with TestClient(app) as client:
+        www = client.get("/about/", headers={"host": "www.example.test"})
+        assert (www.status_code, www.text) == (200, "<p>about</p>")
+        assert client.get("/", headers={"host": "blog.example.test"}).text == "<h1>blog</h1>"
+        assert client.get("/about/", headers={"host": "blog.example.test"}).status_code == 404
+        assert client.get("/", headers={"host": "other.example.test"}).status_code == 404
+        ping = client.get("/api/ping", headers={"host": "blog.example.test"})
+        assert ping.json() == {"pong": True}  # the app's routes answer on every host
