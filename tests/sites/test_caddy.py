@@ -67,3 +67,26 @@ def test_caddy_serves_files_and_the_app_the_same_way(
     assert deep.status_code == 200 and "<title>shell</title>" in deep.text
     missing = httpx.get(edge + "/assets/app.00000000.js")
     assert missing.status_code == 404 and missing.text == "not here"
+    # Validators, conditional requests, ranges and types: each server with its
+    # own ETag (Caddy makes its own), answering them the same way.
+    for base in (edge, app.base_url):
+        plain = {"accept-encoding": "identity"}
+        first = httpx.get(base + "/assets/app.3f2a9c1b.js", headers=plain)
+        assert first.headers["content-type"].startswith(
+            ("text/javascript", "application/javascript")
+        )
+        assert first.headers["etag"] and first.headers["last-modified"]
+        again = httpx.get(
+            base + "/assets/app.3f2a9c1b.js",
+            headers={**plain, "if-none-match": first.headers["etag"]},
+        )
+        assert again.status_code == 304 and again.content == b""
+        since = httpx.get(
+            base + "/about.html", headers={"if-modified-since": first.headers["last-modified"]}
+        )
+        assert since.status_code == 304
+        part = httpx.get(base + "/assets/app.3f2a9c1b.js", headers={**plain, "range": "bytes=0-13"})
+        assert part.status_code == 206 and part.text == script[:14]
+        assert part.headers["content-range"] == f"bytes 0-13/{len(script)}"
+        page = httpx.get(base + "/about.html")
+        assert page.headers["content-type"].startswith("text/html")
