@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import smtplib
 import subprocess
 import threading
 import time
@@ -336,6 +337,30 @@ def test_sites_published_from_here_are_served_by_the_host(
     assert "docs 1" in httpx.get(site(ports) + "/docs/").text
     # The upload was unpacked for the app's user only, and is gone.
     assert ".site-upload" not in vm.run("ls -A /var/lib/shipit").stdout
+
+
+def test_receiving_mail_needs_a_release_listening_on_port_25(
+    project: Path, vm: VirtualMachine, ports: Ports
+) -> None:
+    configure(project, vm, ports, extra="inbound_mail = true\n")
+    refused = shoestring(project, "deploy")
+    assert refused.returncode == 1
+    assert "does not listen on it" in refused.stderr
+    assert "the old release still serves" in refused.stderr
+    assert httpx.get(site(ports) + "/").json() == {"version": "3"}
+    configure(
+        project, vm, ports,
+        extra='inbound_mail = true\n\n[mail.inbound]\nenabled = true\nhost = "0.0.0.0"\n'
+        'port = 25\ndomains = ["shipit.test"]\n',
+    )  # fmt: skip
+    done = deployed(project)
+    assert "receives mail on port 25" in done.stderr
+    # The VM shares this machine's network: its SMTP server answers here.
+    with smtplib.SMTP("127.0.0.1", 25, timeout=10) as client:
+        code, _ = client.ehlo("sender.example")
+        assert code == 250
+        client.mail("sender@elsewhere.example")
+        assert client.rcpt("someone@elsewhere.example")[0] == 550  # never a relay
 
 
 def test_destroy_then_deploy_restore_on_a_new_vm_with_https(

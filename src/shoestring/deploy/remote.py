@@ -273,7 +273,37 @@ class Deployment:
             )
         with self.report.step(f"waiting for http://127.0.0.1:{port}/_ready"):
             await self.wait_ready(port, since=started.stdout.split()[-1])
+        if self.settings.deploy.inbound_mail:
+            with self.report.step("checking that it receives mail on port 25"):
+                await self.check_receives_mail(release, port)
         return port
+
+    async def check_receives_mail(self, release: str, port: int) -> None:
+        """With `deploy.inbound_mail`, the release must listen on port 25, which the firewall opens.
+
+        Its settings on the host may differ from this machine's (environment,
+        settings kept as deploy secrets), so the host is asked: does a process
+        of the release's unit (its cgroup says) hold a socket listening on port 25?
+        """
+        unit = self.layout.unit(port)
+        probe = await self.host.run(
+            "for inode in $(awk '$2 ~ /:0019$/ && $4 == \"0A\" {print $10}' "
+            "/proc/net/tcp /proc/net/tcp6 2>/dev/null); do "
+            'for fd in $(find /proc/[0-9]*/fd -maxdepth 1 -lname "socket:\\[$inode\\]" 2>/dev/null); do '
+            "pid=${fd#/proc/}; pid=${pid%%/*}; "
+            f'grep -qF "/{unit}" /proc/$pid/cgroup && {{ echo listening; exit 0; }}; '
+            "done; done; true",
+            check=False,
+        )
+        if "listening" in probe.stdout:
+            return
+        await self.host.run(f"systemctl stop {unit}", check=False)
+        raise DeployError(
+            f"deploy.inbound_mail opens port 25, but release {release} does not listen on it, "
+            "so mail sent to your domains would be refused. Set [mail.inbound] enabled = true, "
+            'host = "0.0.0.0" and port = 25 in shoestring.toml (or keep them as deploy secrets, '
+            "e.g. SHOESTRING_MAIL__INBOUND__PORT), then deploy again; the old release still serves"
+        )
 
     async def wait_ready(self, port: int, *, since: str) -> None:
         """Poll /_ready on `port`; HealthCheckFailed with the log since `since` (epoch s)."""
