@@ -3,8 +3,8 @@
 Configured in `[cors]`; Starlette's CORSMiddleware answers preflights and
 adds the headers. It sits inside the request log and outside the routes, and
 HTTP errors are answered inside it, so the JSON errors handlers raise carry
-the headers too and a page can read why its call failed. shoestring's own `/_` routes are left out: the S3 API
-applies each bucket's CORS rules itself.
+the headers too and a page can read why its call failed. shoestring's own
+`/_` routes are left out: the S3 API applies each bucket's CORS rules itself.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """`@app.route` handlers as ASGI apps.
 
 Starlette wraps a plain endpoint function in `request_response`, which adds
-an exception-handling layer of its own around every call. The App's router
-already has that layer (its ExceptionMiddleware, with the same handlers,
-catches what a handler raises), so a route's handler is served through this
-thinner adapter: a Request in, the handler's return value out as a Response.
+an exception-handling layer of its own around every call. shoestring answers
+what a handler raises once, in RequestLogMiddleware (http/request_log.py), so
+a route's handler is served through this thinner adapter: a Request in, the
+handler's return value out as a Response.
 """
 
 from __future__ import annotations
