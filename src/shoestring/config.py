@@ -147,7 +147,7 @@ class InboundSettings(Section):
     )
     tls_cert: str = Field(
         "",
-        description="PEM certificate offered with STARTTLS (in production, the one Caddy obtained).",
+        description="PEM certificate offered with STARTTLS, read again when the file changes; on a deployed host with `inbound_mail`, Caddy's for the MX host name (see docs/deploy.md).",
     )
     tls_key: str = Field("", description="PEM private key of `tls_cert`.")
     nameservers: list[str] = Field(

@@ -73,3 +73,31 @@ async def test_mail_over_starttls_with_an_international_address_arrives(
     await room.until_received(1)
     assert room.received[0].recipient == recipient
     assert room.received[0].subject == "über"
+
+
+async def test_a_certificate_that_appears_or_is_renewed_is_used_without_a_restart(
+    database_url: str, tmp_path: Path, default_dns: LoopbackDNS
+) -> None:
+    live = tmp_path / "live"  # where a deploy copies the certificate Caddy obtained
+    cert, key = live / "cert.pem", live / "key.pem"
+
+    def offered() -> tuple[bool, bytes | None]:
+        with smtplib.SMTP("127.0.0.1", room.port, timeout=10) as client:
+            if "STARTTLS" not in _extensions(client):
+                return False, None
+            client.starttls(context=ssl._create_unverified_context())  # noqa: S323 - compared below
+            return True, client.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
+
+    async with open_mailroom(database_url, tmp_path, tls_cert=str(cert), tls_key=str(key)) as room:
+        assert await asyncio.to_thread(offered) == (False, None)  # not there yet: no STARTTLS
+        first = self_signed(tmp_path / "first")
+        live.mkdir()
+        for source, target in zip(first, (cert, key), strict=True):
+            target.write_bytes(source.read_bytes())
+        on, served = await asyncio.to_thread(offered)
+        assert on and served == ssl.PEM_cert_to_DER_cert(first[0].read_text())
+        renewed = self_signed(tmp_path / "renewed")
+        for source, target in zip(renewed, (cert, key), strict=True):
+            target.write_bytes(source.read_bytes())
+        _, served = await asyncio.to_thread(offered)
+        assert served == ssl.PEM_cert_to_DER_cert(renewed[0].read_text())

@@ -18,6 +18,7 @@ import asyncio
 import fnmatch
 import functools
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -224,7 +225,8 @@ class Inbound:
             raise ConfigError(
                 "the mail settings", ["mail.inbound.enabled needs mail.inbound.domains"]
             )
-        tls = _tls_context(settings.tls_cert, settings.tls_key)
+        certificate = Certificate(settings.tls_cert, settings.tls_key)
+        certificate.check()
         if settings.nameservers:
             try:
                 use_nameservers(settings.nameservers)
@@ -245,7 +247,7 @@ class Inbound:
             return InboundSMTP(
                 handler, limits, data_size_limit=settings.max_message_size,
                 enable_SMTPUTF8=True, hostname=self.authserv_id, ident="shoestring",
-                tls_context=tls, timeout=120, command_call_limit=100,
+                tls_context=certificate.context(), timeout=120, command_call_limit=100,
             )  # fmt: skip
 
         loop = asyncio.get_running_loop()
@@ -284,14 +286,50 @@ def _message_id(raw: bytes) -> str:
     return ""
 
 
-def _tls_context(cert: str, key: str) -> ssl.SSLContext | None:
-    if not cert:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(cert, key or None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            "the mail settings", [f"mail.inbound.tls_cert/tls_key cannot be loaded: {exc}"]
-        ) from None
-    return context
+class Certificate:
+    """The STARTTLS certificate and key, read again whenever their files change.
+
+    A renewal (Caddy's, copied for the app by `shoestring deploy`) reaches
+    the next connection without a restart. Until the files exist, STARTTLS
+    is not offered; a pair that does not load keeps the last good one.
+    """
+
+    def __init__(self, cert: str, key: str) -> None:
+        self.cert, self.key = cert, key or cert
+        self._stamp: tuple[int, int] | None = None
+        self._context: ssl.SSLContext | None = None
+
+    def check(self) -> None:
+        """At start: ConfigError if the files exist but do not load, a warning if they are missing."""
+        if not self.cert:
+            return
+        if self._stamps() is None:
+            log.warning("no STARTTLS until the certificate files exist (mail.inbound.tls_cert)")
+            return
+        try:
+            self._load()
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                "the mail settings", [f"mail.inbound.tls_cert/tls_key cannot be loaded: {exc}"]
+            ) from None
+
+    def context(self) -> ssl.SSLContext | None:
+        """The context for a new connection; None (no STARTTLS) without a certificate."""
+        if self.cert and self._stamps() != self._stamp:
+            try:
+                self._load()
+            except (OSError, ssl.SSLError) as exc:  # half-replaced, say: the next one retries
+                log.warning("the STARTTLS certificate did not load: %s", exc)
+        return self._context
+
+    def _stamps(self) -> tuple[int, int] | None:
+        try:
+            return os.stat(self.cert).st_mtime_ns, os.stat(self.key).st_mtime_ns
+        except OSError:
+            return None
+
+    def _load(self) -> None:
+        stamp = self._stamps()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+        self._context, self._stamp = context, stamp
