@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import smtplib
+import ssl
 import subprocess
 import threading
 import time
@@ -36,6 +37,7 @@ ACCOUNT = (
     "/var/lib/caddy/.local/share/caddy/acme/ca.example-directory/users/ops@shipit.test/ops.key"
 )
 ACCOUNT_KEY = "account-key-" + hashlib.sha256(os.urandom(8)).hexdigest()[:12]
+MAIL_TLS = "shoestring-shipit-mail-tls"
 SECRET = "tok_" + hashlib.sha256(os.urandom(16)).hexdigest()[:24]
 
 APP = """\
@@ -395,7 +397,9 @@ def test_destroy_then_deploy_restore_on_a_new_vm_with_https(
             extra=f'domains = ["shipit.test"]\nacme_ca = "{pebble.directory_url}"\n'
             f'acme_ca_root = "{pebble.api_root}"\nacme_email = "ops@shipit.test"\nhsts = true\n'
             # Caddy looks for certificates to renew every 10 minutes; here, often.
-            'caddy_options = ["renew_interval 5s"]\n',
+            'caddy_options = ["renew_interval 5s"]\ninbound_mail = true\n\n'
+            '[mail.inbound]\nenabled = true\nhost = "0.0.0.0"\nport = 25\n'
+            'domains = ["shipit.test"]\nhostname = "shipit.test"\n',
         )
         (project / "VERSION").write_text("2\n")  # the code that was live
         started = time.monotonic()
@@ -424,6 +428,11 @@ def test_destroy_then_deploy_restore_on_a_new_vm_with_https(
         assert redirect.startswith("308 https://shipit.test"), redirect
         status = shoestring(project, "status")
         assert re.search(r"certificate shipit\.test\s+\w{3} ", status.stdout), status.stdout
+        # The SMTP server offers Caddy's certificate with STARTTLS (copied every
+        # 15 minutes by a timer; here, at once), without a restart.
+        assert fresh.run(f"systemctl is-enabled {MAIL_TLS}.timer").stdout.strip() == "enabled"
+        fresh.run(f"systemctl start {MAIL_TLS}.service")
+        assert starttls_certificate(root) == served_certificate(tls.https, "shipit.test", root)
 
         # Renewal: Caddy renews with a third of the lifetime left.
         first = served_certificate(tls.https, "shipit.test", root)
@@ -432,6 +441,22 @@ def test_destroy_then_deploy_restore_on_a_new_vm_with_https(
             assert time.monotonic() < deadline, "the certificate was not renewed"
             time.sleep(2)
         print(f"\ncertificate renewed after {time.monotonic() - deadline + CERT_SECONDS * 2:.0f}s")
+        fresh.run(f"systemctl start {MAIL_TLS}.service")
+        assert starttls_certificate(root) == served_certificate(tls.https, "shipit.test", root)
+
+
+def starttls_certificate(cafile: Path) -> bytes:
+    """The certificate the SMTP server on port 25 offers for shipit.test, verified."""
+    client = smtplib.SMTP(timeout=10)
+    client.connect("127.0.0.1", 25)
+    client._host = "shipit.test"  # the name to verify, as a sender resolving the MX would
+    try:
+        client.starttls(context=ssl.create_default_context(cafile=str(cafile)))
+        der = client.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
+    finally:
+        client.quit()
+    assert der is not None
+    return der
 
 
 def _curl_until_issued(args: list[str], timeout: float = 60) -> object:

@@ -61,6 +61,45 @@ def test_the_unit_verifies_without_a_single_warning(tmp_path: Path, inbound_mail
     assert "OK" in exposure or "SAFE" in exposure, exposure
 
 
+def test_with_inbound_mail_and_a_domain_the_smtp_server_gets_caddys_certificate(
+    tmp_path: Path,
+) -> None:
+    need("systemd-analyze", "systemd")
+    config = settings(tmp_path, inbound_mail=True, domains=["example.com", "mx.example.com"])
+    config = config.model_copy(
+        update={
+            "mail": config.mail.model_copy(
+                update={
+                    "inbound": config.mail.inbound.model_copy(update={"hostname": "mx.example.com"})
+                }
+            )
+        }
+    )
+    layout = Layout.of(config, "demo")
+    assert render.mail_tls_host(config) == "mx.example.com"
+    unit = render.unit(config, layout)
+    assert "SHOESTRING_MAIL__INBOUND__TLS_CERT=/var/lib/demo/tls/cert.pem" in unit
+    files = render.mail_tls_files(config, layout)
+    assert "/mx.example.com/mx.example.com.crt" in files["shoestring-demo-mail-tls.sh"]
+    # The timer and its service, as systemd will read them.
+    script = Path(str(layout.root)) / "shoestring-demo-mail-tls.sh"
+    script.parent.mkdir(parents=True)
+    script.write_text(files[script.name])
+    for name in ("shoestring-demo-mail-tls.service", "shoestring-demo-mail-tls.timer"):
+        (tmp_path / name).write_text(files[name])
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(tmp_path / "shoestring-demo-mail-tls.timer")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0 and not (done.stdout + done.stderr).strip(), done.stderr
+    # Valid shell; the VM test runs it on a certificate Caddy obtained from Pebble.
+    assert subprocess.run(["sh", "-n", str(script)], capture_output=True).returncode == 0
+    # No domains (no certificate from Caddy), or no inbound mail: nothing of this.
+    for other in (settings(tmp_path, inbound_mail=True), settings(tmp_path, domains=["a.example"])):
+        assert render.mail_tls_host(other) is None
+        assert "TLS_CERT" not in render.unit(other, Layout.of(other, "demo"))
+
+
 def test_the_unit_sandboxes_the_app(tmp_path: Path) -> None:
     config = settings(tmp_path)
     text = render.unit(config, Layout.of(config, "demo"))

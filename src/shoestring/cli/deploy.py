@@ -488,7 +488,10 @@ async def _destroy(d: remote.Deployment) -> None:
             f"systemctl disable --now 'shoestring-{layout.project}@*' 2>/dev/null; "
             f"for p in {' '.join(map(str, d.settings.deploy.ports))}; do "
             f"systemctl disable --now shoestring-{layout.project}@$p 2>/dev/null; done; "
-            f"rm -f /etc/systemd/system/{layout.unit_template} && systemctl daemon-reload"
+            f"systemctl disable --now {layout.mail_tls}.timer 2>/dev/null; "
+            f"rm -f /etc/systemd/system/{layout.unit_template} "
+            f"/etc/systemd/system/{layout.mail_tls}.service /etc/systemd/system/{layout.mail_tls}.timer "
+            "&& systemctl daemon-reload"
         )
     with d.report.step("emptying Caddy's config"):
         await d.host.write_file(CADDYFILE, render.idle_caddyfile(d.settings).encode())

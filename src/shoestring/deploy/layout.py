@@ -9,6 +9,7 @@
     incoming/               uploads in progress
 /var/lib/<project>/         the data directory (owned by the app's user, 0700)
     secrets/<name>          0600, the app's user only
+    tls/                    with inbound_mail: Caddy's certificate for the MX name, copied
 /etc/systemd/system/shoestring-<project>@.service   one instance per port
 /etc/caddy/Caddyfile
 /var/lib/caddy/.local/share/caddy/   Caddy's certificates and ACME account (user caddy)
@@ -121,6 +122,15 @@ class Layout:
 
     def unit(self, port: int) -> str:
         return f"shoestring-{self.project}@{port}.service"
+
+    @property
+    def mail_tls(self) -> str:
+        """The name of the units that copy Caddy's certificate for the SMTP server."""
+        return f"shoestring-{self.project}-mail-tls"
+
+    @property
+    def mail_tls_dir(self) -> PurePosixPath:
+        return self.data_dir / "tls"
 
     @property
     def caddy_root_ca(self) -> PurePosixPath:

@@ -153,6 +153,7 @@ class Deployment:
             await self.host.write_file(
                 PurePosixPath("/etc/systemd/system") / layout.unit_template, unit
             )
+            await self.install_mail_tls()
             await self.host.run("systemctl daemon-reload")
             await self.host.write_file(
                 PurePosixPath("/etc/apt/apt.conf.d/52shoestring-upgrades"),
@@ -169,6 +170,27 @@ class Deployment:
             if deploy.acme_ca_root:
                 await self.host.upload(self.local_path(deploy.acme_ca_root), layout.caddy_root_ca)
         await self.host.write_file(marker, wanted.encode())
+
+    async def install_mail_tls(self) -> None:
+        """With inbound mail and domains, the timer that gives the app Caddy's certificate."""
+        units = PurePosixPath("/etc/systemd/system")
+        name = self.layout.mail_tls
+        if render.mail_tls_host(self.settings) is None:
+            await self.host.run(
+                f"systemctl disable --now {name}.timer 2>/dev/null; "
+                f"rm -f {units}/{name}.service {units}/{name}.timer {self.layout.root}/{name}.sh",
+                check=False,
+            )
+            return
+        for file, text in render.mail_tls_files(self.settings, self.layout).items():
+            directory = self.layout.root if file.endswith(".sh") else units
+            await self.host.write_file(directory / file, text.encode(), mode=0o644)
+        await self.host.run(f"systemctl daemon-reload && systemctl enable --now {name}.timer")
+
+    async def copy_mail_certificate(self) -> None:
+        """Copy Caddy's certificate for the SMTP server now, if it has one already."""
+        if render.mail_tls_host(self.settings) is not None:
+            await self.host.run(f"systemctl start {self.layout.mail_tls}.service")
 
     # -- a release ------------------------------------------------------------
 
@@ -462,6 +484,7 @@ class Deployment:
             await self.restore(release, restore, backup)
         # After the restore: Caddy finds its certificates instead of asking the CA again.
         await self.configure_caddy()
+        await self.copy_mail_certificate()
         await self.deliver_secrets()
         await self.backup(release, label=f"before-{release}")
         await self.migrate(release)

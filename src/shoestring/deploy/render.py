@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 from shoestring.config import Settings
-from shoestring.deploy.layout import Layout
+from shoestring.deploy.layout import CADDY_STORAGE, Layout
 from shoestring.sites import caddy as site_caddy
 
 HSTS = "max-age=31536000; includeSubDomains"
@@ -41,7 +41,7 @@ WorkingDirectory={slot}
 Environment=SHOESTRING_DATA_DIR={layout.data_dir}
 Environment=SHOESTRING_SERVER__HOST=127.0.0.1
 Environment=PYTHONUNBUFFERED=1
-ExecStart={slot}/.venv/bin/shoestring run {slot} --host 127.0.0.1 --port %i
+{_mail_certificate(settings, layout)}ExecStart={slot}/.venv/bin/shoestring run {slot} --host 127.0.0.1 --port %i
 Restart=on-failure
 RestartSec=2
 TimeoutStopSec={stop_timeout}
@@ -74,6 +74,81 @@ CapabilityBoundingSet=
 [Install]
 WantedBy=multi-user.target
 """
+
+
+def mail_tls_host(settings: Settings) -> str | None:
+    """The name whose certificate (Caddy's) the SMTP server offers: None without one.
+
+    `mail.inbound.hostname` if Caddy obtains a certificate for it (it is in
+    `deploy.domains`), else the first of those domains.
+    """
+    domains = settings.deploy.domains
+    if not (settings.deploy.inbound_mail and domains):
+        return None
+    hostname = settings.mail.inbound.hostname
+    return hostname if hostname in domains else domains[0]
+
+
+def _mail_certificate(settings: Settings, layout: Layout) -> str:
+    if mail_tls_host(settings) is None or settings.mail.inbound.tls_cert:
+        return ""
+    directory = layout.mail_tls_dir
+    return (
+        f"Environment=SHOESTRING_MAIL__INBOUND__TLS_CERT={directory}/cert.pem\n"
+        f"Environment=SHOESTRING_MAIL__INBOUND__TLS_KEY={directory}/key.pem\n"
+    )
+
+
+def mail_tls_files(settings: Settings, layout: Layout) -> dict[str, str]:
+    """Script, service and timer that copy Caddy's certificate for the SMTP server.
+
+    Caddy keeps its certificates readable by its own user only; as root, this
+    copies the one for `mail_tls_host` into the app's data directory when it
+    is new or renewed (every 15 minutes, and at each deploy). The app reads
+    the files again when they change, so STARTTLS never needs a restart.
+    Keys are file names: the script under the project's directory, the units
+    under /etc/systemd/system.
+    """
+    host = mail_tls_host(settings)
+    assert host is not None
+    user, directory, name = layout.user, layout.mail_tls_dir, layout.mail_tls
+    owner = f"-m 0600 -o {user} -g {user}"
+    script = f"""\
+#!/bin/sh
+# Written by `shoestring deploy`: Caddy's certificate for {host}, for the SMTP server.
+set -e
+cert=$(ls -t {CADDY_STORAGE}/certificates/*/{host}/{host}.crt 2>/dev/null | head -n 1)
+[ -n "$cert" ] || exit 0  # not issued yet: STARTTLS waits for it
+key="${{cert%.crt}}.key"
+install -d -m 0700 -o {user} -g {user} {directory}
+cmp -s "$cert" {directory}/cert.pem && cmp -s "$key" {directory}/key.pem && exit 0
+install {owner} "$key" {directory}/key.pem.new
+install {owner} "$cert" {directory}/cert.pem.new
+mv -f {directory}/key.pem.new {directory}/key.pem
+mv -f {directory}/cert.pem.new {directory}/cert.pem
+"""
+    service = f"""\
+# Written by `shoestring deploy`; changes are overwritten on the next deploy.
+[Unit]
+Description=Caddy's certificate for {host}, for {layout.project}'s SMTP server
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh {layout.root}/{name}.sh
+"""
+    timer = f"""\
+# Written by `shoestring deploy`; changes are overwritten on the next deploy.
+[Unit]
+Description=Copy Caddy's certificate for {host} to {layout.project}'s SMTP server
+
+[Timer]
+OnBootSec=1min
+OnUnitActiveSec=15min
+
+[Install]
+WantedBy=timers.target
+"""
+    return {f"{name}.sh": script, f"{name}.service": service, f"{name}.timer": timer}
 
 
 def _mail_capabilities(settings: Settings) -> str:
