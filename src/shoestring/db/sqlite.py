@@ -28,6 +28,25 @@ MAX_GROUP = 64  # transactions sharing one COMMIT, at most
 MAX_GROUP_AGE = 0.005  # seconds a group stays open while transactions keep queuing
 
 
+def use_wal(connection: sqlite3.Connection, timeout: float) -> None:
+    """Put the database in WAL mode, waiting up to `timeout` seconds for other processes.
+
+    Switching a new file to WAL needs it to itself, and SQLite answers
+    "database is locked" at once, without its busy timeout, while another
+    process is switching or reading it: several processes starting on a new
+    data directory (`run --workers`) met this. So it is retried here.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 class SQLiteTransaction:
     """Statements on the writer thread, inside a savepoint of the current commit group.
 
@@ -101,7 +120,7 @@ class SQLiteDatabase:
             timeout=self.busy_timeout_ms / 1000,
         )
         connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        connection.execute("PRAGMA journal_mode = WAL")
+        use_wal(connection, self.busy_timeout_ms / 1000)
         connection.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
         connection.execute("PRAGMA foreign_keys = ON")
         # Deleted rows (a delivered mail's body, a forgotten address) are

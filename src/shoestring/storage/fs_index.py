@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shoestring.db.sqlite import use_wal
 from shoestring.storage.checksums import checksum_type
 from shoestring.storage.objects import (
     Access,
@@ -82,9 +83,9 @@ _SCAN_AFTER = _SCAN + "> ?"
 
 def connect(path: Path) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
-    connection.execute("PRAGMA journal_mode = WAL")
-    connection.execute("PRAGMA synchronous = FULL")
     connection.execute("PRAGMA busy_timeout = 10000")
+    use_wal(connection, 10)
+    connection.execute("PRAGMA synchronous = FULL")
     connection.execute("PRAGMA secure_delete = ON")  # a deleted object's key and metadata too
     return connection
 
