@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -41,11 +42,14 @@ async def test_the_limit_holds_per_name_and_key(database_url: str, tmp_path: Pat
 async def test_a_new_window_starts_afresh(database_url: str, tmp_path: Path) -> None:
     app = make_app(database_url, tmp_path)
     async with running(app):
-        await app.limits.hit("tick", "k", limit=1, per=0.5)
+        # Windows start at multiples of `per`: begin early in one, so that two
+        # hits in a row fall into it even on a busy machine.
+        await asyncio.sleep(2 - time.time() % 2)
+        await app.limits.hit("tick", "k", limit=1, per=2)
         with pytest.raises(RateLimited):
-            await app.limits.hit("tick", "k", limit=1, per=0.5)
-        await asyncio.sleep(0.6)
-        await app.limits.hit("tick", "k", limit=1, per=0.5)
+            await app.limits.hit("tick", "k", limit=1, per=2)
+        await asyncio.sleep(2 - time.time() % 2 + 0.05)
+        await app.limits.hit("tick", "k", limit=1, per=2)
 
 
 def test_a_handler_over_its_limit_answers_429_with_retry_after(app: App) -> None:
