@@ -276,12 +276,17 @@ class Mail:
         return self._app.secrets.keyed_hash(SUPPRESSION_KEY, normalized)
 
     async def _hash_plain_suppressions(self) -> None:
-        """Replace addresses an earlier version kept in the clear by their keyed hashes."""
-        async with self._app.db.transaction() as tx:
-            rows = await tx.fetchall(
-                "SELECT address, reason, created_at FROM shoestring_mail_suppressions"
-                " WHERE address LIKE '%@%'"
-            )
+        """Replace addresses an earlier version kept in the clear by their keyed hashes.
+
+        Run at every start: a read, and a write only while such rows remain.
+        """
+        rows = await self._app.db.fetchall(
+            "SELECT address, reason, created_at FROM shoestring_mail_suppressions"
+            " WHERE address LIKE '%@%'"
+        )
+        if not rows:
+            return
+        async with self._app.db.transaction() as tx:  # idempotent: another process may race
             for address, reason, created in rows:
                 await tx.execute(
                     "INSERT INTO shoestring_mail_suppressions (address, reason, created_at)"
