@@ -69,7 +69,12 @@ class Othermail:
             site.mkdir(exist_ok=True)
             (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
             env |= {"PYTHONPATH": str(site), "OTHERMAIL_TEST_DNS_PORT": str(zone.port)}
-        self.server = Server(self.project, env=env)
+        self.env = env
+        self.start()
+
+    def start(self, **env: str) -> None:
+        """Start the server (again, after `stop` or `kill`), with `env` added for this run."""
+        self.server = Server(self.project, env={**self.env, **env})
         self.server.wait_ready("/_ready")
         self.http = httpx.Client(base_url=self.server.base_url, timeout=10)
 
@@ -77,6 +82,12 @@ class Othermail:
         """Stop the server (it must exit cleanly); its log."""
         self.http.close()
         assert self.server.terminate() == 0, self.server.log
+        return self.server.log
+
+    def kill(self) -> str:
+        """SIGKILL the server; its log."""
+        self.http.close()
+        self.server.kill()
         return self.server.log
 
     # -- the API ---------------------------------------------------------------------

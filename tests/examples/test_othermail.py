@@ -81,6 +81,37 @@ def test_mail_to_a_live_alias_arrives_from_our_domain_signed_and_threaded(
     assert body is not None and body.get_content().replace("\r\n", "\n") == "Your bike is ready.\n"
 
 
+def test_mail_acknowledged_right_before_a_kill_9_is_forwarded_after_restart(
+    tmp_path: Path, sink: Sink
+) -> None:
+    othermail = Othermail(tmp_path, sink=sink, dkim=True)
+    token = othermail.sign_up()
+    othermail.create(token, local_part="shop")
+    othermail.stop()
+    # Without a job worker, the 250 can only stand for the message in the spool.
+    othermail.start(SHOESTRING_JOBS__WORKER="false")
+    try:
+        assert accepted(othermail.swaks(to=SHOP, message=bobs_mail()))
+    finally:
+        killed_log = othermail.kill()
+    assert len(sink.received) == 1  # the sign-up code only: nothing forwarded yet
+
+    othermail.start()
+    try:
+        _, forwarded = othermail.delivered(2)
+        assert othermail.alias(token, SHOP)["forwarded"] == 1
+    finally:
+        log = othermail.stop()
+    assert len(sink.received) == 2  # forwarded once, not once per run
+    assert forwarded["to"] == [OWNER]
+    assert verifies(forwarded["data"], othermail.dkim_key)
+    copy = parse(forwarded["data"])
+    assert copy["From"].addresses[0].domain == DOMAIN
+    assert copy["Message-ID"] == "<order-1@elsewhere.example>"
+    for text in (killed_log, log):
+        assert OWNER not in text and BOB not in text
+
+
 def test_unknown_paused_expired_and_deleted_aliases_are_refused_at_rcpt(
     tmp_path: Path, sink: Sink
 ) -> None:
