@@ -37,6 +37,11 @@ def current_attempt() -> Attempt | None:
     return _attempt.get()
 
 
+def begin_attempt(number: int, of: int) -> None:
+    """The worker's: the job run in the current task is attempt `number` of `of`."""
+    _attempt.set(Attempt(number, of))
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     retries: int = 3

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from shoestring.jobs import store
 from shoestring.jobs.errors import RetryLater
-from shoestring.jobs.job import Attempt, _attempt
+from shoestring.jobs.job import begin_attempt
 
 if TYPE_CHECKING:
     from shoestring.db.database import Database
@@ -158,7 +158,7 @@ class Worker:
             log.error("job %s names no job the app defines; marked dead", claimed.id)
             return
         started = time.perf_counter()
-        _attempt.set(Attempt(claimed.attempts, claimed.max_attempts))  # this task's own
+        begin_attempt(claimed.attempts, claimed.max_attempts)  # this task's own
         try:
             await asyncio.wait_for(
                 job.function(*claimed.args, **claimed.kwargs), job.policy.timeout
