@@ -33,6 +33,7 @@ from shoestring.db.migrations import Migration
 from shoestring.errors import ConfigError
 from shoestring.jobs import RetryLater, current_attempt, store
 from shoestring.mail import dkim, policies
+from shoestring.mail import headers as raw_headers
 from shoestring.mail.errors import InvalidMessage, PermanentFailure, TemporaryFailure
 from shoestring.mail.message import Attachment, compose, parse_address, parse_sender
 from shoestring.mail.transports import Transport, open_transport
@@ -457,22 +458,23 @@ _FIELD_LINE = re.compile(rb"^[!-9;-~]+:")
 def wire_text(message: EmailMessage, *, message_id_domain: str) -> str:
     """`message` as the outbox stores it: CRLF lines, Date and Message-ID, no Bcc.
 
-    The caller's message is not changed. A body in 8-bit bytes that are not
-    UTF-8 is re-encoded as base64 (the same content; the outbox keeps text).
-    Raises InvalidMessage if a header name is not valid or a value would
-    add lines of its own on the wire (header injection).
+    The caller's message is not changed (nor copied, unless its body must
+    be re-encoded: a body in 8-bit bytes that are not UTF-8 becomes base64,
+    the same content, since the outbox keeps text). Raises InvalidMessage if
+    a header name is not valid or a value would add lines of its own on the
+    wire (header injection).
     """
-    message = copy.deepcopy(message)
-    del message["Bcc"]
+    added = b""
     if "Date" not in message:
-        message["Date"] = formatdate(localtime=False)
+        added += _field("Date", formatdate(localtime=False))
     if "Message-ID" not in message:
-        message["Message-ID"] = make_msgid(domain=message_id_domain)
-    raw = _serialized(message)
+        added += _field("Message-ID", make_msgid(domain=message_id_domain))
+    raw = added + _without_bcc(_serialized(message))
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         pass
+    message = copy.deepcopy(message)
     for part in message.walk():
         encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
         if not part.is_multipart() and encoding in ("8bit", "binary"):
@@ -482,7 +484,17 @@ def wire_text(message: EmailMessage, *, message_id_domain: str) -> str:
             part.set_payload(base64.encodebytes(data).decode("ascii"))
             part["Content-Transfer-Encoding"] = "base64"
     # Only headers with raw 8-bit bytes in them are left: Python re-encodes those.
-    return _serialized(message).decode("utf-8", "replace")
+    raw = added + _without_bcc(_serialized(message))
+    return raw.decode("utf-8", "replace")
+
+
+def _field(name: str, value: str) -> bytes:
+    return policies.SMTP.fold_binary(name, value)
+
+
+def _without_bcc(raw: bytes) -> bytes:
+    fields, rest = raw_headers.split(raw)
+    return b"".join(f for f in fields if raw_headers.field_name(f) != "bcc") + rest
 
 
 def _serialized(message: EmailMessage) -> bytes:

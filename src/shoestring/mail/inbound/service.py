@@ -28,7 +28,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from shoestring.errors import ConfigError
-from shoestring.mail.inbound import headers, spool
+from shoestring.mail import headers
+from shoestring.mail.inbound import spool
 from shoestring.mail.inbound.addresses import Refused, our_recipient
 from shoestring.mail.inbound.auth import authenticate, unavailable, use_nameservers
 from shoestring.mail.inbound.message import InboundMessage
@@ -181,8 +182,9 @@ class Inbound:
                 text = "".join(c if c.isprintable() else " " for c in reason)[:200]
                 raise Refused(f"550 5.7.1 {text}")
 
-    @property
+    @functools.cached_property
     def authserv_id(self) -> str:
+        """This server's name: in replies and Authentication-Results (getfqdn may ask DNS: once)."""
         return self.settings.hostname or socket.getfqdn()
 
     # -- processing ------------------------------------------------------------

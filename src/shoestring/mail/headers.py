@@ -53,4 +53,5 @@ def strip_ours(raw: bytes, authserv_id: str) -> bytes:
 
 def has_bare_line_ending(raw: bytes) -> bool:
     """A LF without CR before it, or a CR without LF after it (the stuff of SMTP smuggling)."""
-    return re.search(rb"(?<!\r)\n|\r(?!\n)", raw) is not None
+    pairs = raw.count(b"\r\n")  # each holds one CR and one LF: any other is bare
+    return raw.count(b"\n") != pairs or raw.count(b"\r") != pairs
