@@ -1,8 +1,9 @@
-"""A fresh Debian 12 "VM" on this machine: systemd as PID 1 and a real sshd.
+"""A fresh Debian 12 (or Ubuntu 24.04) "VM" on this machine: systemd as PID 1, a real sshd.
 
     with VirtualMachine.boot(tmp_path, name="deploy1") as vm:
         vm.run("systemctl is-system-running")      # over real SSH
         vm.host                                   # "root@127.0.0.1:PORT"
+    with VirtualMachine.boot(tmp_path, name="deploy2", system=UBUNTU_24_04) as vm: ...
 
 The image is made once with debootstrap (minbase, then systemd, dbus,
 openssh-server, python3-venv, sudo: what a cloud VM starts from) and kept as
@@ -25,6 +26,7 @@ import subprocess
 import tarfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,8 +34,6 @@ import pytest
 CACHE_DIR = Path(os.environ.get("SHOESTRING_TEST_CACHE", "/var/cache/shoestring-tests"))
 # Bump when the recipe below changes, so a stale cached image is not reused.
 IMAGE_VERSION = 2
-IMAGE = CACHE_DIR / f"debian12-vm-v{IMAGE_VERSION}.tar"
-SUITE = "bookworm"
 BASE_PACKAGES = [
     "systemd",
     "systemd-sysv",
@@ -46,6 +46,58 @@ BASE_PACKAGES = [
     "curl",
 ]
 DEBIAN_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
+UBUNTU_KEYRING = "/usr/share/keyrings/ubuntu-archive-keyring.gpg"
+
+
+@dataclass(frozen=True)
+class System:
+    """A distribution the deploy supports, as debootstrap makes it.
+
+    `sources` is the image's apt sources file (deb822); None copies this
+    machine's Debian sources. Ubuntu's keyring is not on a Debian machine:
+    its bootstrap is not checked (the test image's first packages come over
+    plain HTTP), but every package apt installs afterwards is.
+    """
+
+    name: str
+    suite: str
+    mirror: str
+    sources: str | None = None
+    script: str | None = None  # debootstrap's script, when it has none named after the suite
+
+    @property
+    def image(self) -> Path:
+        return CACHE_DIR / f"{self.name}-vm-v{IMAGE_VERSION}.tar"
+
+
+def _debian_mirror() -> str:
+    if DEBIAN_SOURCES.exists():
+        for line in DEBIAN_SOURCES.read_text().splitlines():
+            if line.startswith("URIs:"):
+                return line.split()[1]
+    return "http://deb.debian.org/debian"
+
+
+DEBIAN_12 = System("debian12", "bookworm", _debian_mirror())
+UBUNTU_24_04 = System(
+    "ubuntu24.04",
+    "noble",
+    "http://archive.ubuntu.com/ubuntu",
+    sources=f"""\
+Types: deb
+URIs: http://archive.ubuntu.com/ubuntu
+Suites: noble noble-updates
+Components: main restricted universe
+Signed-By: {UBUNTU_KEYRING}
+
+Types: deb
+URIs: http://security.ubuntu.com/ubuntu
+Suites: noble-security
+Components: main restricted universe
+Signed-By: {UBUNTU_KEYRING}
+""",
+    script="gutsy",  # Ubuntu's releases share one script; Debian 12's debootstrap predates noble
+)
 PREREQUISITES = {
     "debootstrap": "debootstrap",
     "systemd-nspawn": "systemd-container",
@@ -74,29 +126,32 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _mirror() -> str:
-    for line in DEBIAN_SOURCES.read_text().splitlines():
-        if line.startswith("URIs:"):
-            return line.split()[1]
-    return "http://deb.debian.org/debian"
-
-
-def build_image() -> Path:
+def build_image(system: System = DEBIAN_12) -> Path:
     """The cached image tarball, made with debootstrap the first time (about a minute)."""
-    if IMAGE.exists():
-        return IMAGE
+    if system.image.exists():
+        return system.image
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    root = CACHE_DIR / f"build-{os.getpid()}"
+    root = CACHE_DIR / f"build-{system.name}-{os.getpid()}"
     shutil.rmtree(root, ignore_errors=True)
     try:
+        bootstrap = ["debootstrap", "--variant=minbase"]
+        if system.sources is not None:
+            bootstrap.append("--no-check-gpg")
+        bootstrap += [system.suite, str(root), system.mirror]
+        if system.script is not None:
+            bootstrap.append(f"/usr/share/debootstrap/scripts/{system.script}")
         subprocess.run(
-            ["debootstrap", "--variant=minbase", SUITE, str(root), _mirror()],
+            bootstrap,
             check=True,
             capture_output=True,
             timeout=600,
         )
-        if DEBIAN_SOURCES.exists():
-            shutil.copy(DEBIAN_SOURCES, root / "etc/apt/sources.list.d/debian.sources")
+        sources = root / "etc/apt/sources.list.d" / f"{system.name}.sources"
+        if system.sources is not None:
+            sources.write_text(system.sources)
+            (root / "etc/apt/sources.list").unlink(missing_ok=True)
+        elif DEBIAN_SOURCES.exists():
+            shutil.copy(DEBIAN_SOURCES, sources)
             (root / "etc/apt/sources.list").unlink(missing_ok=True)
         _copy_network_trust(root)
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -117,13 +172,13 @@ def build_image() -> Path:
         )
         # A cloud VM has a machine id per boot of the image; nspawn makes one when empty.
         (root / "etc/machine-id").write_text("")
-        partial = IMAGE.with_suffix(".partial")
+        partial = system.image.with_suffix(".partial")
         with tarfile.open(partial, "w") as tar:
             tar.add(root, arcname=".")
-        partial.rename(IMAGE)
+        partial.rename(system.image)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return IMAGE
+    return system.image
 
 
 def _copy_network_trust(root: Path) -> None:
@@ -145,8 +200,9 @@ def _copy_network_trust(root: Path) -> None:
 class VirtualMachine:
     """One booted VM; `run` executes a command in it over SSH as root."""
 
-    def __init__(self, directory: Path, *, name: str) -> None:
+    def __init__(self, directory: Path, *, name: str, system: System = DEBIAN_12) -> None:
         self.name = name
+        self.system = system
         self.directory = directory
         self.root = directory / "root"
         self.key = directory / "id_ed25519"
@@ -156,10 +212,12 @@ class VirtualMachine:
 
     @classmethod
     @contextlib.contextmanager
-    def boot(cls, directory: Path, *, name: str = "vm1") -> Iterator[VirtualMachine]:
+    def boot(
+        cls, directory: Path, *, name: str = "vm1", system: System = DEBIAN_12
+    ) -> Iterator[VirtualMachine]:
         vm_or_skip()
         directory.mkdir(parents=True, exist_ok=True)
-        vm = cls(directory, name=name)
+        vm = cls(directory, name=name, system=system)
         vm.start()
         try:
             yield vm
@@ -171,7 +229,7 @@ class VirtualMachine:
         return f"root@127.0.0.1:{self.ssh_port}"
 
     def start(self, timeout: float = 90.0) -> None:
-        image = build_image()
+        image = build_image(self.system)
         self.root.mkdir()
         with tarfile.open(image) as tar:
             tar.extractall(self.root, filter="fully_trusted")  # noqa: S202 - our own image
