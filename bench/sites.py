@@ -3,7 +3,8 @@
     python bench/sites.py [--seconds 8]
 
 A 1 KiB and a 1 MiB file, each server one process/worker where it has a
-choice (nginx: 1 worker; Caddy: its Go runtime; shoestring: `shoestring run`
+choice (nginx: 1 worker; Caddy: its Go runtime, with the config `shoestring
+sites caddyfile` renders, as a deploy installs it; shoestring: `shoestring run`
 with the access log off, as a CDN-fronted site would run), wrk on loopback.
 `shoestring-bucket` serves the same files published into a bucket of the fs
 storage backend (`[sites.www] bucket`), from its in-memory cache.
@@ -36,8 +37,7 @@ def nginx_command(root: Path, port: int, work: Path) -> list[str]:
         "events { worker_connections 1024; }\n"
         f"http {{ access_log off; sendfile on; tcp_nopush on; client_body_temp_path {work};\n"
         f"  proxy_temp_path {work}; fastcgi_temp_path {work}; uwsgi_temp_path {work}; scgi_temp_path {work};\n"
-        f"  server {{ listen 127.0.0.1:{port}; root {root};\n"
-        "    location = /_health { return 200 'ok'; } } }\n"
+        f"  server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n"
     )
     return ["nginx", "-c", str(config), "-p", str(work)]
 
@@ -46,12 +46,15 @@ def shoestring_command(project: Path, port: int) -> list[str]:
     return [str(VENV_BIN / "shoestring"), "run", str(project), "--port", str(port)]
 
 
-def caddy_command(root: Path, port: int, work: Path) -> list[str]:
+def caddy_command(project: Path, port: int, work: Path) -> list[str]:
+    """Caddy with the config shoestring renders for the project (what a deploy installs)."""
+    site = subprocess.run(
+        [str(VENV_BIN / "shoestring"), "sites", "caddyfile", "--project", str(project),
+         "--address", f":{port}", "--upstream", "127.0.0.1:9"],  # files only: no app behind
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
     config = work / "Caddyfile"
-    config.write_text(
-        "{\n\tadmin off\n\tauto_https off\n}\n"
-        f":{port} {{\n\trespond /_health 200\n\troot * {root}\n\tfile_server\n}}\n"
-    )
+    config.write_text("{\n\tadmin off\n}\n" + site)
     return ["caddy", "run", "--config", str(config), "--adapter", "caddyfile"]
 
 
@@ -92,12 +95,12 @@ def main() -> None:
             "nginx": lambda port: nginx_command(root, port, work),
         }
         if shutil.which("caddy"):
-            servers["caddy"] = lambda port: caddy_command(root, port, work)
+            servers["caddy"] = lambda port: caddy_command(project, port, work)
         results: dict[str, dict[str, LoadResult]] = {}
         for name, command in servers.items():
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            with server(command(port), url + "/_health", cwd=work):
+            with server(command(port), url + "/index.html", cwd=work):
                 results[name] = {}
                 for file in FILES:
                     wrk(url + "/" + file, seconds=2)
