@@ -40,6 +40,7 @@ def test_url_encoded_addresses_in_queries_are_removed(local: str, domain: str) -
         ("{'api_key': 'k-9f8e7d'}", "k-9f8e7d"),
         ("client_id=3f2a9c1e-77aa", "3f2a9c1e-77aa"),
         ("x-api-key: live_abcdef", "live_abcdef"),
+        ("confirmation code: 493817", "493817"),
     ],
 )
 def test_credentials_and_secret_fields_are_redacted(line: str, secret: str) -> None:
@@ -53,6 +54,8 @@ def test_credentials_and_secret_fields_are_redacted(line: str, secret: str) -> N
         "GET /notes/42?page=2&sort=desc 200",
         "request_id=ab12cd34 status=200 ms=1.2",
         "serving demo on http://127.0.0.1:8000",
+        "process already dead, exit code: 0",
+        "relay answered with status code: 451",
     ],
 )
 def test_ordinary_lines_are_left_alone(line: str) -> None:

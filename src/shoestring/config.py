@@ -487,11 +487,14 @@ class Settings(Section):
 def load_settings(
     project_dir: str | os.PathLike[str] = ".",
     environ: Mapping[str, str] | None = None,
+    *,
+    new_secrets: Mapping[str, str] | None = None,
 ) -> Settings:
     """Read `shoestring.toml` from `project_dir`, apply environment overrides, validate.
 
     Relative paths (the data directory) are resolved against `project_dir`.
-    Raises `ConfigError` listing every problem found.
+    `new_secrets` are settings kept as secrets that are not stored yet (to
+    check them first). Raises `ConfigError` listing every problem found.
     """
     directory = Path(project_dir).resolve()
     path = directory / CONFIG_FILE
@@ -499,20 +502,34 @@ def load_settings(
     environ = os.environ if environ is None else environ
     # Settings kept as secrets (see shoestring/secrets.py) override the file;
     # the environment overrides both.
-    data_dir = environ.get(ENV_PREFIX + "DATA_DIR") or data.get("data_dir")
-    if not isinstance(data_dir, str):
-        data_dir = Settings.model_fields["data_dir"].default
-    secrets = setting_secrets(directory / data_dir / "secrets")
-    origins = _apply_environment(data, secrets, "secret")
+    secrets = setting_secrets(_data_dir(directory, data, environ) / "secrets")
+    origins = _apply_environment(data, secrets | dict(new_secrets or {}), "secret")
     origins |= _apply_environment(data, environ, "environment variable")
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        source = str(path) if path.exists() else "the environment"
-        raise ConfigError(
-            source, [_describe(error, path, origins) for error in exc.errors()]
-        ) from None
+        found = [_describe(error, path, origins) for error in exc.errors()]
+        from_file = any(where == path.name for where, _ in found)
+        source = str(path) if from_file else f"the environment and secrets of {directory}"
+        raise ConfigError(source, [f"{where}: {problem}" for where, problem in found]) from None
     return _resolve_paths(settings, directory)
+
+
+def project_data_dir(
+    project_dir: str | os.PathLike[str] = ".", environ: Mapping[str, str] | None = None
+) -> Path:
+    """The project's data directory, read without validating the other settings."""
+    directory = Path(project_dir).resolve()
+    path = directory / CONFIG_FILE
+    data = _read_toml(path) if path.exists() else {}
+    return _data_dir(directory, data, os.environ if environ is None else environ)
+
+
+def _data_dir(directory: Path, data: Mapping[str, Any], environ: Mapping[str, str]) -> Path:
+    value = environ.get(ENV_PREFIX + "DATA_DIR") or data.get("data_dir")
+    return directory / (
+        value if isinstance(value, str) else Settings.model_fields["data_dir"].default
+    )
 
 
 def _resolve_paths(settings: Settings, directory: Path) -> Settings:
@@ -580,13 +597,19 @@ def _parse_env_value(raw: str) -> Any:
     return raw
 
 
-def _describe(error: Any, path: Path, origins: Mapping[str, str]) -> str:
+def _describe(error: Any, path: Path, origins: Mapping[str, str]) -> tuple[str, str]:
+    """Where a validation error comes from (the file, a variable, a secret) and what it is."""
     key = ".".join(str(part) for part in error["loc"])
-    where = origins.get(key, path.name)
+    # An unknown section (`sever`) was set by a variable naming a key in it (`sever.port`).
+    where = origins.get(key) or next(
+        (origin for name, origin in origins.items() if name.startswith(key + ".")), path.name
+    )
     if error["type"] == "extra_forbidden":
-        return f"{where}: unknown key `{key}`; allowed here: {_allowed_keys(error['loc'][:-1])}"
-    found = error.get("input")
-    return f"{where}: `{key}` = {found!r}: {error['msg']}"
+        return where, f"unknown key `{key}`; allowed here: {_allowed_keys(error['loc'][:-1])}"
+    problem = f"`{key}` = {error.get('input')!r}: {error['msg']}"
+    if where != path.name and error["type"] in ("list_type", "dict_type", "set_type"):
+        problem += """ (write lists and tables as JSON: '["a", "b"]', '{"k": "v"}')"""
+    return where, problem
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> str:

@@ -8,7 +8,8 @@ from pathlib import Path
 import watchfiles
 
 from shoestring.config import load_settings
-from shoestring.server import Overrides, run_project
+from shoestring.errors import ShoestringError
+from shoestring.server import Overrides, bind_socket, run_project
 
 log = logging.getLogger("shoestring.dev")
 
@@ -27,13 +28,25 @@ class ProjectFilter(watchfiles.DefaultFilter):
 
 
 def _serve_once(project_dir: Path, overrides: Overrides) -> None:
-    raise SystemExit(run_project(project_dir, overrides))
+    try:
+        status = run_project(project_dir, overrides)
+    except ShoestringError as exc:  # a broken app.py or setting: say what, wait for the fix
+        from shoestring.cli import report
+
+        status = report(exc)
+        log.warning("not serving: fix the problem above and save; shoestring dev restarts then")
+    raise SystemExit(status)
 
 
 def run_dev(project_dir: Path, overrides: Overrides) -> int:
-    """Serve `project_dir` in a child process, restarted on every change outside the data dir."""
-    data_dir = load_settings(project_dir).data_dir
-    watch_filter = ProjectFilter(data_dir)
+    """Serve `project_dir` in a child process, restarted on every change outside the data dir.
+
+    A taken port is no problem a change to the project fixes: it stops here, before
+    watching (PortInUseError).
+    """
+    settings = overrides.apply(load_settings(project_dir))
+    bind_socket(settings.server.host, settings.server.port).close()
+    watch_filter = ProjectFilter(settings.data_dir)
 
     def report(changes: set[tuple[watchfiles.Change, str]]) -> None:
         names = sorted({Path(path).name for _, path in changes})

@@ -31,7 +31,7 @@ _CREDENTIAL_HEADER = re.compile(
 # query strings, form bodies, JSON, repr() of dicts.
 _SECRET_FIELD = re.compile(
     r"(?P<name>[\w.-]*(?:token|secret|passw|pwd|api[_-]?key|apikey|signature|credential"
-    r"|session|client[_-]?id|\bcode\b|\bsig\b|\bkey\b)[\w.-]*)"
+    r"|session|client[_-]?id|(?<!exit )(?<!status )\bcode\b|\bsig\b|\bkey\b)[\w.-]*)"
     r"(?P<sep>['\"]?\s*[:=]\s*['\"]?)(?P<value>[^\s&;,'\"#)}\]]+)",
     re.IGNORECASE,
 )

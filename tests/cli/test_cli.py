@@ -48,7 +48,7 @@ def test_new_writes_a_skeleton_whose_own_tests_pass(tmp_path: Path) -> None:
         timeout=120,
     )
     assert tests.returncode == 0, tests.stdout + tests.stderr
-    assert "2 passed" in tests.stdout
+    assert "3 passed" in tests.stdout
 
 
 def test_new_from_an_example_copies_the_whole_app_but_not_its_data(tmp_path: Path) -> None:
@@ -173,3 +173,86 @@ def test_every_setting_has_a_description() -> None:
         return missing
 
     assert walk(Settings, "") == []
+
+
+def test_an_invalid_setting_kept_as_a_secret_is_refused_before_it_is_stored(
+    tmp_path: Path,
+) -> None:
+    runner.invoke(main, ["new", str(tmp_path / "demo")])
+    project = ["--project", str(tmp_path / "demo")]
+    secrets = tmp_path / "demo" / "data" / "secrets"
+    typo = runner.invoke(main, ["secrets", "set", "SHOESTRING_SERVER__PROT", *project], input="1")
+    assert typo.exit_code == 2 and "unknown key `server.prot`" in typo.output
+    bad = runner.invoke(main, ["secrets", "set", "SHOESTRING_SERVER__PORT", *project], input="abc")
+    assert bad.exit_code == 2 and "secret SHOESTRING_SERVER__PORT" in bad.output
+    assert not secrets.exists() or list(secrets.iterdir()) == []
+    good = runner.invoke(
+        main, ["secrets", "set", "SHOESTRING_SERVER__PORT", *project], input="9301"
+    )
+    assert good.exit_code == 0, good.output
+    # One that went bad on disk anyway: listed and removed, the way out.
+    (secrets / "SHOESTRING_SERVER__PORT").write_text("abc")
+    assert runner.invoke(main, ["config", *project]).exit_code == 2
+    listed = runner.invoke(main, ["secrets", "ls", *project])
+    assert listed.output.split() == ["SHOESTRING_SERVER__PORT"]
+    removed = runner.invoke(main, ["secrets", "rm", "SHOESTRING_SERVER__PORT", *project])
+    assert removed.exit_code == 0, removed.output
+    assert runner.invoke(main, ["config", *project]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["tables", "ls"], ["config"], ["run"], ["secrets", "set", "token"], ["storage", "ls"]],
+)
+def test_a_command_outside_a_project_says_so_and_writes_nothing(
+    tmp_path: Path, command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(main, command, input="v")
+    assert result.exit_code == 2
+    assert "is not a shoestring project" in result.output and "shoestring new" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_dev_and_config_take_the_project_as_dir_or_as_option(tmp_path: Path) -> None:
+    (tmp_path / "shoestring.toml").write_text("[server]\nport = 9302\n")
+    for args in (["config", str(tmp_path)], ["config", "--project", str(tmp_path)]):
+        result = runner.invoke(main, [*args, "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["server"]["port"] == 9302
+    both = runner.invoke(main, ["config", ".", "--project", str(tmp_path)])
+    assert both.exit_code == 2 and "once" in both.output
+    for command in ("run", "dev"):
+        assert "--project" in runner.invoke(main, [command, "--help"]).output
+
+
+def test_a_setting_from_the_environment_is_named_in_its_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "shoestring.toml").write_text("")
+    monkeypatch.setenv("SHOESTRING_LOG__LEVEL", "[debug]")
+    monkeypatch.setenv("SHOESTRING_SEVER__PORT", "9000")
+    monkeypatch.setenv("SHOESTRING_CORS__ORIGINS", "https://a.example")
+    result = runner.invoke(main, ["config", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "shoestring.toml" not in result.output  # the file is fine
+    assert "environment variable SHOESTRING_LOG__LEVEL" in result.output
+    assert "'[debug]'" in result.output  # what was typed, brackets and all
+    assert "environment variable SHOESTRING_SEVER__PORT: unknown key `sever`" in result.output
+    assert "write lists and tables as JSON" in result.output
+
+
+def test_an_app_that_fails_to_import_shows_its_own_line_not_shoestrings(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(
+        "from shoestring import App\n\napp = App('x')\nimport not_a_package_anywhere\n"
+    )
+    missing = runner.invoke(main, ["tables", "ls", "--project", str(tmp_path)])
+    assert missing.exit_code == 2
+    assert "Install the missing package" in missing.output
+    assert f'{tmp_path / "app.py"}", line 4' in missing.output
+    assert "shoestring/loader.py" not in missing.output and "importlib" not in missing.output
+    (tmp_path / "app.py").write_text("def broken(:\n")
+    broken = runner.invoke(main, ["tables", "ls", "--project", str(tmp_path)])
+    assert broken.exit_code == 2 and "SyntaxError" in broken.output
+    assert "def broken(:" in broken.output and "shoestring/" not in broken.output.split("\n", 1)[1]
+    assert len(broken.output.splitlines()) <= 8

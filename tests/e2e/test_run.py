@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -330,3 +331,34 @@ def test_dev_reloads_when_the_code_changes(project: Path, start: type[Server]) -
         time.sleep(0.1)
     assert body == {"hello": "changed"}, server.log
     assert server.terminate() == 0
+
+
+def test_dev_waits_for_a_broken_app_to_be_fixed(project: Path, start: type[Server]) -> None:
+    app_py = project / "app.py"
+    working = app_py.read_text()
+    app_py.write_text(working + "\ndef broken(:\n")
+    server = start(project, command="dev")
+    deadline = time.monotonic() + 15
+    while "fix the problem above" not in server.log and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = server.log
+    assert "SyntaxError" in log and "def broken(:" in log and "fix the problem above" in log
+    assert "shoestring/loader.py" not in log  # the app's line, not shoestring's frames
+    app_py.write_text(working)
+    server.wait_ready()
+    assert httpx.get(server.base_url + "/").json() == {"hello": "demo"}
+    assert server.terminate() == 0
+
+
+def test_dev_on_a_taken_port_stops_with_one_line(project: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [SHOESTRING, "dev", str(project), "--port", str(port)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout

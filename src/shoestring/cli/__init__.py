@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
+from pathlib import Path
 from typing import Any
 
 import click
@@ -68,25 +70,43 @@ class ShoestringGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ConfigError as exc:
-            err_console.print(
-                f"[bold red]Configuration error[/] {exc}", markup=True, soft_wrap=True
-            )
-            err_console.print("Fix the values above, then run the command again.")
-            sys.exit(EXIT_USAGE)
-        except AppLoadError as exc:
-            _print_error("Cannot load the app:", exc)
-            if exc.__cause__ is not None:
-                err_console.print_exception(show_locals=False, max_frames=8)
-            sys.exit(EXIT_USAGE)
         except ShoestringError as exc:
-            _print_error("Error:", exc)
-            sys.exit(EXIT_FAILURE)
+            sys.exit(report(exc))
+
+
+def report(exc: ShoestringError) -> int:
+    """Print `exc` for a person, without shoestring's own traceback; the exit status it calls for."""
+    if isinstance(exc, ConfigError):
+        _print_error("Configuration error", exc)
+        err_console.print("Fix the values above, then run the command again.")
+        return EXIT_USAGE
+    if isinstance(exc, AppLoadError):
+        _print_error("Cannot load the app:", exc)
+        if exc.__cause__ is not None:
+            err_console.print(Text(_where_it_failed(exc.__cause__)), soft_wrap=True)
+        return EXIT_USAGE
+    _print_error("Error:", exc)
+    return EXIT_FAILURE
 
 
 def _print_error(title: str, exc: Exception) -> None:
     # The message is plain text: config keys like `[project]` are not markup.
     err_console.print(Text.assemble((title, "bold red"), " ", str(exc)), soft_wrap=True)
+
+
+def _where_it_failed(error: BaseException) -> str:
+    """The traceback of an error raised while importing the app, without the frames of
+    shoestring and of Python's import machinery (a syntax error: its line, marked)."""
+    package = str(Path(__file__).resolve().parents[1])
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if not frame.filename.startswith((package, "<frozen ", importlib.__path__[0]))
+    ]
+    lines = (
+        ["Traceback (most recent call last):\n", *traceback.format_list(frames)] if frames else []
+    )
+    return "".join(lines + traceback.format_exception_only(error)).rstrip()
 
 
 @click.group(cls=ShoestringGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -12,6 +12,7 @@ from pydantic import BaseModel, SecretStr
 from rich.console import Console
 from rich.table import Table
 
+from shoestring.cli.project_app import project_dir_argument, require_project
 from shoestring.config import ENV_NESTING, ENV_PREFIX, Settings, load_settings
 
 REDACTED = "********"
@@ -102,12 +103,7 @@ def _reference_rows(model: type[BaseModel], prefix: str) -> list[str]:
 
 
 @click.command("config")
-@click.argument(
-    "project_dir",
-    metavar="[DIR]",
-    default=".",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-)
+@project_dir_argument
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option(
     "--reference", is_flag=True, help="Print every setting with its default and meaning (Markdown)."
@@ -121,7 +117,7 @@ def config_command(project_dir: Path, as_json: bool, reference: bool) -> None:
     if reference:
         click.echo(reference_markdown(), nl=False)
         return
-    data = redacted(load_settings(project_dir))
+    data = redacted(load_settings(require_project(project_dir)))
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return

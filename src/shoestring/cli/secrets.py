@@ -9,22 +9,24 @@ from pathlib import Path
 import click
 
 from shoestring.cli.project_app import project_option
-from shoestring.config import load_settings
+from shoestring.config import load_settings, project_data_dir
 from shoestring.db.database import DatabaseError
 from shoestring.db.migrations import migrate
 from shoestring.db.service import open_database
 from shoestring.deploy.vault import DeploySecrets
-from shoestring.errors import ShoestringError
+from shoestring.errors import ConfigError, ShoestringError
 from shoestring.secret_checks import MIGRATIONS, forget
-from shoestring.secrets import Secrets, environment_variable
+from shoestring.secrets import Secrets, environment_variable, is_setting
 
 
 def _secrets(project_dir: Path, deploy: bool = False) -> Secrets | DeploySecrets:
-    settings = load_settings(project_dir)
     if deploy:
+        settings = load_settings(project_dir)
         project = settings.project.name or project_dir.resolve().name
         return DeploySecrets.of(settings, project)
-    return Secrets(settings.data_dir / "secrets")
+    # Not the whole settings: a setting kept as a secret that is now invalid
+    # must not stop `secrets ls` and `secrets rm` from reaching it.
+    return Secrets(project_data_dir(project_dir) / "secrets")
 
 
 deploy_option = click.option(
@@ -65,6 +67,9 @@ def secrets_set(project_dir: Path, name: str, deploy: bool) -> None:
         value = click.prompt(f"Value of {name}", hide_input=True, confirmation_prompt=True)
     else:
         value = sys.stdin.read()
+    if is_setting(name):
+        # Refused before it is stored: an invalid setting would stop every command.
+        load_settings(project_dir, new_secrets={name: value.strip()})
     _secrets(project_dir, deploy).set(name, value)
     if not deploy:
         _forget_fingerprint(project_dir, name)
@@ -98,9 +103,9 @@ def secrets_rm(project_dir: Path, name: str, deploy: bool) -> None:
 
 def _forget_fingerprint(project_dir: Path, name: str) -> None:
     """Let the app record the secret's new value on its next use (see secret_checks.py)."""
-    settings = load_settings(project_dir)
 
     async def forget_it() -> None:
+        settings = load_settings(project_dir)
         database = open_database(settings.database, settings.data_dir)
         await database.open()
         try:
@@ -111,6 +116,8 @@ def _forget_fingerprint(project_dir: Path, name: str) -> None:
 
     try:
         asyncio.run(forget_it())
+    except ConfigError as exc:
+        click.echo(f"warning: {exc}", err=True)
     except DatabaseError as exc:
         click.echo(
             f"warning: the database could not be reached ({exc}); if the app used the old "

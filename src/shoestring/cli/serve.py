@@ -6,15 +6,10 @@ from pathlib import Path
 
 import click
 
+from shoestring.cli.project_app import project_dir_argument, require_project
 from shoestring.logs import configure_logging
 from shoestring.server import ROLES, Overrides, run_project
 
-project_dir_argument = click.argument(
-    "project_dir",
-    metavar="[DIR]",
-    default=".",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-)
 host_option = click.option("--host", help="Address to listen on [default: server.host, 127.0.0.1].")
 port_option = click.option(
     "--port", type=click.IntRange(0, 65535), help="Port to listen on [default: server.port, 8000]."
@@ -53,7 +48,7 @@ def run_command(
     overrides = Overrides(
         host=host, port=port, workers=workers, roles=frozenset(roles) if roles else ROLES
     )
-    raise SystemExit(run_project(project_dir.resolve(), overrides))
+    raise SystemExit(run_project(require_project(project_dir).resolve(), overrides))
 
 
 @click.command("dev")
@@ -69,4 +64,4 @@ def dev_command(project_dir: Path, host: str | None, port: int | None) -> None:
 
     configure_logging("info", "console")
     overrides = Overrides(host=host, port=port, workers=1, log_format="console")
-    raise SystemExit(run_dev(project_dir.resolve(), overrides))
+    raise SystemExit(run_dev(require_project(project_dir).resolve(), overrides))
