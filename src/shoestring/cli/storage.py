@@ -6,11 +6,15 @@ local path (`-` for stdin or stdout).
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import IO
 
 import click
+from rich import filesize
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
@@ -18,6 +22,7 @@ from shoestring.app import App
 from shoestring.cli.keys import run_with_storage
 from shoestring.cli.project_app import project_option
 from shoestring.errors import ShoestringError
+from shoestring.storage.errors import NoSuchKey
 
 CHUNK = 1024 * 1024
 PROGRESS_FROM = 8 * CHUNK  # copies smaller than this finish before a bar would be useful
@@ -127,20 +132,44 @@ def storage_cp(project_dir: Path, source: str, destination: str, content_type: s
     src, dst = split_url(source), split_url(destination)
     if src is None and dst is None:
         raise click.BadParameter("one of SOURCE and DESTINATION must be s3://BUCKET/KEY")
+    if src is None and source != "-":
+        _check_readable(Path(source))
     if dst is not None and (not dst[1] or dst[1].endswith("/")):
         dst = (dst[0], dst[1] + Path(src[1] if src else source).name)
+        destination = f"s3://{dst[0]}/{dst[1]}"
+    if dst is None and destination != "-" and src is not None:
+        if destination.endswith("/") or Path(destination).is_dir():
+            destination = str(Path(destination) / Path(src[1]).name)
+        if not Path(destination).parent.is_dir():
+            raise click.BadParameter(
+                f"no directory {Path(destination).parent}", param_hint="DESTINATION"
+            )
 
     async def action(app: App) -> int:
-        if src is not None and dst is not None:
-            info = await app.storage.bucket(dst[0]).copy(src[1], dst[1], source_bucket=src[0])
-            return info.size
-        if dst is not None:
-            return await _upload(app, source, dst[0], dst[1], content_type)
-        assert src is not None
-        return await _download(app, src[0], src[1], destination)
+        try:
+            if src is not None and dst is not None:
+                info = await app.storage.bucket(dst[0]).copy(src[1], dst[1], source_bucket=src[0])
+                return info.size
+            if dst is not None:
+                return await _upload(app, source, dst[0], dst[1], content_type)
+            assert src is not None
+            return await _download(app, src[0], src[1], destination)
+        except NoSuchKey:
+            raise ShoestringError(f"no object {source}") from None
 
     size = run_with_storage(project_dir, action, open_backend=True)
-    click.echo(f"copied {size} bytes: {source} -> {destination}", err=True)
+    click.echo(f"copied {filesize.decimal(size)}: {source} -> {destination}", err=True)
+
+
+def _check_readable(path: Path) -> None:
+    if path.is_dir():
+        raise click.BadParameter(
+            f"{path} is a directory: copy its files one by one, or sync it with the aws cli "
+            "against the S3 API (`aws s3 sync`)",
+            param_hint="SOURCE",
+        )
+    if not path.is_file():
+        raise click.BadParameter(f"no file {path}", param_hint="SOURCE")
 
 
 async def _upload(app: App, path: str, bucket: str, key: str, content_type: str | None) -> int:
@@ -169,16 +198,21 @@ async def _upload(app: App, path: str, bucket: str, key: str, content_type: str 
 
 
 async def _download(app: App, bucket: str, key: str, path: str) -> int:
+    """Write the object to `path` (`-`: stdout), whole or not at all: through a temporary file."""
     stored = await app.storage.bucket(bucket).get(key)
-    if path != "-" and (path.endswith("/") or Path(path).is_dir()):  # noqa: ASYNC240
-        path = str(Path(path) / Path(key).name)
-    out = sys.stdout.buffer if path == "-" else Path(path).open("wb")  # noqa: SIM115, ASYNC230
+    if path == "-":
+        out: IO[bytes] = sys.stdout.buffer
+    else:
+        target = Path(path)
+        part = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+        out = part.open("xb")
     progress = _progress(stored.info.size)
     task = (
         progress.add_task(f"download {Path(key).name}", total=stored.info.size)
         if progress
         else None
     )
+    done = False
     try:
         if progress is not None:
             progress.start()
@@ -186,9 +220,14 @@ async def _download(app: App, bucket: str, key: str, path: str) -> int:
             out.write(chunk)
             if progress is not None and task is not None:
                 progress.advance(task, len(chunk))
+        done = True
     finally:
         if progress is not None:
             progress.stop()
         if out is not sys.stdout.buffer:
             out.close()
+            if done:
+                os.replace(part, path)
+            else:
+                part.unlink()
     return stored.info.size

@@ -140,9 +140,15 @@ class FsBackend:
         try:
             referenced = self.index.referenced_files()
             for path in self.files.everything():
-                if path.name not in referenced and path.stat().st_mtime < cutoff:
-                    path.unlink(missing_ok=True)
-                    removed += 1
+                if path.name in referenced:
+                    continue
+                try:
+                    if path.stat().st_mtime >= cutoff:
+                        continue
+                except FileNotFoundError:  # a put in flight renamed its temporary file
+                    continue
+                path.unlink(missing_ok=True)
+                removed += 1
         except (OSError, RuntimeError, sqlite3.Error) as exc:
             log.warning("storage sweep stopped early: %s", exc)
         if removed:
