@@ -17,7 +17,7 @@ from collections.abc import AsyncIterable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from shoestring.storage.errors import BadDigest, EntityTooLarge, InvalidChecksum
+from shoestring.storage.errors import BadDigest, EntityTooLarge, InvalidChecksum, InvalidDigest
 from shoestring.storage.objects import Checksum
 
 
@@ -108,7 +108,17 @@ class Expected:
         if trailer.startswith("x-amz-checksum-") and algorithm in CHECKSUMS:
             checksums.setdefault(algorithm, None)
         check_single(checksums)
-        return cls(content_md5=headers.get("content-md5"), checksums=checksums)
+        content_md5 = headers.get("content-md5")
+        if content_md5 is not None and not _is_md5(content_md5):
+            raise InvalidDigest("the Content-MD5 you specified is not valid: 16 bytes in base64")
+        return cls(content_md5=content_md5, checksums=checksums)
+
+
+def _is_md5(value: str) -> bool:
+    try:
+        return len(base64.b64decode(value, validate=True)) == 16
+    except ValueError:
+        return False
 
 
 def request_checksums(headers: Mapping[str, str]) -> dict[str, str]:

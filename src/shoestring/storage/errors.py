@@ -57,6 +57,10 @@ class InvalidBucketName(StorageError, ValueError):
 
 
 class InvalidKey(StorageError, ValueError):
+    code = "InvalidArgument"
+
+
+class KeyTooLong(InvalidKey):
     code = "KeyTooLongError"
 
 
@@ -70,6 +74,10 @@ class EntityTooLarge(StorageError):
 
 class BadDigest(StorageError):
     code = "BadDigest"
+
+
+class InvalidDigest(StorageError):
+    code = "InvalidDigest"
 
 
 class InvalidChecksum(StorageError, ValueError):

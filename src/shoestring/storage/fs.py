@@ -100,6 +100,13 @@ _UPSERT_OBJECT = """
     RETURNING 1"""
 
 
+_UPLOAD_IS_OURS = "EXISTS (SELECT 1 FROM uploads WHERE upload_id = ? AND bucket = ? AND key = ?)"
+_ABORT_FILES = (
+    f"SELECT group_concat(file, ' ') FROM parts WHERE upload_id = ? AND {_UPLOAD_IS_OURS}"  # noqa: S608
+)
+_ABORT_PARTS = f"DELETE FROM parts WHERE upload_id = ? AND {_UPLOAD_IS_OURS}"  # noqa: S608
+
+
 class FsBackend:
     """Buckets and objects in a directory (see the module docstring for the layout)."""
 
@@ -495,15 +502,18 @@ class FsBackend:
         return info
 
     async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        # Only the upload of this bucket and key: an id alone must not reach another's parts.
+        ours = (upload_id, bucket, key.encode("utf-8"))
         rows = await self._write(
-            ("SELECT group_concat(file, ' ') FROM parts WHERE upload_id = ?", (upload_id,)),
-            ("DELETE FROM parts WHERE upload_id = ?", (upload_id,)),
+            (_ABORT_FILES, (upload_id, *ours)),
+            (_ABORT_PARTS, (upload_id, *ours)),
             (
-                "DELETE FROM uploads WHERE upload_id = ? AND bucket = ? RETURNING 1",
-                (upload_id, bucket),
+                "DELETE FROM uploads WHERE upload_id = ? AND bucket = ? AND key = ? RETURNING 1",
+                ours,
             ),
         )
         if rows[2] is None:
+            self._require_bucket(bucket)
             raise NoSuchUpload("the specified multipart upload does not exist")
         self.files.discard(*((rows[0][0] or "").split()))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from shoestring.storage.errors import InvalidBucketName, InvalidKey
+from shoestring.storage.errors import InvalidBucketName, InvalidKey, KeyTooLong
 
 MAX_KEY_BYTES = 1024  # S3's limit, in UTF-8 bytes
 
@@ -19,7 +19,7 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 # Characters XML 1.0 cannot carry even escaped: a key holding one could never
 # be listed, so it is refused up front.
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def check_bucket_name(name: str) -> str:
@@ -41,8 +41,8 @@ def check_key(key: str) -> str:
     except UnicodeEncodeError:
         raise InvalidKey("object keys must be valid UTF-8") from None
     if size > MAX_KEY_BYTES:
-        raise InvalidKey(f"object keys are at most {MAX_KEY_BYTES} bytes of UTF-8; this is {size}")
-    if _NOT_XML.search(key):
+        raise KeyTooLong(f"object keys are at most {MAX_KEY_BYTES} bytes of UTF-8; this is {size}")
+    if NOT_XML.search(key):
         raise InvalidKey(
             "object keys must not contain control characters other than tab and newline"
         )

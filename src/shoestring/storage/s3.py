@@ -66,7 +66,7 @@ _ERRORS: dict[str, type[errors.StorageError]] = {
     "BucketAlreadyOwnedByYou": errors.BucketAlreadyExists,
     "BucketNotEmpty": errors.BucketNotEmpty,
     "InvalidBucketName": errors.InvalidBucketName,
-    "KeyTooLongError": errors.InvalidKey,
+    "KeyTooLongError": errors.KeyTooLong,
     "InvalidRange": errors.InvalidRange,
     "EntityTooLarge": errors.EntityTooLarge,
     "BadDigest": errors.BadDigest,

@@ -45,11 +45,39 @@ HANDLERS: dict[str, Handler] = {
 CONFIG_TTL = 1.0
 
 
+# S3's subresources: a query parameter that turns a method into another
+# operation (`PUT ?tagging` is PutObjectTagging, no PutObject). One this API
+# does not handle for a method must never fall through to that method's
+# plain operation: it is answered 501 NotImplemented and changes nothing.
+SUBRESOURCES = frozenset({
+    "accelerate", "acl", "analytics", "attributes", "cors", "delete", "encryption",
+    "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "location", "logging",
+    "metadataConfiguration", "metadataTable", "metrics", "notification", "object-lock",
+    "ownershipControls", "policy", "policyStatus", "publicAccessBlock", "renameObject",
+    "replication", "requestPayment", "restore", "retention", "select", "session", "tagging",
+    "torrent", "uploadId", "uploads", "versioning", "versions", "website",
+})  # fmt: skip
+HANDLED = {  # (method, on a key?) -> the subresources handled there
+    ("GET", False): {"location", "versioning", "cors", "uploads", "versions", "acl"},
+    ("PUT", False): {"cors", "acl", "versioning"},
+    ("DELETE", False): {"cors"},
+    ("POST", False): {"delete"},
+    ("GET", True): {"uploadId"},
+    ("PUT", True): {"uploadId"},
+    ("DELETE", True): {"uploadId"},
+    ("POST", True): {"uploads", "uploadId"},
+}
+
+
 def operation(request: S3Request) -> str:
     """S3's name for what the request asks (see the handler modules)."""
     method, query = request.method, request.query
     if request.bucket is None:
         return "ListBuckets" if method == "GET" else "MethodNotAllowed"
+    handled = HANDLED.get((method, request.key is not None), set())
+    unknown = sorted(name for name in SUBRESOURCES.intersection(query) if name not in handled)
+    if unknown:
+        return f"{method} ?{unknown[0]}"  # no handler: NotImplemented
     if request.key is None:
         if method == "GET":
             for sub, name in (

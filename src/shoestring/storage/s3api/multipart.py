@@ -7,6 +7,7 @@ must list each part's checksum, and the object gets one (checksums.py).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -19,15 +20,15 @@ from shoestring.storage.digests import (
     request_checksums,
 )
 from shoestring.storage.errors import InvalidChecksum
-from shoestring.storage.objects import MAX_PARTS, Checksum
+from shoestring.storage.objects import MAX_PARTS, Checksum, RangeRequest
 from shoestring.storage.s3api import listing, xml
 from shoestring.storage.s3api.errors import S3Error
 from shoestring.storage.s3api.objects import (
     _check_length,
     copy_source,
+    copy_source_info,
     key_of,
     meta_from_headers,
-    parse_range,
 )
 from shoestring.storage.s3api.reply import Reply, checksum_headers, xml_reply
 from shoestring.storage.s3api.request import S3Request
@@ -80,13 +81,17 @@ async def UploadPart(api: S3Api, request: S3Request) -> Reply:
     return checksum_headers(Reply().header("etag", part.etag), part.checksum, with_type=False)
 
 
+_COPY_RANGE = re.compile(r"bytes=(\d+)-(\d+)")
+
+
 async def UploadPartCopy(api: S3Api, request: S3Request) -> Reply:
     number = _part_number(request)
     source_bucket, source_key = copy_source(request)
     await request.discard_body()
+    source = await copy_source_info(api, request, source_bucket, source_key)
     part = await bucket_of(api, request).upload_part_copy(
         key_of(request), request.query["uploadId"], number, source_bucket, source_key,
-        parse_range(request.headers.get("x-amz-copy-source-range")),
+        _copy_range(request.headers.get("x-amz-copy-source-range"), source.size),
     )  # fmt: skip
     return xml_reply(
         xml.document(
@@ -96,6 +101,21 @@ async def UploadPartCopy(api: S3Api, request: S3Request) -> Reply:
             xml.checksum_nodes(part.checksum, with_type=False),
         )
     )
+
+
+def _copy_range(header: str | None, size: int) -> RangeRequest | None:
+    """x-amz-copy-source-range: unlike a GET's Range, exactly `bytes=FIRST-LAST` inside the source."""
+    if header is None:
+        return None
+    match = _COPY_RANGE.fullmatch(header.strip())
+    if match is None or int(match[2]) < int(match[1]):
+        raise S3Error(
+            "InvalidArgument",
+            "x-amz-copy-source-range must be bytes=FIRST-LAST, with FIRST <= LAST",
+        )
+    if int(match[2]) >= size:
+        raise S3Error("InvalidRange", "the range specified is not valid for the source object")
+    return RangeRequest(int(match[1]), int(match[2]))
 
 
 async def CompleteMultipartUpload(api: S3Api, request: S3Request) -> Reply:

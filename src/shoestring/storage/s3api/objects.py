@@ -20,9 +20,9 @@ from shoestring.storage.bucket import Bucket
 from shoestring.storage.digests import Expected
 from shoestring.storage.errors import StorageError
 from shoestring.storage.keys import check_bucket_name, check_key
-from shoestring.storage.objects import ObjectInfo, ObjectMeta, RangeRequest
+from shoestring.storage.objects import MAX_PARTS, ObjectInfo, ObjectMeta, RangeRequest
 from shoestring.storage.s3api import xml
-from shoestring.storage.s3api.errors import S3Error
+from shoestring.storage.s3api.errors import S3Error, not_implemented
 from shoestring.storage.s3api.reply import (
     Reply,
     checksum_headers,
@@ -128,12 +128,29 @@ def check_conditions(headers: Mapping[str, str], info: ObjectInfo, *, prefix: st
     return 0
 
 
+# Buckets are unversioned: each object is its one version, `null`.
+NULL_VERSION = "null"
+
+
+def _other_version(request: S3Request) -> bool:
+    return request.query.get("versionId", NULL_VERSION) != NULL_VERSION
+
+
 async def GetObject(api: S3Api, request: S3Request) -> Reply:
-    if "versionId" in request.query and request.query["versionId"] != "null":
+    if _other_version(request):
         raise S3Error("NoSuchVersion", "the specified version does not exist")
-    stored = await bucket_of(api, request).get(
-        key_of(request), range=parse_range(request.headers.get("range"))
-    )
+    overrides = [(q, h) for q, h in RESPONSE_OVERRIDES.items() if q in request.query]
+    if overrides and request.caller.key is None:
+        # As S3: otherwise anyone could have a public upload served as HTML on our origin.
+        raise S3Error(
+            "InvalidRequest",
+            "Request specific response headers cannot be used for anonymous GET requests.",
+        )
+    byte_range = parse_range(request.headers.get("range"))
+    part = request.query.get("partNumber")
+    if part is not None:
+        byte_range = await _whole_object_as_part(api, request, part, byte_range)
+    stored = await bucket_of(api, request).get(key_of(request), range=byte_range)
     info = stored.info
     failed = check_conditions(request.headers, info)
     if failed:
@@ -153,13 +170,35 @@ async def GetObject(api: S3Api, request: S3Request) -> Reply:
         reply.length = info.size
         if request.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
             checksum_headers(reply, info.checksum)
-    overrides = [(q, h) for q, h in RESPONSE_OVERRIDES.items() if q in request.query]
     if overrides:
         names = {h.encode() for _, h in overrides}
         reply.headers = [(n, v) for n, v in reply.headers if n not in names]
         for query_name, header in overrides:
             reply.header(header, request.query[query_name])
     return reply
+
+
+async def _whole_object_as_part(
+    api: S3Api, request: S3Request, part: str, byte_range: RangeRequest | None
+) -> RangeRequest | None:
+    """GET ?partNumber=N: an object uploaded in one piece is its own part 1 (as in S3).
+
+    The part boundaries of a multipart object are not kept, so asking for
+    one of its parts is refused, rather than answered with the whole object
+    (which a client fetching part by part would write once per part).
+    """
+    if not part.isdigit() or not 1 <= int(part) <= MAX_PARTS:
+        raise S3Error("InvalidArgument", f"partNumber must be an integer from 1 to {MAX_PARTS}")
+    if byte_range is not None:
+        raise S3Error(
+            "InvalidRequest", "Cannot specify both Range header and partNumber query parameter"
+        )
+    info = await bucket_of(api, request).head(key_of(request))
+    if "-" in info.etag:
+        raise not_implemented("GetObject of one part of a multipart object (partNumber)")
+    if int(part) != 1:
+        raise S3Error("InvalidPartNumber", "the requested partnumber is not satisfiable")
+    return RangeRequest(0, None) if info.size else None
 
 
 async def HeadObject(api: S3Api, request: S3Request) -> Reply:
@@ -191,7 +230,9 @@ def _check_length(api: S3Api, request: S3Request) -> None:
 
 
 async def DeleteObject(api: S3Api, request: S3Request) -> Reply:
-    await bucket_of(api, request).delete(key_of(request))
+    bucket, key = bucket_of(api, request), key_of(request)
+    if not _other_version(request):  # a version that never existed: nothing to delete
+        await bucket.delete(key)
     return Reply(204)
 
 
@@ -200,12 +241,13 @@ async def DeleteObjects(api: S3Api, request: S3Request) -> Reply:
     md5 = request.headers.get("content-md5")
     if md5 is not None and base64.b64encode(hashlib.md5(body).digest()).decode() != md5:  # noqa: S324
         raise S3Error("BadDigest", "the Content-MD5 you specified did not match what we received")
-    keys, quiet = xml.parse_delete(body)
+    objects, quiet = xml.parse_delete(body)
     bucket = bucket_of(api, request)
     results = []
-    for key in keys:
+    for key, version in objects:
         try:
-            await bucket.delete(key)
+            if version in (None, NULL_VERSION):  # else: a version that never existed
+                await bucket.delete(key)
         except StorageError as exc:
             error = S3Error.from_storage(exc)
             results.append(
@@ -218,7 +260,10 @@ async def DeleteObjects(api: S3Api, request: S3Request) -> Reply:
             )
             continue
         if not quiet:
-            results.append(xml.node("Deleted", xml.text("Key", key)))
+            deleted = [xml.text("Key", key)]
+            if version is not None:
+                deleted.append(xml.text("VersionId", version))
+            results.append(xml.node("Deleted", *deleted))
     return xml_reply(xml.document("DeleteResult", results))
 
 
@@ -234,6 +279,16 @@ def copy_source(request: S3Request) -> tuple[str, str]:
     if caller is None or not caller.allows(bucket, write=False):
         raise S3Error("AccessDenied", "Access Denied")
     return bucket, key
+
+
+async def copy_source_info(
+    api: S3Api, request: S3Request, source_bucket: str, source_key: str
+) -> ObjectInfo:
+    """The copy source's info, once its x-amz-copy-source-if-* conditions hold (else 412)."""
+    info = await Bucket(api.storage, source_bucket).head(source_key)
+    if check_conditions(request.headers, info, prefix="x-amz-copy-source-"):
+        raise S3Error("PreconditionFailed", "at least one of the preconditions did not hold")
+    return info
 
 
 async def CopyObject(api: S3Api, request: S3Request) -> Reply:
@@ -254,10 +309,7 @@ async def CopyObject(api: S3Api, request: S3Request) -> Reply:
             "this copy request is illegal because it is trying to copy an object to itself "
             "without changing the object's metadata",
         )
-    source_info = await Bucket(api.storage, source_bucket).head(source_key)
-    failed = check_conditions(request.headers, source_info, prefix="x-amz-copy-source-")
-    if failed:
-        raise S3Error("PreconditionFailed", "at least one of the preconditions did not hold")
+    await copy_source_info(api, request, source_bucket, source_key)
     meta = meta_from_headers(request.headers, key) if directive == "REPLACE" else None
     info = await bucket_of(api, request).copy(
         source_key, key, source_bucket=source_bucket, meta=meta, checksum_algorithm=algorithm

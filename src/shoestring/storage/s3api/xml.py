@@ -17,6 +17,7 @@ from defusedxml.ElementTree import fromstring
 
 from shoestring.storage.checksums import member_name
 from shoestring.storage.digests import CHECKSUMS, check_checksum_value, check_single
+from shoestring.storage.keys import NOT_XML
 from shoestring.storage.objects import Checksum, CompletedPart
 from shoestring.storage.s3api.errors import S3Error
 
@@ -24,6 +25,7 @@ NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
 HEADER = '<?xml version="1.0" encoding="UTF-8"?>\n'
 
 Node = str  # rendered XML
+REPLACEMENT = "\ufffd"
 
 
 def text(name: str, value: object) -> Node:
@@ -33,7 +35,8 @@ def text(name: str, value: object) -> Node:
         value = "true" if value else "false"
     elif isinstance(value, datetime):
         value = iso(value)
-    return f"<{name}>{escape(str(value))}</{name}>"
+    # Characters XML cannot carry even escaped (a NUL in a refused key's name) become U+FFFD.
+    return f"<{name}>{escape(NOT_XML.sub(REPLACEMENT, str(value)))}</{name}>"
 
 
 def node(name: str, *children: Node | Iterable[Node]) -> Node:
@@ -97,13 +100,17 @@ def child_text(element: Element, name: str, default: str | None = None) -> str:
     return found.text
 
 
-def parse_delete(body: bytes) -> tuple[list[str], bool]:
-    """DeleteObjects: the keys and whether the reply is quiet."""
+def parse_delete(body: bytes) -> tuple[list[tuple[str, str | None]], bool]:
+    """DeleteObjects: the keys, each with its VersionId if one is given, and whether the
+    reply is quiet."""
     element = parse(body, "Delete")
-    keys = [child_text(obj, "Key") for obj in element.findall("Object")]
-    if not keys or len(keys) > 1000:
+    objects = [
+        (child_text(obj, "Key"), (obj.findtext("VersionId") or "").strip() or None)
+        for obj in element.findall("Object")
+    ]
+    if not objects or len(objects) > 1000:
         raise S3Error("MalformedXML", "DeleteObjects takes 1 to 1000 keys")
-    return keys, child_text(element, "Quiet", "false").lower() == "true"
+    return objects, child_text(element, "Quiet", "false").lower() == "true"
 
 
 def parse_complete(body: bytes) -> list[CompletedPart]:
