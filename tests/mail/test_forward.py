@@ -423,6 +423,17 @@ def test_the_owners_address_is_nowhere_in_the_reply() -> None:
     assert _decoded_everywhere(parse(wire)).lower().count(OWNER) == 0
 
 
+def test_a_plain_reply_scrubbed_into_base64_says_it_is_mime() -> None:
+    plain = parse(
+        f"From: {OWNER}\r\nTo: {ALIAS}\r\nSubject: Re: x\r\n\r\nthanks, {OWNER}\r\n".encode()
+    )
+    assert "MIME-Version" not in plain
+    reply = fwd.reply_copy(plain, alias=ALIAS, to=CORRESPONDENT, owner=OWNER)
+    received = parse(wire_text(reply, message_id_domain=DOMAIN).encode())
+    assert received["MIME-Version"] == "1.0"
+    assert received.get_content().strip() == f"thanks, {ALIAS}"
+
+
 def _decoded_everywhere(message: EmailMessage) -> str:
     """Every header value and every part's decoded payload, as one text."""
     texts = []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
+from email.utils import getaddresses
 
 _FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 
@@ -37,18 +40,51 @@ def strip_ours(raw: bytes, authserv_id: str) -> bytes:
         name = field_name(field)
         if name.startswith("x-shoestring-"):
             continue
-        if name == "authentication-results":
-            value = field.split(b":", 1)[1].strip().lower()
-            if value.startswith(ours) and value[len(ours) : len(ours) + 1] in (
-                b";",
-                b" ",
-                b"\t",
-                b"\r",
-                b"",
-            ):
-                continue
+        if name == "authentication-results" and _authserv_id(field) == ours:
+            continue
         kept.append(field)
     return b"".join(kept) + rest
+
+
+_COMMENT = re.compile(rb"\((?:[^()\\]|\\.)*\)")
+_AUTHSERV_ID = re.compile(rb"[^\s;()]+")
+
+
+def _authserv_id(field: bytes) -> bytes:
+    """The authserv-id an Authentication-Results field names, comments and folding aside."""
+    value = field.split(b":", 1)[1]
+    while True:  # nested comments: innermost first
+        unnested = _COMMENT.sub(b" ", value)
+        if unnested == value:
+            break
+        value = unnested
+    match = _AUTHSERV_ID.search(value)
+    return match.group(0).lower() if match else b""
+
+
+def one_plain_from(raw: bytes) -> str | None:
+    """The address of the message's one From field, or None when it has not exactly one
+    address written plainly (no From, two of them, a list, or an address hidden in an
+    RFC 2047 encoded word). DMARC judges the address found this plain way, and what a
+    handler shows must be that same address."""
+    fields, _ = split(raw)
+    if not fields or not _FIELD.match(fields[0]):
+        return None  # the message must begin with a header field
+    values = [f.split(b":", 1)[1] for f in fields if field_name(f) == "from"]
+    if len(values) != 1:
+        return None
+    text = values[0].decode("utf-8", "replace")
+    plain = [address for _, address in getaddresses([text]) if address]
+    decoded = email.message_from_string(f"From:{text}\r\n\r\n", policy=email.policy.default)
+    try:
+        parsed = decoded["From"].addresses
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    if len(plain) != 1 or len(parsed) != 1 or "@" not in plain[0]:
+        return None
+    if parsed[0].addr_spec.lower() != plain[0].lower():
+        return None
+    return plain[0]
 
 
 def has_bare_line_ending(raw: bytes) -> bool:

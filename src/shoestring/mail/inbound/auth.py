@@ -44,20 +44,48 @@ dmarc_lookup.get_org_domain_from_suffix_list = _org_domain
 METHODS = ("spf", "dkim", "dmarc")
 
 
+class Unreadable(Exception):
+    """The checks could not read the message (its headers are not RFC 5322's)."""
+
+
 def authenticate(
     raw: bytes, *, authserv_id: str, ip: str, mail_from: str, helo: str
 ) -> tuple[bytes, dict[str, str]]:
-    """Our Authentication-Results header line (with CRLF) and the results as a dict."""
+    """Our Authentication-Results header line (with CRLF) and the results as a dict.
+
+    Unreadable when the checks fail on the message itself: such a message
+    could otherwise pass unjudged by DMARC, so it must be refused.
+    """
     try:
         header = authheaders.authenticate_message(
             raw, authserv_id, spf=True, dkim=True, dmarc=True,
-            ip=ip, mail_from=mail_from or None, helo=helo or None,
+            ip=ip, mail_from=_ascii_address(mail_from) or None, helo=helo or None,
         )  # fmt: skip
-    except (dns.exception.DNSException, OSError, ValueError, LookupError) as exc:
+    except (dns.exception.DNSException, OSError) as exc:
         log.warning("authentication checks failed for want of DNS: %s", type(exc).__name__)
         return unavailable(authserv_id)
+    except Exception as exc:
+        # The type only: the message may quote the sender's headers.
+        log.info("authentication checks could not read a message: %s", type(exc).__name__)
+        raise Unreadable from None
     results = parse(header)
     return header.encode("utf-8", "replace") + b"\r\n", results
+
+
+def _ascii_address(address: str) -> str:
+    """An SMTPUTF8 envelope sender as SPF can check it: the domain in IDNA (A-labels).
+
+    SPF judges the domain; a local part in UTF-8 is kept out of the checks (as
+    `postmaster`, RFC 7208 §4.3), so our own Authentication-Results stays ASCII.
+    """
+    if address.isascii():
+        return address
+    local, _, domain = address.rpartition("@")
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return ""
+    return f"{local if local.isascii() else 'postmaster'}@{ascii_domain}"
 
 
 def unavailable(authserv_id: str) -> tuple[bytes, dict[str, str]]:

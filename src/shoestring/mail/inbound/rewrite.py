@@ -368,6 +368,10 @@ def reply_copy(
         _scrub_headers(part, owner, alias)
         if part.get_content_maintype() == "text" and not part.is_multipart():
             _scrub_text(part, owner, alias)
+    if "MIME-Version" not in message and any(
+        "Content-Transfer-Encoding" in p for p in message.walk()
+    ):
+        message["MIME-Version"] = "1.0"  # readers decode base64 only in a MIME message
     return message
 
 

@@ -34,6 +34,8 @@ Accept = Callable[[str], Awaitable[str]]  # recipient -> normalized, or raises R
 Receive = Callable[[str, list[str], bytes, str, str], Awaitable[str]]
 
 _SOURCE_ROUTE = re.compile(r"<\s*@")
+# RFC 5321 §4.1.1.1: a domain or an address literal; printable ASCII, one word.
+_HELO_NAME = re.compile(r"[!-~]{1,255}")
 TRY_LATER = "451 4.3.0 Temporary failure on our side; try again later"
 log = logging.getLogger("shoestring.mail.inbound")
 
@@ -85,6 +87,18 @@ class InboundSMTP(SMTP):
             if self._errors >= self._limits.bad_commands and self.transport is not None:
                 await super().push("421 4.7.0 Too many errors; closing the connection")
                 self.transport.close()
+
+    async def smtp_EHLO(self, arg: str) -> None:
+        if arg and not _HELO_NAME.fullmatch(arg):
+            await self.push("501 5.5.4 Syntax: EHLO hostname (an ASCII name or [address])")
+            return
+        await super().smtp_EHLO(arg)
+
+    async def smtp_HELO(self, arg: str) -> None:
+        if arg and not _HELO_NAME.fullmatch(arg):
+            await self.push("501 5.5.4 Syntax: HELO hostname (an ASCII name or [address])")
+            return
+        await super().smtp_HELO(arg)
 
     async def smtp_AUTH(self, arg: str) -> None:
         # aiosmtpd offers AUTH once TLS is up; a receiving server has no

@@ -25,13 +25,14 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from shoestring.errors import ConfigError
 from shoestring.mail import headers
 from shoestring.mail.inbound import spool
 from shoestring.mail.inbound.addresses import Refused, our_recipient
-from shoestring.mail.inbound.auth import authenticate, unavailable, use_nameservers
+from shoestring.mail.inbound.auth import Unreadable, authenticate, unavailable, use_nameservers
 from shoestring.mail.inbound.message import InboundMessage
 from shoestring.mail.inbound.server import TRY_LATER, Handler, InboundSMTP, Limits
 from shoestring.services import Health
@@ -124,6 +125,14 @@ class Inbound:
         """DATA: check, spool the message and its processing job; the 250 once both are committed."""
         if headers.has_bare_line_ending(raw):
             raise Refused("550 5.6.0 Bare CR or LF in the message; send CRLF line endings")
+        if headers.one_plain_from(raw) is None:
+            # RFC 5322 §3.6 and RFC 7489 §6.6.1: DMARC must judge the one address
+            # a reader will see; a message that hides it is refused (so does Gmail).
+            raise Refused(
+                "550 5.7.1 The message must start with its header and have one From "
+                "field with one address, written plainly (RFC 5322)"
+            )
+        dedupe = spool.dedupe_key(_message_id(raw), mail_from, recipients, raw)
         raw = headers.strip_ours(raw, self.authserv_id)
         checks = functools.partial(
             authenticate, raw, authserv_id=self.authserv_id, ip=ip, mail_from=mail_from, helo=helo
@@ -132,6 +141,10 @@ class Inbound:
             verdict, auth = await asyncio.wait_for(
                 asyncio.get_running_loop().run_in_executor(self._checks, checks), AUTH_BUDGET
             )
+        except Unreadable:
+            raise Refused(
+                "550 5.6.0 The message's header could not be read; send it as RFC 5322 says"
+            ) from None
         except TimeoutError:
             # DNS that does not answer must not hold the sender's DATA for minutes.
             log.warning("authentication checks took over %.0f s: marked temperror", AUTH_BUDGET)
@@ -143,14 +156,17 @@ class Inbound:
                 raise Refused("550 5.7.1 Rejected: the sender's domain (DMARC p=reject) disowns it")
             if self.settings.dmarc_reject != "accept":
                 auth["quarantine"] = "dmarc"
-        raw = verdict + raw
+        # Our trace (RFC 5321 §4.4), under our verdict (RFC 8601 §5: above the trace fields).
+        received = (
+            f"Received: from {helo or 'unknown'} ([{ip}])\r\n"
+            f"\tby {self.authserv_id} with ESMTP; {formatdate()}\r\n"
+        )
+        raw = verdict + received.encode("ascii", "replace") + raw
         await self._screen(mail_from, recipients, raw, auth)
-        message_id = _message_id(raw)
         async with self._app.db.transaction() as tx:
             spool_id = await spool.store(
-                tx, mail_from=mail_from, recipients=recipients, raw=raw, auth=auth,
-                dedupe=spool.dedupe_key(message_id, recipients, raw),
-            )  # fmt: skip
+                tx, mail_from=mail_from, recipients=recipients, raw=raw, auth=auth, dedupe=dedupe
+            )
             if spool_id is not None:
                 await self._app.jobs.enqueue_in(tx, self._process, (spool_id,))
         if spool_id is None:

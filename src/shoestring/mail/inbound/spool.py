@@ -35,7 +35,13 @@ MIGRATIONS = [
                 " state TEXT NOT NULL)"
             ],
         },
-    )
+    ),
+    # Processed messages past the dedupe window are deleted by their age.
+    Migration(
+        "mail_inbound",
+        2,
+        ["CREATE INDEX shoestring_inbound_age ON shoestring_inbound (state, received_at)"],
+    ),
 ]
 
 
@@ -50,10 +56,17 @@ class Spooled:
     received_at: float
 
 
-def dedupe_key(message_id: str, recipients: list[str], raw: bytes) -> str:
-    """The same message to the same recipients, sent twice (a client retrying after a lost 250)."""
-    basis = message_id.encode() if message_id else hashlib.sha256(raw).digest()
-    return hashlib.sha256(basis + b"\0" + "\0".join(sorted(recipients)).encode()).hexdigest()
+# How long a processed message's key is kept to recognise it sent again: a
+# client that never saw our 250 retries for up to 5 days (RFC 5321 §4.5.4.1).
+DEDUPE_SECONDS = 5 * 86400
+
+
+def dedupe_key(message_id: str, mail_from: str, recipients: list[str], raw: bytes) -> str:
+    """The same message from the same sender to the same recipients, sent twice (a client
+    retrying after a lost 250): its Message-ID, envelope and body, as the client sent them."""
+    body = raw.partition(b"\r\n\r\n")[2]
+    parts = [message_id, mail_from, *sorted(recipients), hashlib.sha256(body).hexdigest()]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
 async def store(
@@ -98,3 +111,9 @@ async def mark_done(database: Database, spool_id: str, done: list[str], finished
         # Keep only what deduplicates resends (a hash) and what the queue needs.
         sql += ", state = 'processed', raw = NULL, mail_from = '', recipients = '[]', auth = '{}'"
     await database.write(sql + " WHERE id = ?", [*fields, spool_id])
+    if finished:
+        # Past the retry window, the hash of a processed message is no use: forgotten.
+        await database.write(
+            "DELETE FROM shoestring_inbound WHERE state = 'processed' AND received_at < ?",
+            [time.time() - DEDUPE_SECONDS],
+        )
