@@ -25,7 +25,6 @@ import httpx
 import pytest
 
 from shoestring.deploy.backup import read_manifest
-from shoestring.deploy.remote import CADDYFILE
 from tests.e2e.conftest import SHOESTRING
 from tests.e2e.pebble import Pebble, pebble_or_skip, served_certificate
 from tests.e2e.vm import VirtualMachine, free_port, vm_or_skip
@@ -257,14 +256,7 @@ def test_deploy_from_nothing(project: Path, vm: VirtualMachine, ports: Ports) ->
     assert 'Automatic-Reboot-Time "04:00"' in upgrades
 
 
-def caddy_pid(vm: VirtualMachine) -> str:
-    return vm.run("systemctl show -p MainPID --value caddy").stdout.strip()
-
-
-def test_redeploy_under_load_fails_no_request(
-    project: Path, vm: VirtualMachine, ports: Ports
-) -> None:
-    pid = caddy_pid(vm)
+def test_redeploy_under_load_fails_no_request(project: Path, ports: Ports) -> None:
     for i in range(5):
         response = httpx.post(site(ports) + "/notes", json={"id": f"n{i}", "text": f"note {i}"})
         assert response.status_code == 200
@@ -280,13 +272,8 @@ def test_redeploy_under_load_fails_no_request(
     assert load.failures == [], load.failures[:5]
     assert load.ok > 100 and load.versions == {"1", "2"}
     assert "stopping the old release" in done.stderr
+    assert "configuring Caddy" not in done.stderr  # a release never reloads Caddy
     assert httpx.get(site(ports) + "/").json() == {"version": "2"}
-    # Switched through Caddy's admin API (a graceful reload, not a restart),
-    # with the new release's port first.
-    assert "sending traffic to port" in done.stderr and caddy_pid(vm) == pid
-    upstreams = vm.run(f"grep -m1 reverse_proxy {CADDYFILE}").stdout.split()
-    live_port = int(upstreams[1].rpartition(":")[2])
-    assert httpx.get(f"http://127.0.0.1:{live_port}/").json() == {"version": "2"}
     assert len(httpx.get(site(ports) + "/notes").json()["notes"]) == 5
 
 

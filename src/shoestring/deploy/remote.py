@@ -10,8 +10,8 @@
     migrate     `shoestring migrate` from the new release
     start       the new release on the port the live one does not use
     ready       /_ready answers 200, or the new release is stopped and we say why
-    switch      the release is live: Caddy's config, with its port first, is
-                loaded through the admin API (see render.caddyfile)
+    switch      the release is live; Caddy, which checks both ports' /_ready
+                itself, sends it traffic (no reload: see render.caddyfile)
     drain       the old release finishes its requests, then stops
 
 Every step is idempotent, so a deploy that failed half-way is simply run again.
@@ -364,21 +364,17 @@ class Deployment:
             f"{journal.stdout.strip()[-4000:]}\nFix the cause, then deploy again."
         )
 
-    async def configure_caddy(
-        self, live_port: int | None, title: str = "configuring Caddy"
-    ) -> None:
+    async def configure_caddy(self) -> None:
         """Write the Caddyfile and load it through the admin API, if it changed."""
         caddy_root = self.layout.caddy_root_ca if self.settings.deploy.acme_ca_root else None
-        config = render.caddyfile(
-            self.settings, self.layout, live_port=live_port, acme_ca_root=caddy_root
-        ).encode()
+        config = render.caddyfile(self.settings, self.layout, acme_ca_root=caddy_root).encode()
         running = await self.host.run("systemctl is-active caddy", check=False)
         if await self.host.read_file(CADDYFILE) == config and running.status == 0:
             return
-        with self.report.step(title):
+        with self.report.step("configuring Caddy"):
             await self.host.write_file(CADDYFILE, config)
             # `caddy reload` posts the config to the admin API: graceful, requests
-            # in flight finish and connections stay open.
+            # in flight finish. Only settings changes get here, never a release.
             reload = await self.host.run(
                 f"caddy reload --config {CADDYFILE} --adapter caddyfile "
                 f"--address {shlex.quote(self.settings.deploy.caddy_admin)}",
@@ -391,10 +387,9 @@ class Deployment:
     async def switch(self, release: str, port: int, state: State) -> None:
         """Make `release` (ready on `port`) the live one; stop the old one once Caddy sees it.
 
-        The switch: mark the release live, load Caddy's config with its port
-        first, give Caddy a health interval to see it ready (until then the
-        old release still answers), then stop the old release, which finishes
-        its requests first.
+        Caddy routes by its own readiness checks (see render.caddyfile), so the
+        switch is: mark the release live, give Caddy a health interval to see
+        it ready, then stop the old release, which finishes its requests first.
         """
         with self.report.step(f"making {release} live"):
             await self.host.run(
@@ -405,12 +400,11 @@ class Deployment:
             state.live, state.live_port = release, port
             state.history = [r for r in state.history if r != release] + [release]
             await self.save_state(state)
-        await self.configure_caddy(port, title=f"sending traffic to port {port}")
         if old_port is None or old_port == port:
             return
         old = self.layout.unit(old_port)
         wait = max(self.settings.deploy.drain_seconds, render.HEALTH_INTERVAL + 1)
-        with self.report.step(f"draining, then stopping the old release on port {old_port}"):
+        with self.report.step(f"moving traffic, then stopping the old release on port {old_port}"):
             await asyncio.sleep(wait)
             await self.host.run(f"systemctl disable --now {old} 2>/dev/null; true")
 
@@ -489,7 +483,7 @@ class Deployment:
         if restore is not None and backup is not None:
             await self.restore(release, restore, backup)
         # After the restore: Caddy finds its certificates instead of asking the CA again.
-        await self.configure_caddy(state.live_port)
+        await self.configure_caddy()
         await self.copy_mail_certificate()
         await self.deliver_secrets()
         await self.backup(release, label=f"before-{release}")

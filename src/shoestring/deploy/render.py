@@ -166,21 +166,16 @@ _UPSTREAM = "shoestring-app"  # placeholder the sites renderer writes; becomes `
 
 
 def caddyfile(
-    settings: Settings,
-    layout: Layout,
-    *,
-    live_port: int | None = None,
-    acme_ca_root: PurePosixPath | None = None,
+    settings: Settings, layout: Layout, *, acme_ca_root: PurePosixPath | None = None
 ) -> str:
     """Caddy's whole config: global options, then the project's site.
 
-    Both release ports are upstreams, always, the live release's first:
-    Caddy sends each request to the first one that its own health check
-    finds ready on /_ready, and retries the other when a connection is
-    refused. A deploy switches by loading this config with the new
-    release's port first through Caddy's admin API (graceful: requests in
-    flight finish); the old release takes requests only until Caddy has seen
-    the new one ready, and one that never gets ready never gets a request.
+    Both release ports are upstreams, always: Caddy sends each request to
+    the first one that its own health check finds ready on /_ready, and
+    retries the other when a connection is refused. A deploy therefore never
+    reloads Caddy: a new release takes traffic once Caddy sees it ready, the
+    old one stops after that, and open connections (websockets, HTTP/2) stay
+    up. A release that never gets ready never gets a request.
 
     With `domains`, Caddy obtains certificates for them and redirects HTTP to
     HTTPS on its own; without, it serves plain HTTP on `http_port`. Sites
@@ -208,8 +203,7 @@ def caddyfile(
         head, _, rest = site.partition("\n")
         site = f'{head}\n\theader Strict-Transport-Security "{HSTS}"\n{rest}'
     global_options = "\n".join(f"\t{option}" for option in options)
-    ports = sorted(deploy.ports, key=lambda port: port != live_port)  # the live one first
-    upstreams = " ".join(f"127.0.0.1:{port}" for port in ports)
+    upstreams = " ".join(f"127.0.0.1:{port}" for port in deploy.ports)
     snippet = f"""\
 (app) {{
 \treverse_proxy {upstreams} {{
