@@ -256,3 +256,23 @@ def test_an_app_that_fails_to_import_shows_its_own_line_not_shoestrings(tmp_path
     assert broken.exit_code == 2 and "SyntaxError" in broken.output
     assert "def broken(:" in broken.output and "shoestring/" not in broken.output.split("\n", 1)[1]
     assert len(broken.output.splitlines()) <= 8
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    undocumented = []
+
+    def walk(command: click.Command, path: list[str]) -> None:
+        if isinstance(command, click.Group):
+            context = click.Context(command)
+            for name in command.list_commands(context):
+                sub = command.get_command(context, name)
+                assert sub is not None
+                walk(sub, [*path, name])
+        undocumented.extend(
+            f"{' '.join(path)} {p.opts[0]}"
+            for p in command.params
+            if isinstance(p, click.Option) and not p.help
+        )
+
+    walk(main, ["shoestring"])
+    assert undocumented == []

@@ -88,3 +88,15 @@ def test_jobs_ls_works_for_an_app_without_jobs(tmp_path: Path) -> None:
     result = shoestring(tmp_path, "jobs", "ls")
     assert result.returncode == 0, result.stderr
     assert "no jobs" in result.stderr
+
+
+def test_the_table_shows_whole_ids_and_a_start_of_one_is_enough(project: Path) -> None:
+    job_id = dead_job(project)
+    table = shoestring(project, "jobs", "ls", env={"COLUMNS": "80"})
+    assert job_id in table.stdout  # whole, on an 80-column terminal, for the next command
+    retried = shoestring(project, "jobs", "retry", job_id[:8])
+    assert retried.returncode == 0 and f"job {job_id} queued again" in retried.stdout
+    cancelled = shoestring(project, "jobs", "cancel", job_id[:8])
+    assert cancelled.returncode == 0 and job_id in cancelled.stdout
+    unknown = shoestring(project, "jobs", "cancel", "ffff0000")
+    assert unknown.returncode == 1 and "no queued job ffff0000" in unknown.stderr

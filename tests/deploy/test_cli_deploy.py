@@ -25,12 +25,13 @@ def test_every_command_documents_itself(command: str) -> None:
     assert command in runner.invoke(main, ["--help"]).output
 
 
-@pytest.mark.parametrize("command", ["deploy", "status", "releases", "logs"])
+@pytest.mark.parametrize("command", ["deploy", "status", "releases", "logs", "destroy"])
 def test_without_a_host_the_error_says_what_to_set(command: str, tmp_path: Path) -> None:
     (tmp_path / "app.py").write_text("")
-    result = runner.invoke(main, [command, "--project", str(tmp_path)])
+    result = runner.invoke(main, [command, "--project", str(tmp_path)], input="demo\n")
     assert result.exit_code == 1
     assert "set `host` in [deploy]" in result.output
+    assert "connecting to" not in result.output and "Type the project name" not in result.output
 
 
 def test_an_unreachable_host_is_a_clear_error(tmp_path: Path) -> None:
@@ -48,6 +49,7 @@ def test_deploy_secrets_are_encrypted_and_apart_from_the_apps(
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     project = tmp_path / "proj"
     project.mkdir()
+    (project / "app.py").write_text("")
     result = runner.invoke(
         main, ["secrets", "set", "--deploy", "api-token", "--project", str(project)], input="v1"
     )

@@ -23,7 +23,7 @@ SHOESTRING = shutil.which("shoestring") or str(Path(sys.executable).with_name("s
 
 
 def run_cli(
-    project: Path, *args: str, stdin: str | None = None
+    project: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`shoestring ARGS --project PROJECT`, as a user types it."""
     return subprocess.run(
@@ -32,6 +32,7 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, **(env or {})},
     )
 
 

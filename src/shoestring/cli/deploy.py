@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from shoestring.app import App
-from shoestring.cli.project_app import project_option, run_with_app
+from shoestring.cli.project_app import any_directory_option, project_option, run_with_app
 from shoestring.config import Settings, load_settings
 from shoestring.deploy import backup as backups
 from shoestring.deploy.errors import BackupError, DeployError
@@ -186,7 +186,7 @@ def _write_backup(
 
 
 @click.command("restore")
-@project_option
+@any_directory_option
 @click.argument("backup", metavar="BACKUP")
 @click.option("--force", is_flag=True, help="Replace a data directory that holds data.")
 @click.option(
@@ -458,6 +458,7 @@ def destroy_command(project_dir: Path, no_backup: bool) -> None:
     """
     settings = load_settings(project_dir)
     project = _project_name(settings, project_dir)
+    Target.parse(settings.deploy.host)  # no host: nothing to ask about
     console.print(
         f"This deletes [bold]{project}[/] from {settings.deploy.host}: every release, "
         "the data (tables, objects, secrets) and its user."

@@ -13,7 +13,14 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from shoestring.app import App
-from shoestring.cli.project_app import project_option, run_with_app
+from shoestring.cli.project_app import (
+    clipped,
+    full_id,
+    id_column,
+    project_option,
+    require_project,
+    run_with_app,
+)
 from shoestring.jobs import JobNotFound, store
 
 
@@ -35,7 +42,10 @@ def jobs_group() -> None:
     type=click.Choice([*store.STATES, "failed"]),
     help="Only jobs in this state (`failed` is another name for `dead`).",
 )
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
+@click.option(
+    "--limit", default=50, show_default=True, type=click.IntRange(1, 10000),
+    help="List at most this many jobs.",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per job instead of a table.")
 def jobs_ls(project_dir: Path, state: str | None, limit: int, as_json: bool) -> None:
     """List recent jobs, newest first; `--state dead` shows what gave up, with its error."""
@@ -50,7 +60,11 @@ def jobs_ls(project_dir: Path, state: str | None, limit: int, as_json: bool) -> 
         for record in records:
             click.echo(json.dumps(dataclasses.asdict(record)))
         return
-    table = RichTable("id", "job", "state", "attempts", "run at", "last error")
+    table = RichTable()
+    id_column(table)
+    for column in ("job", "state", "attempts", "run at"):
+        table.add_column(column)
+    table.add_column("last error", overflow="fold")
     for record in records:
         table.add_row(
             record.id,
@@ -58,7 +72,7 @@ def jobs_ls(project_dir: Path, state: str | None, limit: int, as_json: bool) -> 
             record.state,
             f"{record.attempts}/{record.max_attempts}",
             _when(record.run_at),
-            (record.last_error or "")[:80],
+            clipped(record.last_error, 200),
         )
     Console().print(table)
     if not records:
@@ -71,12 +85,13 @@ def jobs_ls(project_dir: Path, state: str | None, limit: int, as_json: bool) -> 
 def jobs_retry(project_dir: Path, job_id: str) -> None:
     """Queue a dead or cancelled job again, with its attempts reset."""
 
-    async def action(app: App) -> None:
-        if not await store.retry(app.db.database, job_id):
+    async def action(app: App) -> str:
+        found = await full_id(app.db.database, "shoestring_jobs", job_id)
+        if not await store.retry(app.db.database, found):
             raise JobNotFound(f"no dead or cancelled job {job_id}; see `shoestring jobs ls`")
+        return found
 
-    run_with_app(project_dir, action)
-    click.echo(f"job {job_id} queued again")
+    click.echo(f"job {run_with_app(project_dir, action)} queued again")
 
 
 @jobs_group.command("cancel")
@@ -85,21 +100,25 @@ def jobs_retry(project_dir: Path, job_id: str) -> None:
 def jobs_cancel(project_dir: Path, job_id: str) -> None:
     """Cancel a queued job (one already running finishes its attempt)."""
 
-    async def action(app: App) -> None:
-        if not await store.cancel(app.db.database, job_id):
+    async def action(app: App) -> str:
+        found = await full_id(app.db.database, "shoestring_jobs", job_id)
+        if not await store.cancel(app.db.database, found):
             raise JobNotFound(f"no queued job {job_id}; see `shoestring jobs ls --state queued`")
+        return found
 
-    run_with_app(project_dir, action)
-    click.echo(f"job {job_id} cancelled")
+    click.echo(f"job {run_with_app(project_dir, action)} cancelled")
 
 
 @click.group("schedules", invoke_without_command=True)
-@project_option
+@click.option(
+    "--project", "project_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The project directory, for `schedules` alone [default: .].",
+)  # fmt: skip
 @click.pass_context
-def schedules_group(ctx: click.Context, project_dir: Path) -> None:
+def schedules_group(ctx: click.Context, project_dir: Path | None) -> None:
     """The app's schedules; alone, the same as `schedules ls`."""
     if ctx.invoked_subcommand is None:
-        ctx.invoke(schedules_ls, project_dir=project_dir)
+        ctx.invoke(schedules_ls, project_dir=require_project(project_dir or Path(".")))
 
 
 @schedules_group.command("ls")

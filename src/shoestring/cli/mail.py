@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from shoestring.app import App
-from shoestring.cli.project_app import project_option, run_with_app
+from shoestring.cli.project_app import clipped, full_id, id_column, project_option, run_with_app
 from shoestring.config import load_settings
 from shoestring.errors import ShoestringError
 from shoestring.mail import OutboxEntry
@@ -32,7 +32,10 @@ def mail_group() -> None:
 
 @mail_group.command("ls")
 @project_option
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--limit", default=20, show_default=True, type=click.IntRange(1, 1000),
+    help="List at most this many messages.",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
 def mail_ls(project_dir: Path, limit: int, as_json: bool) -> None:
     """List recent messages, newest first, with their delivery state."""
@@ -47,11 +50,15 @@ def mail_ls(project_dir: Path, limit: int, as_json: bool) -> None:
             record.pop("message")
             click.echo(json.dumps(record))
         return
-    table = RichTable("id", "to", "subject", "state", "tries", "created (UTC)", "error")
+    table = RichTable()
+    id_column(table)
+    for column in ("to", "subject", "state", "tries", "created (UTC)"):
+        table.add_column(column)
+    table.add_column("error", overflow="fold")
     for entry in entries:
         table.add_row(
             entry.id, ", ".join(entry.recipients) or "(forgotten)", entry.subject or "",
-            entry.state, str(entry.attempts), _when(entry.created_at), (entry.last_error or "")[:60],
+            entry.state, str(entry.attempts), _when(entry.created_at), clipped(entry.last_error, 200),
         )  # fmt: skip
     Console().print(table)
 
@@ -63,7 +70,8 @@ def mail_show(project_dir: Path, message_id: str) -> None:
     """Print one message as it was (or will be) sent, headers and MIME body."""
 
     async def action(app: App) -> list[OutboxEntry]:
-        return await app.mail.entries(1, message_id=message_id)
+        found = await full_id(app.db.database, "shoestring_outbox", message_id)
+        return await app.mail.entries(1, message_id=found)
 
     entries = run_with_app(project_dir, action)
     if not entries:
@@ -120,7 +128,7 @@ def mail_dns(project_dir: Path, domain: str, selector: str | None, mx_host: str 
 
 @mail_group.command("check")
 @project_option
-@click.option("--domain", required=True)
+@click.option("--domain", required=True, help="The domain whose records to look up.")
 @click.option("--selector", default=None, help="DKIM selector [default: mail.dkim_selector].")
 def mail_check(project_dir: Path, domain: str, selector: str | None) -> None:
     """Compare what DNS publishes for DOMAIN now with what it should.

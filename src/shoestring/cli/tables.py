@@ -105,7 +105,10 @@ def tables_put(project_dir: Path, table: str, item: str, if_not_exists: bool) ->
 @tables_group.command("scan")
 @project_option
 @click.argument("table")
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--limit", default=100, show_default=True, type=click.IntRange(1, 1000),
+    help="Print at most this many items.",
+)  # fmt: skip
 @click.option(
     "--where", multiple=True, metavar="FIELD=JSON", help="Only items whose FIELD equals the value."
 )

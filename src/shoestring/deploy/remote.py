@@ -38,7 +38,7 @@ from shoestring.config import Settings
 from shoestring.deploy import package, render
 from shoestring.deploy.backup import Manifest, add_caddy_storage, read_manifest
 from shoestring.deploy.errors import DeployError, HealthCheckFailed
-from shoestring.deploy.layout import CADDY_STORAGE, CADDY_USER, Layout
+from shoestring.deploy.layout import CADDY_STORAGE, CADDY_USER, Layout, Target
 from shoestring.deploy.ssh import Host, connect
 from shoestring.deploy.vault import DeploySecrets
 
@@ -551,6 +551,7 @@ async def deployment(
     settings: Settings, project_dir: Path, project: str, report: Reporter
 ) -> AsyncIterator[Deployment]:
     """An SSH connection to the host, as the Deployment of `project` (see Deployment)."""
+    Target.parse(settings.deploy.host)  # no host: say so before any step shows
     async with contextlib.AsyncExitStack() as stack:
         with report.step(f"connecting to {settings.deploy.host}"):
             host = await stack.enter_async_context(
