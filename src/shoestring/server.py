@@ -42,6 +42,7 @@ from shoestring.errors import ShoestringError
 from shoestring.http.request_log import InFlight
 from shoestring.loader import load_app
 from shoestring.logs import configure_logging
+from shoestring.running import mark_running
 
 log = logging.getLogger("shoestring.server")
 
@@ -162,6 +163,7 @@ def prepare(project_dir: Path, overrides: Overrides) -> tuple[Settings, App]:
 def run_project(project_dir: Path, overrides: Overrides = Overrides()) -> int:
     """Serve the project in `project_dir` until a signal asks it to stop."""
     settings, app = prepare(project_dir, overrides)
+    running = mark_running(settings.data_dir)  # noqa: F841 - held open until the process ends
     if "web" not in overrides.roles:
         return run_headless(app, overrides.roles)
     sock = bind_socket(settings.server.host, settings.server.port)

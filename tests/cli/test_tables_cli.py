@@ -59,3 +59,16 @@ def test_put_refuses_bad_json_and_if_not_exists_conflicts(project: Path) -> None
     again = shoestring(project, "tables", "put", "notes", '{"id": "a"}', "--if-not-exists")
     assert again.returncode == 1
     assert "already exists" in again.stderr
+
+
+def test_put_from_stdin_says_which_line_is_wrong_and_stores_all_or_nothing(
+    project: Path,
+) -> None:
+    broken = shoestring(project, "tables", "put", "notes", stdin='{"id": "a"}\n{"id": "b",\n')
+    assert broken.returncode == 2 and "line 2: not JSON" in broken.stderr, broken.stderr
+    keyless = shoestring(project, "tables", "put", "notes", stdin='{"id": "a"}\n{"x": 1}\n')
+    assert keyless.returncode == 1
+    assert "item 2" in keyless.stderr and "nothing was stored" in keyless.stderr
+    assert shoestring(project, "tables", "scan", "notes").stdout == ""  # not even item 1
+    empty = shoestring(project, "tables", "put", "notes", stdin="")
+    assert empty.returncode == 2 and "no item given" in empty.stderr

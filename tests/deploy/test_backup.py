@@ -24,6 +24,7 @@ from shoestring.deploy.backup import (
 )
 from shoestring.deploy.errors import BackupError, RestoreRefused
 from tests.deploy.conftest import ITEMS, OBJECTS, contents
+from tests.e2e.conftest import Server
 
 
 def test_everything_comes_back(filled: Path, tmp_path: Path) -> None:
@@ -116,6 +117,26 @@ def test_the_cli_backs_up_and_restores(filled: Path, tmp_path: Path) -> None:
     result = runner.invoke(main, ["restore", "--project", str(project), str(archive), "--force"])
     assert result.exit_code == 0, result.output
     assert "restored" in result.output
+
+
+def test_a_restore_waits_for_the_app_to_stop_and_a_killed_one_leaves_no_mark(
+    filled: Path, tmp_path: Path
+) -> None:
+    project = filled.parent
+    (project / "app.py").write_text("from shoestring import App\n\napp = App('backuptest')\n")
+    archive = tmp_path / "b.tar.gz"
+    create_backup(filled, archive, project="backuptest")
+    restore = ["restore", "--project", str(project), str(archive), "--force"]
+    server = Server(project)
+    try:
+        server.wait_ready()
+        refused = CliRunner().invoke(main, restore)
+        assert refused.exit_code == 1 and "the app is running" in refused.output
+        assert list(project.glob("data.before-restore-*")) == []  # nothing moved
+    finally:
+        server.kill()  # SIGKILL: the kernel drops the lock with the process
+    restored = CliRunner().invoke(main, restore)
+    assert restored.exit_code == 0, restored.output
 
 
 @pytest.mark.parametrize("name", ["data/../../evil", "/etc/evil", "elsewhere/x", "data/link"])

@@ -202,7 +202,8 @@ def restore_command(
 
     BACKUP is a file or s3://BUCKET/KEY. Every file is checked against the
     backup's manifest before anything changes; the swap is a rename, so the
-    data directory is never half restored. Stop the app first. A data
+    data directory is never half restored. Stop the app first: the restore
+    refuses while `shoestring run` or `dev` runs on the project. A data
     directory that holds data is only replaced with --force, and is then
     kept beside it (the command says where).
     """

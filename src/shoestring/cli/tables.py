@@ -20,7 +20,7 @@ from rich.table import Table as RichTable
 from shoestring.app import App
 from shoestring.cli.project_app import load_project, project_option, run_with_app
 from shoestring.errors import ShoestringError
-from shoestring.tables import codec
+from shoestring.tables import TableError, codec
 
 
 def _parse_key(text: str) -> Any:
@@ -86,20 +86,45 @@ def tables_get(project_dir: Path, table: str, key: str, sort_key: str | None) ->
 @click.argument("item", default="-")
 @click.option("--if-not-exists", is_flag=True, help="Fail if an item with the key exists.")
 def tables_put(project_dir: Path, table: str, item: str, if_not_exists: bool) -> None:
-    """Store ITEM (a JSON object, or `-` for one per line on stdin) in TABLE."""
+    """Store ITEM (a JSON object, or `-` for one per line on stdin) in TABLE.
+
+    Every item is checked first and all are stored in one transaction: all or none.
+
+    \b
+    Examples:
+      shoestring tables put notes '{"id": "n1", "text": "milk"}'
+      shoestring tables scan notes > notes.jsonl && shoestring tables put notes - < notes.jsonl
+    """
+    if item == "-" and sys.stdin.isatty():
+        click.echo("reading items from stdin, one JSON object per line; end with Ctrl-D", err=True)
     lines = sys.stdin.read().splitlines() if item == "-" else [item]
-    try:
-        items = [codec.loads(line) for line in lines if line.strip()]
-    except (ValueError, AssertionError):
-        raise click.BadParameter("items must be JSON objects, one per line") from None
+    items = [_item(line, number) for number, line in enumerate(lines, 1) if line.strip()]
+    if not items:
+        raise click.BadParameter("no item given: a JSON object, or one per line on stdin")
 
     async def action(app: App) -> None:
         target = app.tables[table]
-        for one in items:
-            await target.put(one, if_not_exists=if_not_exists)
+        async with app.tables.transaction():
+            for number, one in items:
+                try:
+                    await target.put(one, if_not_exists=if_not_exists)
+                except TableError as exc:
+                    where = f"item {number}: " if len(items) > 1 else ""
+                    raise TableError(f"{where}{exc}; nothing was stored") from None
 
     run_with_app(project_dir, action)
     click.echo(f"stored {len(items)} item(s) in {table}", err=True)
+
+
+def _item(line: str, number: int) -> tuple[int, dict[str, Any]]:
+    """Line `number` as an item, or a usage error saying where it is not one."""
+    try:
+        return number, codec.loads(line)
+    except json.JSONDecodeError as exc:
+        problem = f"not JSON ({exc.msg} at column {exc.colno})"
+    except (ValueError, AssertionError):
+        problem = "not a JSON object"
+    raise click.BadParameter(f"line {number}: {problem}: items are JSON objects, one per line")
 
 
 @tables_group.command("scan")

@@ -47,6 +47,7 @@ from typing import IO, Literal
 
 from shoestring import __version__
 from shoestring.deploy.errors import BackupError, RestoreRefused
+from shoestring.running import is_running
 
 FORMAT = 2
 """Format 2 added caddy/. A backup without Caddy's storage is written as
@@ -349,6 +350,11 @@ def restore_backup(
     With `caddy_storage`, a backup holding Caddy's storage replaces that
     directory too (stop Caddy first); a backup without leaves it as it is.
     """
+    if is_running(data_dir):
+        raise RestoreRefused(
+            f"the app is running on {data_dir} (`shoestring run` or `dev`): stop it first. "
+            "A restore replaces the files it has open; what it wrote after would be lost"
+        )
     if not force and not is_empty(data_dir):
         raise RestoreRefused(
             f"{data_dir} already holds data; restoring would replace it. Run "
