@@ -276,3 +276,8 @@ def test_every_option_of_every_command_says_what_it_does() -> None:
 
     walk(main, ["shoestring"])
     assert undocumented == []
+
+
+def test_a_mistyped_command_gets_a_suggestion() -> None:
+    result = runner.invoke(main, ["tabels", "ls"])
+    assert result.exit_code == 2 and "Did you mean 'tables'?" in result.output

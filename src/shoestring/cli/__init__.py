@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 import traceback
@@ -60,7 +61,11 @@ class ShoestringGroup(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
-            return None
+            if ctx.resilient_parsing:
+                return None
+            close = difflib.get_close_matches(name, COMMANDS, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else " See `shoestring --help`."
+            raise click.UsageError(f"No such command '{name}'.{hint}", ctx)
         module, attribute = COMMANDS[name].split(":")
         command: click.Command = getattr(
             importlib.import_module(f"shoestring.cli.{module}"), attribute

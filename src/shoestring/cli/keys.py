@@ -16,6 +16,9 @@ from rich.table import Table as RichTable
 from shoestring.app import App
 from shoestring.cli.project_app import load_project, project_option
 from shoestring.errors import ShoestringError
+from shoestring.storage.credentials import NewKey
+from shoestring.storage.errors import InvalidBucketName
+from shoestring.storage.keys import check_bucket_name
 
 T = TypeVar("T")
 
@@ -71,21 +74,31 @@ def keys_create(
     """
     if not (read or write):
         read = write = True
-    created = run_with_storage(
-        project_dir, lambda app: app.storage.keys.create(buckets or ("*",), read=read, write=write)
-    )
+    for bucket in buckets:
+        try:
+            check_bucket_name(bucket)
+        except InvalidBucketName as exc:
+            raise click.BadParameter(str(exc), param_hint="--bucket") from None
+
+    async def create(app: App) -> tuple[NewKey, str]:
+        created = await app.storage.keys.create(buckets or ("*",), read=read, write=write)
+        return created, app.storage.public_url()
+
+    created, endpoint = run_with_storage(project_dir, create)
     if as_json:
         click.echo(
             json.dumps(
                 {
                     "access_key_id": created.key.access_key_id,
                     "secret_access_key": created.secret_access_key,
+                    "endpoint_url": endpoint,
                 }
             )
         )
         return
     click.echo(f"access key id:     {created.key.access_key_id}")
     click.echo(f"secret access key: {created.secret_access_key}")
+    click.echo(f"endpoint url:      {endpoint}")
     click.echo("Store the secret now: it is kept encrypted and cannot be shown again.", err=True)
 
 
