@@ -21,3 +21,33 @@ def test_a_hostile_incoming_request_id_is_replaced(client: TestClient, hostile: 
     response = client.get("/_health", headers={"X-Request-ID": hostile.encode("utf-8")})  # type: ignore[dict-item]
     assert response.headers["x-request-id"] != hostile
     assert len(response.headers["x-request-id"]) == 16
+
+
+def test_a_client_gone_before_its_body_is_no_server_error(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    from shoestring import App, Request
+
+    app = client.app
+    assert isinstance(app, App)
+
+    @app.route("/upload", methods=["POST"])
+    async def upload(request: Request) -> dict[str, int]:
+        return {"size": len(await request.body())}
+
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}  # the client closed the connection
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "method": "POST", "path": "/upload", "raw_path": b"/upload",
+        "query_string": b"", "headers": [(b"content-length", b"5")], "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 8000), "scheme": "http", "http_version": "1.1", "root_path": "",
+    }  # fmt: skip
+    client.portal.call(app, scope, receive, send)  # type: ignore[union-attr, arg-type]
+    assert sent == []  # nobody to answer
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

@@ -21,6 +21,7 @@ import random
 import re
 import time
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shoestring.http.errors import INTERNAL_ERROR_MESSAGE, error_response, http_error_response
@@ -32,6 +33,7 @@ REQUEST_ID_HEADER = b"x-request-id"
 PROBE_PATHS = frozenset({"/_health", "/_ready"})
 SHUTDOWN_MESSAGE = "The server stopped before this request finished; send it again."
 GOING_AWAY = "The server is restarting; connect again."
+CLIENT_CLOSED = 499  # in the access log: the client closed the connection first (nginx's code)
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -115,6 +117,10 @@ class RequestLogMiddleware:
         tasks.add(task)  # type: ignore[arg-type]  # a request always runs in a task
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client went away before its body arrived: nobody to answer, nothing
+            # wrong on our side. Logged as nginx does, 499.
+            status = status or CLIENT_CLOSED
         except Exception as exc:
             response = None if status else http_error_response(exc, scope)
             if response is None:
