@@ -139,6 +139,11 @@ class InboundSettings(Section):
         description="Largest message in bytes, refused at MAIL SIZE= and at DATA.",
     )
     max_recipients: int = Field(50, ge=1, le=1000, description="Recipients one message may have.")
+    unknown_recipients_per_hour: int = Field(
+        30,
+        ge=1,
+        description="Recipients one address may name that do not exist here (550 5.1.1) in an hour; past it, every recipient it names gets 450 4.7.1 until the hour ends, so nobody can try out which addresses exist.",
+    )
     max_connections_per_ip: int = Field(
         10, ge=1, description="Open SMTP connections one client address may hold."
     )

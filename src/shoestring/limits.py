@@ -99,3 +99,18 @@ class RateLimits:
             )
         if int(row[0]) > limit:
             raise RateLimited(name, window_start + per - now)
+
+    async def check(self, name: str, key: str, *, limit: int, per: float) -> None:
+        """RateLimited if `key` has had `limit` events or more in this window; counts none."""
+        now = time.time()
+        window_start = now - now % per
+        digest = self._app.secrets.keyed_hash("rate-limits", name, key)[:40]
+        # On the writer: hits are counted without waiting for their commit (see `hit`),
+        # and only the writer's connection sees them before it.
+        rows = await self._app.db.database.write_returning(
+            "SELECT hits FROM shoestring_rate_limits WHERE key = ? AND window_start = ?",
+            [digest, window_start],
+            durable=False,
+        )
+        if rows and int(rows[0][0]) >= limit:
+            raise RateLimited(name, window_start + per - now)

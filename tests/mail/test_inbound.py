@@ -200,3 +200,17 @@ async def test_a_screen_refuses_at_data_with_its_reason_on_one_line(
         await room.until_received(1)
     assert seen[0].id == "" and seen[0].recipient == f"notes@{DOMAIN}"
     assert seen[0].authentication["spf"]  # checked before the screen ran
+
+
+async def test_an_address_trying_out_recipients_learns_nothing_more(
+    database_url: str, tmp_path: Path, default_dns: LoopbackDNS
+) -> None:
+    async with open_mailroom(database_url, tmp_path, unknown_recipients_per_hour=3) as room:
+        probes = [f"RCPT TO:<gone{n}@{DOMAIN}>" for n in range(3)]
+        replies = await asyncio.to_thread(converse, room.port, probes)
+        assert [r[:9] for r in replies[-3:]] == ["550 5.1.1"] * 3
+        # From the same address, on a new connection: even a real mailbox says nothing.
+        later = await asyncio.to_thread(
+            converse, room.port, [f"RCPT TO:<notes@{DOMAIN}>", f"RCPT TO:<gone9@{DOMAIN}>"]
+        )
+        assert [r[:9] for r in later[-2:]] == ["450 4.7.1"] * 2

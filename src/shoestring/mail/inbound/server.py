@@ -29,7 +29,7 @@ from shoestring.mail.inbound.addresses import Refused
 # aiosmtpd logs peers at INFO and message lines at DEBUG: never ours to keep.
 logging.getLogger("mail.log").setLevel(logging.WARNING)
 
-Accept = Callable[[str], Awaitable[str]]  # recipient -> normalized, or raises Refused
+Accept = Callable[[str, str], Awaitable[str]]  # (recipient, client ip) -> normalized, or Refused
 # (mail_from, recipients, raw, client ip, helo) -> the 250 reply, or raises Refused
 Receive = Callable[[str, list[str], bytes, str, str], Awaitable[str]]
 
@@ -139,7 +139,8 @@ class Handler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         try:
-            recipient = await self._accept(address)
+            peer = session.peer[0] if isinstance(session.peer, tuple) else ""
+            recipient = await self._accept(address, peer)
         except Refused as refused:
             return refused.reply
         except Exception:

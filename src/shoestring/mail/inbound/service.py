@@ -15,6 +15,7 @@ address matching the pattern does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import functools
 import logging
@@ -29,6 +30,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from shoestring.errors import ConfigError
+from shoestring.limits import RateLimited
 from shoestring.mail import headers
 from shoestring.mail.inbound import spool
 from shoestring.mail.inbound.addresses import Refused, our_recipient
@@ -63,6 +65,10 @@ class _Route:
     handler: MailHandler
     accept: AcceptCheck | None
     screen: Screen | None = None
+
+
+UNKNOWN_RECIPIENTS = "smtp-unknown-recipients"
+TOO_MANY_UNKNOWN = "450 4.7.1 Too many unknown recipients from your address; try again later"
 
 
 class Inbound:
@@ -104,19 +110,32 @@ class Inbound:
 
     # -- the SMTP conversation -------------------------------------------------
 
-    async def accept(self, address: str) -> str:
-        """RCPT: the normalized recipient, or Refused with the reply to give."""
+    async def accept(self, address: str, ip: str = "") -> str:
+        """RCPT: the normalized recipient, or Refused with the reply to give.
+
+        An address `ip` that named too many unknown recipients this hour
+        (`unknown_recipients_per_hour`) gets 450 for every recipient, known
+        or not: whoever tries out addresses learns nothing more.
+        """
         recipient = our_recipient(address, self.settings.domains)
+        probes = {"limit": self.settings.unknown_recipients_per_hour, "per": 3600}
+        if ip:
+            try:
+                await self._app.limits.check(UNKNOWN_RECIPIENTS, ip, **probes)
+            except RateLimited:
+                raise Refused(TOO_MANY_UNKNOWN) from None
         route = self.route(recipient)
-        if route is None:
-            raise Refused("550 5.1.1 No such mailbox here")
-        if route.accept is not None:
+        exists = route is not None
+        if route is not None and route.accept is not None:
             try:
                 exists = await route.accept(recipient)
             except MailboxFull:
                 raise Refused("452 4.2.2 Mailbox full; try again later") from None
-            if not exists:
-                raise Refused("550 5.1.1 No such mailbox here")
+        if not exists:
+            if ip:
+                with contextlib.suppress(RateLimited):  # counted; refused from the next one on
+                    await self._app.limits.hit(UNKNOWN_RECIPIENTS, ip, **probes)
+            raise Refused("550 5.1.1 No such mailbox here")
         return recipient
 
     async def receive(
