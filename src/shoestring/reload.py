@@ -48,7 +48,7 @@ def run_dev(project_dir: Path, overrides: Overrides) -> int:
     bind_socket(settings.server.host, settings.server.port).close()
     watch_filter = ProjectFilter(settings.data_dir)
 
-    def report(changes: set[tuple[watchfiles.Change, str]]) -> None:
+    def announce(changes: set[tuple[watchfiles.Change, str]]) -> None:
         names = sorted({Path(path).name for _, path in changes})
         log.warning("reloading: %s changed", ", ".join(names[:5]))
 
@@ -57,6 +57,6 @@ def run_dev(project_dir: Path, overrides: Overrides) -> int:
         target=_serve_once,
         args=(project_dir, overrides),
         watch_filter=watch_filter,
-        callback=report,
+        callback=announce,
     )
     return 0
