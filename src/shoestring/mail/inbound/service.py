@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ class _Route:
 
 
 UNKNOWN_RECIPIENTS = "smtp-unknown-recipients"
+MAX_REMEMBERED = 10_000
 TOO_MANY_UNKNOWN = "450 4.7.1 Too many unknown recipients from your address; try again later"
 
 
@@ -82,6 +84,7 @@ class Inbound:
         self._routes: list[_Route] = []
         self._server: asyncio.Server | None = None
         self._checks: ThreadPoolExecutor | None = None
+        self._guessing: dict[str, float] = {}  # client ip -> when it last named an unknown one
         mail = app.settings.mail  # a handler that fails is retried as deliveries are
         self._process = app.job(
             name=PROCESS_JOB, retries=mail.retries, backoff=mail.retry_backoff, timeout=300
@@ -119,7 +122,9 @@ class Inbound:
         """
         recipient = our_recipient(address, self.settings.domains)
         probes = {"limit": self.settings.unknown_recipients_per_hour, "per": 3600}
-        if ip:
+        # Only addresses that named an unknown recipient lately are looked up:
+        # the others (nearly all mail) cost no query.
+        if ip and time.monotonic() - self._guessing.get(ip, -3600.0) < 3600:
             try:
                 await self._app.limits.check(UNKNOWN_RECIPIENTS, ip, **probes)
             except RateLimited:
@@ -133,10 +138,17 @@ class Inbound:
                 raise Refused("452 4.2.2 Mailbox full; try again later") from None
         if not exists:
             if ip:
+                self._remember_guess(ip)
                 with contextlib.suppress(RateLimited):  # counted; refused from the next one on
                     await self._app.limits.hit(UNKNOWN_RECIPIENTS, ip, **probes)
             raise Refused("550 5.1.1 No such mailbox here")
         return recipient
+
+    def _remember_guess(self, ip: str) -> None:
+        now = time.monotonic()
+        if len(self._guessing) >= MAX_REMEMBERED:  # many addresses: forget the ones past the hour
+            self._guessing = {k: t for k, t in self._guessing.items() if now - t < 3600}
+        self._guessing[ip] = now
 
     async def receive(
         self, mail_from: str, recipients: list[str], raw: bytes, ip: str = "", helo: str = ""
