@@ -133,6 +133,10 @@ class InboundSettings(Section):
         default_factory=list,
         description="Domains it accepts mail for; every other recipient is refused (never an open relay).",
     )
+    postmaster: str = Field(
+        "",
+        description="Where mail to postmaster@ each of `domains` goes, before any handler pattern (RFC 5321 §4.5.1 requires every mail domain to accept it): an address at another domain, which gets it as an attachment. Empty: a handler pattern may take it, else it is refused.",
+    )
     max_message_size: int = Field(
         25 * 1024 * 1024,
         ge=1024,

@@ -77,8 +77,9 @@ async def mailroom(
 
 @contextlib.asynccontextmanager
 async def open_mailroom(
-    database_url: str, tmp_path: Path, screen: Any = None, **inbound_settings: Any
-) -> AsyncIterator[Mailroom]:
+    database_url: str, tmp_path: Path, screen: Any = None, pattern: str = f"*@{DOMAIN}",
+    **inbound_settings: Any,
+) -> AsyncIterator[Mailroom]:  # fmt: skip
     port = free_port()
     inbound = InboundSettings(
         enabled=True, port=port, domains=[DOMAIN], hostname="mx.in.example",
@@ -98,7 +99,7 @@ async def open_mailroom(
             raise RuntimeError("the alias table is unreachable")
         return not address.startswith("gone")
 
-    @app.on_mail(f"*@{DOMAIN}", accept=exists, screen=screen)
+    @app.on_mail(pattern, accept=exists, screen=screen)
     async def handle(message: InboundMessage) -> None:
         if room.failures_left:
             room.failures_left -= 1

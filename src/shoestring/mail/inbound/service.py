@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -37,6 +38,7 @@ from shoestring.mail.inbound import spool
 from shoestring.mail.inbound.addresses import Refused, our_recipient
 from shoestring.mail.inbound.auth import Unreadable, authenticate, unavailable, use_nameservers
 from shoestring.mail.inbound.message import InboundMessage
+from shoestring.mail.inbound.rewrite import may_deliver_to
 from shoestring.mail.inbound.server import TRY_LATER, Handler, InboundSMTP, Limits
 from shoestring.services import Health
 
@@ -68,6 +70,10 @@ class _Route:
     screen: Screen | None = None
 
 
+def _is_postmaster(address: str) -> bool:
+    return address.rpartition("@")[0].lower() == "postmaster"
+
+
 UNKNOWN_RECIPIENTS = "smtp-unknown-recipients"
 MAX_REMEMBERED = 10_000
 TOO_MANY_UNKNOWN = "450 4.7.1 Too many unknown recipients from your address; try again later"
@@ -81,10 +87,12 @@ class Inbound:
     def __init__(self, app: App) -> None:
         self._app = app
         app.db.add_migrations(spool.MIGRATIONS)
+        app.mail  # noqa: B018 - mail for postmaster@ is passed on through the outbox
         self._routes: list[_Route] = []
         self._server: asyncio.Server | None = None
         self._checks: ThreadPoolExecutor | None = None
         self._guessing: dict[str, float] = {}  # client ip -> when it last named an unknown one
+        self._postmaster = _Route("postmaster@*", self._to_postmaster, None, None)
         mail = app.settings.mail  # a handler that fails is retried as deliveries are
         self._process = app.job(
             name=PROCESS_JOB, retries=mail.retries, backoff=mail.retry_backoff, timeout=300
@@ -107,9 +115,28 @@ class Inbound:
         return decorator
 
     def route(self, recipient: str) -> _Route | None:
+        if self.settings.postmaster and _is_postmaster(recipient):
+            return self._postmaster  # before the app's patterns: `*@domain` would take it
         return next(
             (r for r in self._routes if fnmatch.fnmatchcase(recipient.lower(), r.pattern)), None
         )
+
+    def _routes_postmaster(self, domain: str) -> bool:
+        return any(fnmatch.fnmatchcase(f"postmaster@{domain}", r.pattern) for r in self._routes)
+
+    async def _to_postmaster(self, message: InboundMessage) -> None:
+        """Pass mail for postmaster@ on to `mail.inbound.postmaster`, whole, as an attachment."""
+        domain = message.recipient.rpartition("@")[2]
+        cover = EmailMessage()
+        cover["From"] = f"postmaster@{domain}"
+        cover["To"] = self.settings.postmaster
+        cover["Subject"] = f"To {message.recipient}: {message.subject}"[:200]
+        cover.set_content(
+            f"This message came for {message.recipient}; it is attached as it arrived, with "
+            "the results of our SPF, DKIM and DMARC checks at the top.\n"
+        )
+        cover.add_attachment(message.parsed)
+        await self._app.mail.send_message(cover, to=[self.settings.postmaster])
 
     # -- the SMTP conversation -------------------------------------------------
 
@@ -273,6 +300,18 @@ class Inbound:
         if not settings.domains:
             raise ConfigError(
                 "the mail settings", ["mail.inbound.enabled needs mail.inbound.domains"]
+            )
+        if settings.postmaster and not may_deliver_to(settings.postmaster, set(settings.domains)):
+            raise ConfigError(
+                "the mail settings",
+                ["mail.inbound.postmaster must be an address at another domain (a loop else)"],
+            )
+        if not settings.postmaster and not any(
+            self._routes_postmaster(d) for d in settings.domains
+        ):
+            log.warning(
+                "mail to postmaster@ is refused: set mail.inbound.postmaster (RFC 5321 §4.5.1 "
+                "asks every mail domain to take it)"
             )
         certificate = Certificate(settings.tls_cert, settings.tls_key)
         certificate.check()
