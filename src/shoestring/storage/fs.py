@@ -92,11 +92,11 @@ SMALL_OBJECT = 256 * 1024
 ORPHAN_AGE = 3600.0
 
 _UPSERT_OBJECT = """
-    INSERT INTO objects (bucket, key, file, size, etag, mtime, meta, checksum)
-    SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM buckets WHERE name = ?)
+    INSERT INTO objects (bucket, key, file, size, etag, mtime, meta, checksum, parts)
+    SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM buckets WHERE name = ?)
     ON CONFLICT (bucket, key) DO UPDATE SET file = excluded.file, size = excluded.size,
         etag = excluded.etag, mtime = excluded.mtime, meta = excluded.meta,
-        checksum = excluded.checksum
+        checksum = excluded.checksum, parts = excluded.parts
     RETURNING 1"""
 
 
@@ -214,16 +214,19 @@ class FsBackend:
 
     async def _commit_object(
         self, bucket: str, key: str, file: str, digested: Digested, meta: ObjectMeta,
-        *extra: tuple[str, Sequence[Any]],
+        *extra: tuple[str, Sequence[Any]], parts: tuple[int, ...] | None = None,
     ) -> ObjectInfo:  # fmt: skip
-        """Make `file` the object at `key`, in one transaction with `extra` statements."""
+        """Make `file` the object at `key`, in one transaction with `extra` statements.
+
+        `parts`: the sizes of the parts of a multipart object, in order.
+        """
         mtime = time.time()
         encoded = key.encode("utf-8")
         size, etag, checksum = digested.size, digested.etag, digested.checksum
         old_sql = "SELECT file FROM objects WHERE bucket = ? AND key = ?"
         values = (
             bucket, encoded, file, size, etag, mtime, json.dumps(meta.to_json()),
-            checksum_to_text(checksum), bucket,
+            checksum_to_text(checksum), json.dumps(parts) if parts else None, bucket,
         )  # fmt: skip
         try:
             old, row, *_ = await self._write(
@@ -237,7 +240,7 @@ class FsBackend:
             raise NoSuchBucket(f"no bucket named {bucket!r}")
         if old is not None:
             self.files.discard(old[0])
-        return ObjectInfo(key, size, etag, when(mtime), meta, checksum)
+        return ObjectInfo(key, size, etag, when(mtime), meta, checksum, parts)
 
     # -- objects -----------------------------------------------------------
 
@@ -262,8 +265,8 @@ class FsBackend:
         recent = self._recent.get(row)
         if recent is not None:
             return row, recent[0], recent[1]
-        _, size, etag, mtime, meta, checksum = row
-        info = object_info(key.encode("utf-8"), size, etag, mtime, meta, checksum)
+        _, size, etag, mtime, meta, checksum, parts = row
+        info = object_info(key.encode("utf-8"), size, etag, mtime, meta, checksum, parts)
         self._recent.remember(row, info, None)
         return row, info, None
 
@@ -366,7 +369,9 @@ class FsBackend:
                     self.files.discard(linked)
                     raise
             digested = Digested(info.size, info.etag, checksum)
-            return await self._commit_object(bucket, key, linked, digested, meta or info.meta)
+            return await self._commit_object(
+                bucket, key, linked, digested, meta or info.meta, parts=info.parts
+            )
         raise NoSuchKey("the specified key does not exist")
 
     # -- multipart ---------------------------------------------------------
@@ -497,6 +502,7 @@ class FsBackend:
             bucket, key, file, Digested(size, etag, made), meta,
             ("DELETE FROM parts WHERE upload_id = ?", (upload_id,)),
             ("DELETE FROM uploads WHERE upload_id = ?", (upload_id,)),
+            parts=tuple(part.size for part in listed),
         )  # fmt: skip
         self.files.discard(*(part.file for part in stored.values()))
         return info

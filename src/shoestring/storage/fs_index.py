@@ -72,6 +72,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE uploads ADD COLUMN checksum_algorithm TEXT",
         "ALTER TABLE uploads ADD COLUMN checksum_type TEXT",
     ),
+    # 2: the sizes of a multipart object's parts (JSON), for GET ?partNumber=N.
+    ("ALTER TABLE objects ADD COLUMN parts TEXT",),
 )
 
 Row = tuple[Any, ...]
@@ -95,8 +97,9 @@ def when(epoch: float) -> datetime:
 
 
 def object_info(
-    key: bytes, size: int, etag: str, mtime: float, meta: str, checksum: str | None = None
-) -> ObjectInfo:
+    key: bytes, size: int, etag: str, mtime: float, meta: str, checksum: str | None = None,
+    parts: str | None = None,
+) -> ObjectInfo:  # fmt: skip
     return ObjectInfo(
         key=key.decode("utf-8"),
         size=size,
@@ -104,6 +107,7 @@ def object_info(
         last_modified=when(mtime),
         meta=ObjectMeta.from_json(json.loads(meta)),
         checksum=checksum_from_text(checksum),
+        parts=tuple(json.loads(parts)) if parts else None,
     )
 
 
@@ -302,9 +306,9 @@ class Index:
     # -- objects -----------------------------------------------------------
 
     def lookup(self, bucket: str, key: str) -> Row | None:
-        """(file, size, etag, mtime, meta, checksum) of the object, or None."""
+        """(file, size, etag, mtime, meta, checksum, parts) of the object, or None."""
         return self.read_one(
-            "SELECT file, size, etag, mtime, meta, checksum FROM objects "
+            "SELECT file, size, etag, mtime, meta, checksum, parts FROM objects "
             "WHERE bucket = ? AND key = ?",
             (bucket, key.encode("utf-8")),
         )

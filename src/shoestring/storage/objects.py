@@ -77,6 +77,8 @@ class ObjectInfo:
     # The checksum stored with the object, if it was uploaded with one. In listings its
     # value may be empty (an S3 service lists only algorithm and type): HEAD for it.
     checksum: Checksum | None = None
+    # The sizes of a multipart object's parts, in order, where the backend keeps them.
+    parts: tuple[int, ...] | None = None
 
     @property
     def content_type(self) -> str:

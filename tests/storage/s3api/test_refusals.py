@@ -92,22 +92,33 @@ def test_anonymous_gets_cannot_choose_the_response_headers(server: ServerThread,
     assert signed["ContentType"] == "text/plain"  # a caller with a key still may
 
 
-def test_part_numbers_serve_a_single_part_object_and_refuse_a_multipart_one(
-    s3: Any, bucket: str
+def test_part_numbers_serve_the_parts_of_an_object(
+    server: ServerThread, s3: Any, bucket: str
 ) -> None:
     whole = s3.get_object(Bucket=bucket, Key="k", PartNumber=1)
     assert whole["Body"].read() == b"precious"
     assert refused(s3.get_object, Bucket=bucket, Key="k", PartNumber=2)[1] == 416
     upload = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    bodies = [b"a" * 5 * MiB, b"b" * 5 * MiB, b"end"]
     etags = [
         s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload, PartNumber=n, Body=body)["ETag"]
-        for n, body in ((1, b"a" * 5 * MiB), (2, b"b"))
+        for n, body in enumerate(bodies, 1)
     ]
     s3.complete_multipart_upload(
         Bucket=bucket, Key="mp", UploadId=upload,
         MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]},
     )  # fmt: skip
-    # Never the whole object where one part was asked for: a client would write it twice.
+    for number, body in enumerate(bodies, 1):
+        got = s3.get_object(Bucket=bucket, Key="mp", PartNumber=number)
+        assert got["Body"].read() == body and got["PartsCount"] == 3
+        start = sum(len(b) for b in bodies[: number - 1])
+        assert got["ContentRange"] == f"bytes {start}-{start + len(body) - 1}/{10 * MiB + 3}"
+    assert s3.head_object(Bucket=bucket, Key="mp", PartNumber=2)["ContentLength"] == 5 * MiB
+    assert refused(s3.get_object, Bucket=bucket, Key="mp", PartNumber=4)[1] == 416
+    # One stored before part sizes were kept: never the whole object where a part was asked.
+    server.app.storage.backend.index.write(  # type: ignore[attr-defined]
+        [("UPDATE objects SET parts = NULL WHERE key = ?", (b"mp",))]
+    )
     assert refused(s3.get_object, Bucket=bucket, Key="mp", PartNumber=2) == ("NotImplemented", 501)
 
 

@@ -147,9 +147,9 @@ async def GetObject(api: S3Api, request: S3Request) -> Reply:
             "Request specific response headers cannot be used for anonymous GET requests.",
         )
     byte_range = parse_range(request.headers.get("range"))
-    part = request.query.get("partNumber")
+    part, parts_count = request.query.get("partNumber"), None
     if part is not None:
-        byte_range = await _whole_object_as_part(api, request, part, byte_range)
+        byte_range, parts_count = await _part_range(api, request, part, byte_range)
     stored = await bucket_of(api, request).get(key_of(request), range=byte_range)
     info = stored.info
     failed = check_conditions(request.headers, info)
@@ -162,6 +162,8 @@ async def GetObject(api: S3Api, request: S3Request) -> Reply:
         return reply
     reply = object_headers(info)
     reply.stream = stored.body
+    if parts_count is not None:
+        reply.header("x-amz-mp-parts-count", str(parts_count))
     if stored.range is not None:
         reply.status = 206
         reply.header("content-range", f"bytes {stored.range.start}-{stored.range.end}/{info.size}")
@@ -178,14 +180,15 @@ async def GetObject(api: S3Api, request: S3Request) -> Reply:
     return reply
 
 
-async def _whole_object_as_part(
+async def _part_range(
     api: S3Api, request: S3Request, part: str, byte_range: RangeRequest | None
-) -> RangeRequest | None:
-    """GET ?partNumber=N: an object uploaded in one piece is its own part 1 (as in S3).
+) -> tuple[RangeRequest | None, int | None]:
+    """GET ?partNumber=N: the bytes of part N and how many parts the object has.
 
-    The part boundaries of a multipart object are not kept, so asking for
-    one of its parts is refused, rather than answered with the whole object
-    (which a client fetching part by part would write once per part).
+    An object uploaded in one piece is its own part 1 (as in S3). Where the
+    backend does not know a multipart object's part sizes, asking for a part
+    is refused rather than answered with the whole object (which a client
+    fetching part by part would write once per part).
     """
     if not part.isdigit() or not 1 <= int(part) <= MAX_PARTS:
         raise S3Error("InvalidArgument", f"partNumber must be an integer from 1 to {MAX_PARTS}")
@@ -194,11 +197,17 @@ async def _whole_object_as_part(
             "InvalidRequest", "Cannot specify both Range header and partNumber query parameter"
         )
     info = await bucket_of(api, request).head(key_of(request))
+    number = int(part)
+    if info.parts is not None:
+        if number > len(info.parts):
+            raise S3Error("InvalidPartNumber", "the requested partnumber is not satisfiable")
+        start = sum(info.parts[: number - 1])
+        return RangeRequest(start, start + info.parts[number - 1] - 1), len(info.parts)
     if "-" in info.etag:
         raise not_implemented("GetObject of one part of a multipart object (partNumber)")
-    if int(part) != 1:
+    if number != 1:
         raise S3Error("InvalidPartNumber", "the requested partnumber is not satisfiable")
-    return RangeRequest(0, None) if info.size else None
+    return (RangeRequest(0, None) if info.size else None), None
 
 
 async def HeadObject(api: S3Api, request: S3Request) -> Reply:
