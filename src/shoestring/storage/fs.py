@@ -314,6 +314,8 @@ class FsBackend:
         self, bucket: str, *, prefix: str, delimiter: str, after: str, max_keys: int
     ) -> ListPage:
         self._require_bucket(bucket)
+        if max_keys == 0:
+            return ListPage([], [], False, None)  # as S3: nothing asked, nothing truncated
         raw_prefix = prefix.encode("utf-8")
         raw_after = after.encode("utf-8")
         end = prefix_end(raw_prefix) if raw_prefix else None

@@ -209,3 +209,9 @@ def test_unknown_path_under_prefix_never_500s(server: ServerThread) -> None:
         response = httpx.request(method, server.url + path)
         assert 400 <= response.status_code < 500, (method, path, response.status_code)
         assert response.content.startswith(b"<?xml")
+
+
+def test_a_listing_of_no_keys_is_not_truncated(s3: Any, bucket: str) -> None:
+    listed = s3.list_objects_v2(Bucket=bucket, MaxKeys=0)
+    assert listed["IsTruncated"] is False and listed["KeyCount"] == 0
+    assert "NextContinuationToken" not in listed
