@@ -67,6 +67,10 @@ class KeyTooLong(InvalidKey):
 class InvalidRange(StorageError):
     code = "InvalidRange"
 
+    def __init__(self, message: str, size: int | None = None) -> None:
+        super().__init__(message)
+        self.size = size  # the object's, for `Content-Range: bytes */size` (RFC 9110 §15.5.17)
+
 
 class EntityTooLarge(StorageError):
     code = "EntityTooLarge"

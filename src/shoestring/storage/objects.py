@@ -105,10 +105,10 @@ class RangeRequest:
 
         if self.first is None:
             if not self.last or size == 0:
-                raise InvalidRange("the requested range is not satisfiable")
+                raise InvalidRange("the requested range is not satisfiable", size)
             return ByteRange(max(0, size - self.last), size - 1)
         if self.first >= size:
-            raise InvalidRange("the requested range is not satisfiable")
+            raise InvalidRange("the requested range is not satisfiable", size)
         end = size - 1 if self.last is None else min(self.last, size - 1)
         return ByteRange(self.first, end)
 

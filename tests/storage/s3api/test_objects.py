@@ -215,3 +215,11 @@ def test_a_listing_of_no_keys_is_not_truncated(s3: Any, bucket: str) -> None:
     listed = s3.list_objects_v2(Bucket=bucket, MaxKeys=0)
     assert listed["IsTruncated"] is False and listed["KeyCount"] == 0
     assert "NextContinuationToken" not in listed
+
+
+def test_an_unsatisfiable_range_says_how_big_the_object_is(server: ServerThread, s3: Any) -> None:
+    s3.create_bucket(Bucket="open", ACL="public-read")
+    s3.put_object(Bucket="open", Key="five", Body=b"12345")
+    answer = httpx.get(server.url + "/_s3/open/five", headers={"Range": "bytes=100-"})
+    assert answer.status_code == 416 and answer.headers["content-range"] == "bytes */5"
+    assert b"<Code>InvalidRange</Code>" in answer.content

@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 from shoestring.logs import request_id_var
-from shoestring.storage.errors import StorageError
+from shoestring.storage.errors import InvalidRange, StorageError
 from shoestring.storage.objects import BucketConfig
 from shoestring.storage.s3api import buckets, cors, multipart, objects
 from shoestring.storage.s3api.auth import authenticate, authorize
@@ -159,6 +159,8 @@ class S3Api:
             reply = error_reply(
                 error.code, error.message, error.status, _resource(request), request_id
             )
+            if isinstance(exc, InvalidRange) and exc.size is not None:
+                reply.header("content-range", f"bytes */{exc.size}")
         except SignatureError as exc:
             error = S3Error(exc.code, exc.message)
             reply = error_reply(
