@@ -76,3 +76,11 @@ def test_ls_and_show_the_dev_outbox(project: Path) -> None:
     assert "Subject: Your code" in shown.stdout and "code 4711" in shown.stdout
     missing = shoestring(project, "mail", "show", "nope")
     assert missing.returncode == 1 and "no message nope" in missing.stderr
+    assert "Subject: Your code" in shoestring(project, "mail", "show", message_id[:8]).stdout
+
+    (job,) = [
+        json.loads(line) for line in shoestring(project, "jobs", "ls", "--json").stdout.splitlines()
+    ]
+    assert shoestring(project, "jobs", "cancel", job["id"]).returncode == 0
+    listed = shoestring(project, "mail", "ls", "--json")
+    assert json.loads(listed.stdout)["state"] == "cancelled"  # its delivery will not run

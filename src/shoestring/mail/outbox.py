@@ -401,10 +401,15 @@ class Mail:
     # -- reading ---------------------------------------------------------------
 
     async def entries(self, limit: int = 50, message_id: str | None = None) -> list[OutboxEntry]:
-        where, params = ("WHERE id = ?", [message_id]) if message_id else ("", [])
+        where, params = ("WHERE o.id = ?", [message_id]) if message_id else ("", [])
+        # A message whose delivery job was cancelled (`shoestring jobs cancel`) shows so.
         rows = await self._app.db.database.fetchall(
-            "SELECT id, sender, recipients, subject, state, attempts, last_error, created_at,"
-            f" sent_at, message FROM shoestring_outbox {where} ORDER BY created_at DESC LIMIT ?",
+            "SELECT o.id, o.sender, o.recipients, o.subject,"
+            " CASE WHEN o.state = 'queued' AND j.state = 'cancelled' THEN 'cancelled'"
+            " ELSE o.state END, o.attempts, o.last_error, o.created_at, o.sent_at, o.message"
+            " FROM shoestring_outbox o LEFT JOIN shoestring_jobs j"
+            " ON j.idempotency_key = 'mail:' || o.id"
+            f" {where} ORDER BY o.created_at DESC LIMIT ?",
             [*params, limit],
         )
         return [
