@@ -308,9 +308,10 @@ async def bounced(message: InboundMessage) -> None:
     if bounce is None or bounce.kind != "forward":
         return  # not a failure, or a correspondent's mailbox refusing a reply
     increment = {"bounced": 1, "hard_bounces": 1 if bounce.permanent else 0}
-    alias = await aliases.update(bounce.alias, increment=increment)
-    if alias.get("hard_bounces", 0) >= HARD_BOUNCES and alias["state"] == "active":
-        await aliases.update(bounce.alias, set={"state": "paused", "paused_reason": "bounces"})
+    async with app.tables.transaction():  # the count and the pause it causes, seen together
+        alias = await aliases.update(bounce.alias, increment=increment)
+        if alias.get("hard_bounces", 0) >= HARD_BOUNCES and alias["state"] == "active":
+            await aliases.update(bounce.alias, set={"state": "paused", "paused_reason": "bounces"})
 
 
 async def from_the_owner(message: InboundMessage) -> str | None:
