@@ -79,9 +79,7 @@ class RateLimits:
         """Count one event; RateLimited if `key` has had more than `limit` in this window."""
         if limit < 1 or per <= 0:
             raise ValueError("limit must be >= 1 and per > 0")
-        now = time.time()
-        window_start = now - now % per
-        digest = self._app.secrets.keyed_hash("rate-limits", name, key)[:40]
+        now, window_start, digest = self._window(name, key, per)
         joined = current_transaction.get()
         if joined is not None:  # inside app.tables.transaction(): count with it
             row = await joined.fetchone(_HIT, [digest, window_start, window_start + per])
@@ -102,9 +100,7 @@ class RateLimits:
 
     async def check(self, name: str, key: str, *, limit: int, per: float) -> None:
         """RateLimited if `key` has had `limit` events or more in this window; counts none."""
-        now = time.time()
-        window_start = now - now % per
-        digest = self._app.secrets.keyed_hash("rate-limits", name, key)[:40]
+        now, window_start, digest = self._window(name, key, per)
         # On the writer: hits are counted without waiting for their commit (see `hit`),
         # and only the writer's connection sees them before it.
         rows = await self._app.db.database.write_returning(
@@ -114,3 +110,8 @@ class RateLimits:
         )
         if rows and int(rows[0][0]) >= limit:
             raise RateLimited(name, window_start + per - now)
+
+    def _window(self, name: str, key: str, per: float) -> tuple[float, float, str]:
+        """Now, the start of the window it falls in, and the stored (hashed) key."""
+        now = time.time()
+        return now, now - now % per, self._app.secrets.keyed_hash("rate-limits", name, key)[:40]

@@ -89,16 +89,18 @@ class InboundSMTP(SMTP):
                 self.transport.close()
 
     async def smtp_EHLO(self, arg: str) -> None:
-        if arg and not _HELO_NAME.fullmatch(arg):
-            await self.push("501 5.5.4 Syntax: EHLO hostname (an ASCII name or [address])")
-            return
-        await super().smtp_EHLO(arg)
+        if await self._helo_name_ok("EHLO", arg):
+            await super().smtp_EHLO(arg)
 
     async def smtp_HELO(self, arg: str) -> None:
+        if await self._helo_name_ok("HELO", arg):
+            await super().smtp_HELO(arg)
+
+    async def _helo_name_ok(self, verb: str, arg: str) -> bool:
         if arg and not _HELO_NAME.fullmatch(arg):
-            await self.push("501 5.5.4 Syntax: HELO hostname (an ASCII name or [address])")
-            return
-        await super().smtp_HELO(arg)
+            await self.push(f"501 5.5.4 Syntax: {verb} hostname (an ASCII name or [address])")
+            return False
+        return True
 
     async def smtp_AUTH(self, arg: str) -> None:
         # aiosmtpd offers AUTH once TLS is up; a receiving server has no

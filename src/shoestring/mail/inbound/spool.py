@@ -13,7 +13,6 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from shoestring.db.database import Database, Transaction
 from shoestring.db.migrations import Migration
@@ -105,15 +104,24 @@ async def load(database: Database, spool_id: str) -> Spooled | None:
 
 async def mark_done(database: Database, spool_id: str, done: list[str], finished: bool) -> None:
     """Record which recipients are handled; once all are, forget the body."""
-    fields: list[Any] = [json.dumps(done)]
-    sql = "UPDATE shoestring_inbound SET done = ?"
-    if finished:
-        # Keep only what deduplicates resends (a hash) and what the queue needs.
-        sql += ", state = 'processed', raw = NULL, mail_from = '', recipients = '[]', auth = '{}'"
-    await database.write(sql + " WHERE id = ?", [*fields, spool_id])
-    if finished:
-        # Past the retry window, the hash of a processed message is no use: forgotten.
+    if not finished:
         await database.write(
-            "DELETE FROM shoestring_inbound WHERE state = 'processed' AND received_at < ?",
-            [time.time() - DEDUPE_SECONDS],
+            "UPDATE shoestring_inbound SET done = ? WHERE id = ?", [json.dumps(done), spool_id]
         )
+        return
+    await database.write_batch(
+        [
+            # Keep only what deduplicates resends (a hash) and what the queue needs.
+            (
+                "UPDATE shoestring_inbound SET done = ?, state = 'processed', raw = NULL,"
+                " mail_from = '', recipients = '[]', auth = '{}' WHERE id = ?",
+                [json.dumps(done), spool_id],
+            ),
+            # Past the retry window, a processed message's hash is no use: forgotten,
+            # in the same commit.
+            (
+                "DELETE FROM shoestring_inbound WHERE state = 'processed' AND received_at < ?",
+                [time.time() - DEDUPE_SECONDS],
+            ),
+        ]
+    )
