@@ -6,10 +6,12 @@ import asyncio
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from shoestring import App, RateLimited, Request
+from shoestring import App, RateLimited, Request, client_network
+from shoestring.limits import network
 from tests.backends import make_app, running
 
 pytestmark = pytest.mark.anyio
@@ -66,6 +68,36 @@ def test_a_handler_over_its_limit_answers_429_with_retry_after(app: App) -> None
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "rate_limited"
     assert 0 < int(refused.headers["retry-after"]) <= 3600  # when this hour's window ends
+
+
+def test_an_ipv6_client_is_counted_by_its_64_network() -> None:
+    # One host can pick any address in its /64: counting each would hold nobody back.
+    assert network("2001:db8:1:2::1") == network("2001:db8:1:2:ffff:ffff:ffff:fffe")
+    assert network("2001:db8:1:2::1") != network("2001:db8:1:3::1")
+    assert network("203.0.113.7") != network("203.0.113.8")  # IPv4: each address
+    assert network("::ffff:203.0.113.7") == network("203.0.113.7")  # the same client, mapped
+    assert network("testclient") == "testclient"  # not an address: counted as it is
+
+
+async def test_addresses_of_one_ipv6_network_share_a_handlers_limit(
+    database_url: str, tmp_path: Path
+) -> None:
+    app = make_app(database_url, tmp_path)
+
+    @app.route("/ping", methods=["POST"])
+    async def ping(request: Request) -> dict[str, bool]:
+        await app.limits.hit("ping", client_network(request), limit=2, per=3600)
+        return {"ok": True}
+
+    async def post(address: str) -> int:
+        transport = httpx.ASGITransport(app, client=(address, 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            return (await client.post("/ping")).status_code
+
+    async with running(app):
+        assert [await post("2001:db8::1"), await post("2001:db8::2")] == [200, 200]
+        assert await post("2001:db8::ffff") == 429  # a third address of the same /64
+        assert await post("2001:db8:0:1::1") == 200  # another network counts on its own
 
 
 async def test_inside_a_tables_transaction_the_count_commits_with_it(

@@ -23,6 +23,7 @@ def test_public_api_is_exactly_what_is_documented() -> None:
         "ShoestringError",
         "Table",
         "__version__",
+        "client_network",
         "load_settings",
         "read_json",
     ]

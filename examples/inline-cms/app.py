@@ -43,7 +43,7 @@ from typing import Annotated, Any
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, Field
 
-from shoestring import App, HTTPError, JSONResponse, Request, Table, read_json
+from shoestring import App, HTTPError, JSONResponse, Request, Table, client_network, read_json
 
 HERE = Path(__file__).resolve().parent
 SITES: dict[str, dict[str, Any]] = tomllib.loads(
@@ -91,10 +91,6 @@ KEY = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,7}")  # home.tit
 
 def keyed(*parts: str) -> str:
     return app.secrets.keyed_hash("inline-cms-hmac", *parts)
-
-
-def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def site_locale(request: Request) -> tuple[str, str]:
@@ -177,7 +173,7 @@ async def describe_sites() -> None:
 @app.route("/api/signin", methods=["POST"])
 async def signin(request: Request) -> JSONResponse:
     body = await read_json(request, SignIn)
-    await app.limits.hit("signin-ip", client_ip(request), limit=20, per=3600)
+    await app.limits.hit("signin-ip", client_network(request), limit=20, per=3600)
     editors = {address(editor) for editor in SITES.get(body.site, {}).get("editors", [])}
     if body.email in editors:
         await app.limits.hit("signin-address", body.email, limit=5, per=3600)
@@ -193,7 +189,7 @@ async def signin(request: Request) -> JSONResponse:
 @app.route("/api/confirm", methods=["POST"])
 async def confirm(request: Request) -> dict[str, str]:
     body = await read_json(request, Confirm)
-    await app.limits.hit("confirm-ip", client_ip(request), limit=30, per=3600)
+    await app.limits.hit("confirm-ip", client_network(request), limit=30, per=3600)
     await app.codes.redeem(f"signin:{body.site}", body.email, body.code)  # else a 400
     token = secrets.token_urlsafe(24)
     await sessions.put(

@@ -38,7 +38,15 @@ from cryptography.fernet import Fernet
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, Field
 
-from shoestring import App, ConditionFailed, HTTPError, JSONResponse, Request, read_json
+from shoestring import (
+    App,
+    ConditionFailed,
+    HTTPError,
+    JSONResponse,
+    Request,
+    client_network,
+    read_json,
+)
 from shoestring.mail.inbound import Forwarder, InboundMessage, sent_by
 
 DOMAIN = os.environ.get("OTHERMAIL_DOMAIN", "othermail.example").lower()  # = mail.inbound.domains
@@ -122,10 +130,6 @@ class AliasChange(BaseModel):
     note: Annotated[str, OneLine, Field(max_length=200)] | None = None
 
 
-def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 async def signed_in(request: Request) -> str:
     """The account of the request's bearer token."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -163,7 +167,7 @@ async def owned_alias(request: Request) -> dict[str, Any]:
 async def signup(request: Request) -> JSONResponse:
     body = await read_json(request, SignUp)
     address_key = keyed("address", body.email)
-    await app.limits.hit("signup-ip", client_ip(request), limit=20, per=3600)
+    await app.limits.hit("signup-ip", client_network(request), limit=20, per=3600)
     await app.limits.hit("signup-address", address_key, limit=3, per=3600)
     async with app.tables.transaction():  # the code is kept if and only if its mail is queued
         code = await app.codes.issue("signup", body.email, ttl=CODE_TTL)
@@ -177,7 +181,7 @@ async def signup(request: Request) -> JSONResponse:
 @app.route("/api/confirm", methods=["POST"])
 async def confirm(request: Request) -> dict[str, str]:
     body = await read_json(request, Confirm)
-    await app.limits.hit("confirm-ip", client_ip(request), limit=30, per=3600)
+    await app.limits.hit("confirm-ip", client_network(request), limit=30, per=3600)
     await app.codes.redeem("signup", body.email, body.code, attempts=CODE_ATTEMPTS)  # else a 400
     address_key = keyed("address", body.email)
     token = secrets.token_urlsafe(24)

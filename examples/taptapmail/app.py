@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
-from shoestring import App, HTTPError, JSONResponse, Request, read_json
+from shoestring import App, HTTPError, JSONResponse, Request, client_network, read_json
 
 CODE_TTL = int(os.environ.get("TAPTAPMAIL_CODE_TTL", 15 * 60))  # seconds a code stays valid
 CODE_ATTEMPTS = 5  # wrong codes before it is void
@@ -86,10 +86,6 @@ def keyed(kind: str, value: str) -> str:
     return app.secrets.keyed_hash("taptapmail-hmac", kind, value)
 
 
-def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 NOT_REGISTERED = HTTPError(
     403, "This client id is not registered for that address.", code="not_registered"
 )
@@ -111,7 +107,7 @@ async def registered_device(client_id: uuid.UUID, address: str) -> str:
 async def register(request: Request) -> JSONResponse:
     body = await read_json(request, Register)
     address_key = keyed("address", body.email)
-    await app.limits.hit("register-ip", client_ip(request), limit=20, per=3600)
+    await app.limits.hit("register-ip", client_network(request), limit=20, per=3600)
     await app.limits.hit("register-address", address_key, limit=3, per=3600)
     async with app.tables.transaction():  # the code is kept if and only if its mail is queued
         code = await app.codes.issue("register", body.email, ttl=CODE_TTL)
@@ -130,7 +126,7 @@ async def register(request: Request) -> JSONResponse:
 @app.route("/confirm", methods=["POST"])
 async def confirm(request: Request) -> dict[str, str]:
     body = await read_json(request, Confirm)
-    await app.limits.hit("confirm-ip", client_ip(request), limit=30, per=3600)
+    await app.limits.hit("confirm-ip", client_network(request), limit=30, per=3600)
     await app.codes.redeem("register", body.email, body.code, attempts=CODE_ATTEMPTS)  # else 400
     client_id = str(uuid.uuid4())
     address_key = keyed("address", body.email)
@@ -141,7 +137,7 @@ async def confirm(request: Request) -> dict[str, str]:
 @app.route("/send", methods=["POST"])
 async def send(request: Request) -> JSONResponse:
     body = await read_json(request, Send)
-    await app.limits.hit("send-ip", client_ip(request), limit=300, per=3600)
+    await app.limits.hit("send-ip", client_network(request), limit=300, per=3600)
     await registered_device(body.client_id, body.email)
     await app.limits.hit("send-client", keyed("client", str(body.client_id)), limit=100, per=3600)
     text = "\n\n".join(part for part in (body.text, body.url) if part)
@@ -155,6 +151,6 @@ async def send(request: Request) -> JSONResponse:
 @app.route("/unregister", methods=["POST"])
 async def unregister(request: Request) -> dict[str, str]:
     body = await read_json(request, Unregister)
-    await app.limits.hit("unregister-ip", client_ip(request), limit=30, per=3600)
+    await app.limits.hit("unregister-ip", client_network(request), limit=30, per=3600)
     await devices.delete(await registered_device(body.client_id, body.email))
     return {"status": "unregistered"}

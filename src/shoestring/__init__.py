@@ -12,7 +12,7 @@ from shoestring.config import Settings, load_settings
 from shoestring.errors import AppLoadError, ConfigError, HTTPError, ShoestringError
 from shoestring.http.body import read_json
 from shoestring.http.responses import JSONResponse
-from shoestring.limits import RateLimited
+from shoestring.limits import RateLimited, client_network
 from shoestring.services import Health, Service
 from shoestring.tables import MISSING, ConditionFailed, Page, Table
 
@@ -39,6 +39,7 @@ __all__ = [
     "ShoestringError",
     "Table",
     "__version__",
+    "client_network",
     "load_settings",
     "read_json",
 ]

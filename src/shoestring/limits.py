@@ -1,6 +1,6 @@
 """`app.limits`: rate limits shared by every process of the app, kept in its database.
 
-    await app.limits.hit("register-ip", request.client.host, limit=10, per=3600)
+    await app.limits.hit("register-ip", client_network(request), limit=10, per=3600)
 
 `hit` counts one event for `key` under the limit `name` and raises
 RateLimited (an HTTP 429 with Retry-After when it reaches a handler) once
@@ -17,6 +17,7 @@ email addresses used as keys never reach the database.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from typing import TYPE_CHECKING
@@ -26,6 +27,8 @@ from shoestring.errors import HTTPError
 from shoestring.tables.table import current_transaction, write_joined
 
 if TYPE_CHECKING:
+    from starlette.requests import Request
+
     from shoestring.app import App
 
 MIGRATIONS = [
@@ -51,6 +54,29 @@ _HIT = (
     " window_start = excluded.window_start, expires_at = excluded.expires_at"
     " RETURNING hits"
 )
+
+
+def network(address: str) -> str:
+    """The client an address stands for, as limits count it.
+
+    An IPv4 address is one client. An IPv6 address is counted by its /64: a
+    host usually has a whole /64 to pick addresses from, so a limit per address
+    would hold nobody back.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # not an address (a test client, a Unix socket): counted as it is
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def client_network(request: Request) -> str:
+    """The key a per-client rate limit counts `request` under (see `network`)."""
+    return network(request.client.host) if request.client else "unknown"
 
 
 class RateLimited(HTTPError):

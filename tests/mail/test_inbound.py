@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from shoestring.mail.inbound import InboundMessage
+from shoestring.mail.inbound.addresses import Refused
 from tests.mail.dns import LoopbackDNS
 from tests.mail.mailroom import DOMAIN, Mailroom, converse, note, open_mailroom
 
@@ -214,3 +215,19 @@ async def test_an_address_trying_out_recipients_learns_nothing_more(
             converse, room.port, [f"RCPT TO:<notes@{DOMAIN}>", f"RCPT TO:<gone9@{DOMAIN}>"]
         )
         assert [r[:9] for r in later[-2:]] == ["450 4.7.1"] * 2
+
+
+async def test_ipv6_addresses_of_one_network_guess_recipients_together(
+    database_url: str, tmp_path: Path, default_dns: LoopbackDNS
+) -> None:
+    async with open_mailroom(database_url, tmp_path, unknown_recipients_per_hour=2) as room:
+        inbound = room.app.inbound
+        for n, ip in enumerate(["2001:db8::1", "2001:db8::2"]):  # a new address for each guess
+            with pytest.raises(Refused) as unknown:
+                await inbound.accept(f"gone{n}@{DOMAIN}", ip)
+            assert unknown.value.reply.startswith("550 5.1.1")
+        with pytest.raises(Refused) as refused:
+            await inbound.accept(f"notes@{DOMAIN}", "2001:db8::3")
+        assert refused.value.reply.startswith("450 4.7.1")
+        # another network is not held back by this one's guessing
+        assert await inbound.accept(f"notes@{DOMAIN}", "2001:db8:0:1::1") == f"notes@{DOMAIN}"

@@ -24,6 +24,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from shoestring.limits import network
 from shoestring.mail.inbound.addresses import Refused
 
 # aiosmtpd logs peers at INFO and message lines at DEBUG: never ours to keep.
@@ -56,7 +57,7 @@ class InboundSMTP(SMTP):
     def __init__(self, handler: Handler, limits: Limits, **options: Any) -> None:
         super().__init__(handler, **options)
         self._limits = limits
-        self._peer_ip = ""
+        self._client = ""
         self._errors = 0
 
     def connection_made(self, transport: Any) -> None:
@@ -65,18 +66,18 @@ class InboundSMTP(SMTP):
         if not first:
             return
         peer = transport.get_extra_info("peername")
-        self._peer_ip = peer[0] if peer else ""
-        self._limits.connections[self._peer_ip] += 1
-        if self._limits.connections[self._peer_ip] > self._limits.per_ip:
+        self._client = network(peer[0]) if peer else ""
+        self._limits.connections[self._client] += 1
+        if self._limits.connections[self._client] > self._limits.per_ip:
             transport.write(b"421 4.7.0 Too many connections from your address; try later\r\n")
             transport.close()
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self._peer_ip:
-            self._limits.connections[self._peer_ip] -= 1
-            if self._limits.connections[self._peer_ip] <= 0:
-                del self._limits.connections[self._peer_ip]
-            self._peer_ip = ""
+        if self._client:
+            self._limits.connections[self._client] -= 1
+            if self._limits.connections[self._client] <= 0:
+                del self._limits.connections[self._client]
+            self._client = ""
         super().connection_lost(error)
 
     async def push(self, status: Any) -> None:

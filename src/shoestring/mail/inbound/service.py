@@ -32,7 +32,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from shoestring.errors import ConfigError
-from shoestring.limits import RateLimited
+from shoestring.limits import RateLimited, network
 from shoestring.mail import headers
 from shoestring.mail.inbound import spool
 from shoestring.mail.inbound.addresses import Refused, our_recipient
@@ -143,11 +143,13 @@ class Inbound:
     async def accept(self, address: str, ip: str = "") -> str:
         """RCPT: the normalized recipient, or Refused with the reply to give.
 
-        An address `ip` that named too many unknown recipients this hour
-        (`unknown_recipients_per_hour`) gets 450 for every recipient, known
-        or not: whoever tries out addresses learns nothing more.
+        A client (`ip`, an IPv6 address counting by its /64) that named too
+        many unknown recipients this hour (`unknown_recipients_per_hour`) gets
+        450 for every recipient, known or not: whoever tries out addresses
+        learns nothing more.
         """
         recipient = our_recipient(address, self.settings.domains)
+        ip = network(ip) if ip else ""
         probes = {"limit": self.settings.unknown_recipients_per_hour, "per": 3600}
         # Only addresses that named an unknown recipient lately are looked up:
         # the others (nearly all mail) cost no query.
