@@ -24,9 +24,10 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
+from shoestring.db.database import current_transaction
 from shoestring.db.migrations import Migration
 from shoestring.errors import HTTPError
-from shoestring.tables.table import current_transaction, write_joined
+from shoestring.tables.table import write_joined
 
 if TYPE_CHECKING:
     from shoestring.app import App

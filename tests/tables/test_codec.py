@@ -3,16 +3,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoestring.tables import codec
+from shoestring.tables import InvalidItem, codec
 
 numbers = st.one_of(
     st.integers(min_value=-(2**53), max_value=2**53),
     st.floats(allow_nan=False, allow_infinity=False),
 )
-texts = st.text(alphabet=st.characters(blacklist_categories=["Cs"]))
+# What keys can hold: no lone surrogates (not Unicode text) and no NUL (PostgreSQL's text refuses it).
+texts = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\0"))
 
 
 @given(a=numbers, b=numbers)
@@ -31,6 +33,18 @@ def test_encoded_strings_sort_by_code_point_in_utf8_byte_order(a: str, b: str) -
 @given(n=numbers, s=texts)
 def test_numbers_sort_before_strings(n: float, s: str) -> None:
     assert codec.sortable(n, "n") < codec.sortable(s, "s")
+
+
+@pytest.mark.parametrize("key", ["a\0b", "\ud800"])
+def test_a_key_neither_database_can_store_is_refused_the_same_on_both(key: str) -> None:
+    with pytest.raises(InvalidItem):
+        codec.sortable(key, "key id")
+
+
+def test_an_item_holding_a_lone_surrogate_is_refused_with_a_clear_error() -> None:
+    with pytest.raises(InvalidItem, match="not valid Unicode"):
+        codec.dumps({"id": "x", "note": "half a pair: \udc00"})
+    assert codec.loads(codec.dumps({"id": "x", "nul": "a\0b"})) == {"id": "x", "nul": "a\0b"}
 
 
 @given(prefix=texts, rest=texts)

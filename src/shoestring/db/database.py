@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from typing import Any, Literal, Protocol
 
 from shoestring.errors import ShoestringError
@@ -21,6 +22,10 @@ class DatabaseError(ShoestringError):
     """The database could not be opened or a statement failed."""
 
 
+class TransactionConflict(DatabaseError):
+    """Two transactions waited on each other: this one was rolled back; run it again."""
+
+
 class Transaction(Protocol):
     async def execute(self, sql: str, params: Params = ()) -> int:
         """Run a statement; return the number of rows it changed."""
@@ -29,6 +34,13 @@ class Transaction(Protocol):
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None: ...
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
+
+
+current_transaction: ContextVar[Transaction | None] = ContextVar(
+    "shoestring_transaction", default=None
+)
+"""The app's open transaction (`app.db` / `app.tables.transaction()`) in this task, if any:
+table writes, rate-limit counts, jobs and mail queued meanwhile join it."""
 
 
 class Database(Protocol):

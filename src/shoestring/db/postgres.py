@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from shoestring.db.database import DatabaseError, Dialect, Params, Row
+from shoestring.db.database import DatabaseError, Dialect, Params, Row, TransactionConflict
 
 
 @lru_cache(maxsize=1024)
@@ -26,17 +26,23 @@ class PostgresTransaction:
     def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
         self._connection = connection
 
+    async def _run(self, sql: str, params: Params) -> psycopg.AsyncCursor[Any]:
+        try:
+            return await self._connection.execute(to_psycopg(sql), params)
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+            raise TransactionConflict(
+                "this transaction and another waited on each other's items, so it was rolled "
+                "back: run it again (transactions that touch items in the same order never do this)"
+            ) from exc
+
     async def execute(self, sql: str, params: Params = ()) -> int:
-        cursor = await self._connection.execute(to_psycopg(sql), params)
-        return cursor.rowcount
+        return (await self._run(sql, params)).rowcount
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        cursor = await self._connection.execute(to_psycopg(sql), params)
-        return await cursor.fetchone()
+        return await (await self._run(sql, params)).fetchone()
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        cursor = await self._connection.execute(to_psycopg(sql), params)
-        return await cursor.fetchall()
+        return await (await self._run(sql, params)).fetchall()
 
 
 class PostgresDatabase:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shoestring.config import DatabaseSettings
-from shoestring.db.database import Database, DatabaseError, Dialect, Params, Row, Transaction
+from shoestring.db.database import (
+    Database,
+    DatabaseError,
+    Dialect,
+    Params,
+    Row,
+    Transaction,
+    current_transaction,
+)
 from shoestring.db.migrations import Migration, migrate
 from shoestring.services import Health
 
@@ -79,8 +87,20 @@ class DatabaseService:
         """Register migrations of a component's own tables; applied on start."""
         self._migrations.extend(migrations)
 
-    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
-        return self.database.transaction()
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """Statements on `tx`, and table writes, jobs and mail queued in the block, commit together."""
+        if current_transaction.get() is not None:
+            raise DatabaseError(
+                "transactions do not nest: this code already runs inside app.db.transaction() "
+                "or app.tables.transaction(), whose writes commit together; drop the inner one"
+            )
+        async with self.database.transaction() as tx:
+            token = current_transaction.set(tx)
+            try:
+                yield tx
+            finally:
+                current_transaction.reset(token)
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
         return await self.database.fetchone(sql, params)

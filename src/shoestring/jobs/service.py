@@ -7,14 +7,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec
 
-from shoestring.db.database import Transaction
+from shoestring.db.database import Transaction, current_transaction
 from shoestring.jobs import store
 from shoestring.jobs.job import Job, RetryPolicy
 from shoestring.jobs.schedule import Schedule
 from shoestring.jobs.scheduler import Scheduler
 from shoestring.jobs.worker import Worker
 from shoestring.services import Health
-from shoestring.tables.table import current_transaction
 
 if TYPE_CHECKING:
     from shoestring.app import App

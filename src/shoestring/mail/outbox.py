@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 
+from shoestring.db.database import current_transaction
 from shoestring.db.migrations import Migration
 from shoestring.errors import ConfigError
 from shoestring.jobs import RetryLater, current_attempt, store
@@ -38,7 +39,6 @@ from shoestring.mail.errors import InvalidMessage, PermanentFailure, TemporaryFa
 from shoestring.mail.message import Attachment, compose, parse_address, parse_sender
 from shoestring.mail.transports import Transport, open_transport
 from shoestring.services import Health
-from shoestring.tables.table import current_transaction
 
 if TYPE_CHECKING:
     from shoestring.app import App

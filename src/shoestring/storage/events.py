@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from shoestring.db.database import current_transaction
 from shoestring.jobs import store
-from shoestring.tables.table import current_transaction
 
 if TYPE_CHECKING:
     from shoestring.app import App

@@ -35,6 +35,8 @@ def dumps(item: dict[str, Any]) -> str:
         text = _JSON.encode(_encode(item))
     except ValueError as exc:
         raise InvalidItem(f"item is not storable: {exc}") from None
+    if not text.isascii():
+        _check_encodable(text, "the item")  # a lone surrogate: neither database stores it
     # UTF-8 takes at most 4 bytes a character: most items need no encoding to measure.
     if len(text) > MAX_ITEM_BYTES // 4 and (size := len(text.encode())) > MAX_ITEM_BYTES:
         raise InvalidItem(
@@ -119,6 +121,10 @@ def sortable(value: Any, what: str) -> str:
     if isinstance(value, bool):
         raise InvalidItem(f"{what} is a bool; keys and indexed values are str or numbers")
     if isinstance(value, str):
+        if "\0" in value:
+            raise InvalidItem(f"{what} holds a NUL character, which keys and indexed values cannot")
+        if not value.isascii():
+            _check_encodable(value, what)
         return "s" + value
     if isinstance(value, int | float):
         if isinstance(value, int) and abs(value) > MAX_SAFE_INT:
@@ -133,6 +139,15 @@ def sortable(value: Any, what: str) -> str:
     raise InvalidItem(
         f"{what} is a {type(value).__name__}; keys and indexed values are str or numbers"
     )
+
+
+def _check_encodable(text: str, what: str) -> None:
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidItem(
+            f"{what} is not valid Unicode text ({exc.reason} at character {exc.start})"
+        ) from None
 
 
 def prefix_range(prefix: str) -> tuple[str, str]:

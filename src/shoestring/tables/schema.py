@@ -125,5 +125,8 @@ MIGRATIONS = [
             "CREATE TABLE shoestring_tables (name TEXT PRIMARY KEY, key TEXT NOT NULL, "
             "sort_key TEXT NOT NULL DEFAULT '')"
         ],
-    )
+    ),
+    # The TTL field each table's expiry times were computed from ('' for none;
+    # NULL: not known, for tables made before it was kept).
+    Migration("tables", 2, ["ALTER TABLE shoestring_tables ADD COLUMN ttl TEXT"]),
 ]

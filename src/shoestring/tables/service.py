@@ -6,15 +6,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shoestring.db.database import Database, Transaction
 from shoestring.db.migrations import lock_schema
 from shoestring.services import Health
 from shoestring.tables import codec
-from shoestring.tables.errors import TableError, TablesNotStarted
+from shoestring.tables.errors import InvalidItem, TableError, TablesNotStarted
 from shoestring.tables.schema import (
     MIGRATIONS,
     IndexSpec,
@@ -23,7 +23,7 @@ from shoestring.tables.schema import (
     create_table_sql,
     index_sql,
 )
-from shoestring.tables.table import Table, current_transaction
+from shoestring.tables.table import Item, Table
 
 if TYPE_CHECKING:
     from shoestring.app import App
@@ -81,15 +81,13 @@ class Tables:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        """Writes (and reads) to any table inside the block commit together or not at all."""
-        if current_transaction.get() is not None:
-            raise TableError("transactions do not nest")
-        async with self.database.transaction() as tx:
-            token = current_transaction.set(tx)
-            try:
-                yield
-            finally:
-                current_transaction.reset(token)
+        """Writes (and reads) to any table inside the block commit together or not at all.
+
+        The same transaction as `app.db.transaction()`, without its `tx`.
+        """
+        self.database  # noqa: B018 - TablesNotStarted before the app starts
+        async with self._db.transaction():
+            yield
 
     # -- service -------------------------------------------------------------
 
@@ -131,10 +129,13 @@ class Tables:
                 continue
             name = table.spec.sql_name
             async with self.database.transaction() as tx:
+                now = time.time()
+                # The outer test again: PostgreSQL rechecks it, not the subquery, on a
+                # row that a concurrent write gave a later expiry (refreshed, not expired).
                 removed += await tx.execute(
                     f"DELETE FROM {name} WHERE (pk, sk) IN (SELECT pk, sk FROM {name} "
-                    "WHERE expires_at <= ? LIMIT 10000)",
-                    [time.time()],
+                    "WHERE expires_at <= ? LIMIT 10000) AND expires_at <= ?",
+                    [now, now],
                 )
         return removed
 
@@ -154,12 +155,12 @@ async def _ensure(database: Database, table: Table) -> None:
         await lock_schema(database, tx)  # nodes starting together create it once
         await tx.execute(create_table_sql(spec, database.dialect))
         row = await tx.fetchone(
-            "SELECT key, sort_key FROM shoestring_tables WHERE name = ?", [spec.name]
+            "SELECT key, sort_key, ttl FROM shoestring_tables WHERE name = ?", [spec.name]
         )
         if row is None:
             await tx.execute(
-                "INSERT INTO shoestring_tables (name, key, sort_key) VALUES (?, ?, ?)",
-                [spec.name, spec.key, spec.sort_key or ""],
+                "INSERT INTO shoestring_tables (name, key, sort_key, ttl) VALUES (?, ?, ?, ?)",
+                [spec.name, spec.key, spec.sort_key or "", spec.ttl or ""],
             )
         elif (row[0], row[1]) != (spec.key, spec.sort_key or ""):
             raise TableError(
@@ -171,6 +172,8 @@ async def _ensure(database: Database, table: Table) -> None:
             await tx.execute(
                 f'CREATE INDEX IF NOT EXISTS "tbl_{spec.name}__expires" ON {spec.sql_name} (expires_at)'
             )
+        if row is not None and row[2] != (spec.ttl or ""):
+            await _recompute_expiry(tx, table)
         existing = {r[0] for r in await tx.fetchall(columns_sql(spec, database.dialect))}
         for index in spec.indexes:
             if index.column in existing:
@@ -182,7 +185,35 @@ async def _ensure(database: Database, table: Table) -> None:
             await _backfill(tx, table, index)
 
 
+async def _recompute_expiry(tx: Transaction, table: Table) -> None:
+    """The table's TTL field changed (or was added or removed): expiry times follow it."""
+    spec = table.spec
+    if spec.ttl is None:
+        await tx.execute(
+            f"UPDATE {spec.sql_name} SET expires_at = NULL WHERE expires_at IS NOT NULL"
+        )
+    else:
+        count = await _rewrite(
+            tx, table, lambda item: {"expires_at": table.expiry(item)}, f"its TTL field {spec.ttl}"
+        )
+        log.info("expiry of %d items of table %s computed from %s", count, spec.name, spec.ttl)
+    await tx.execute(
+        "UPDATE shoestring_tables SET ttl = ? WHERE name = ?", [spec.ttl or "", spec.name]
+    )
+
+
 async def _backfill(tx: Transaction, table: Table, index: IndexSpec) -> None:
+    count = await _rewrite(
+        tx, table, lambda item: table.index_values(item, index), f"index {index.name}"
+    )
+    if count:
+        log.info("index %s of table %s built over %d items", index.name, table.name, count)
+
+
+async def _rewrite(
+    tx: Transaction, table: Table, columns: Callable[[Item], dict[str, Any]], what: str
+) -> int:
+    """Set `columns(item)` on every row of `table`; return how many rows there were."""
     name = table.spec.sql_name
     position: list[str] | None = None
     count = 0
@@ -194,15 +225,19 @@ async def _backfill(tx: Transaction, table: Table, index: IndexSpec) -> None:
         )
         for pk, sk, doc in rows:
             item = codec.loads(doc)
-            values = [table._index_value(item, index.field, index.name)]
-            sets = f"{index.column} = ?"
-            if index.sort_field:
-                values.append(table._index_value(item, index.sort_field, index.name))
-                sets += f", {index.sort_column} = ?"
-            await tx.execute(f"UPDATE {name} SET {sets} WHERE pk = ? AND sk = ?", [*values, pk, sk])
+            try:
+                values = columns(item)
+            except InvalidItem as exc:
+                key = {k: item.get(k) for k in (table.spec.key, table.spec.sort_key) if k}
+                raise TableError(
+                    f"table {table.name} cannot follow {what}: item {key}: {exc}. Change "
+                    "that item (and any other like it) first; the table is unchanged"
+                ) from None
+            sets = ", ".join(f"{column} = ?" for column in values)
+            await tx.execute(
+                f"UPDATE {name} SET {sets} WHERE pk = ? AND sk = ?", [*values.values(), pk, sk]
+            )
         count += len(rows)
         if len(rows) < BACKFILL_BATCH:
-            break
+            return count
         position = [rows[-1][0], rows[-1][1]]
-    if count:
-        log.info("index %s of table %s built over %d items", index.name, table.name, count)

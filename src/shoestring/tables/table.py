@@ -7,25 +7,31 @@
 Conditions are evaluated inside the write's transaction with the row locked,
 so of several writers racing on one key with the same condition exactly one
 wins; the others get ConditionFailed and change nothing.
+
+Inside `app.tables.transaction()`, every item the block reads or writes by
+key stays locked until it ends, so a read-modify-write never loses an update.
+On SQLite transactions run one at a time anyway; on PostgreSQL each key is
+locked (even one with no item yet), and two transactions that lock the same
+keys in opposite orders can deadlock: one of them gets TransactionConflict.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from shoestring.db.database import Database, Params, Transaction
+from shoestring.db.database import Database, Params, Transaction, current_transaction
 from shoestring.tables import codec
 from shoestring.tables.errors import ConditionFailed, InvalidItem, UnknownIndex
-from shoestring.tables.schema import TableSpec
+from shoestring.tables.schema import IndexSpec, TableSpec
 
 if TYPE_CHECKING:
     from shoestring.jobs import Job
@@ -46,10 +52,6 @@ class _Missing:
 
 MISSING: Any = _Missing()
 """In a condition, `{"field": MISSING}` holds when the item lacks the field (or does not exist)."""
-
-current_transaction: ContextVar[Transaction | None] = ContextVar(
-    "shoestring_table_tx", default=None
-)
 
 
 async def write_joined(database: Database, sql: str, params: Params) -> int:
@@ -79,9 +81,20 @@ def holds(condition: Condition | None, item: Item | None) -> bool:
         return bool(condition(item))
     for field, expected in condition.items():
         actual = _get_path(item, field) if item is not None else MISSING
-        if actual is not expected and actual != expected:
+        if actual is not expected and not same(actual, expected):
             return False
     return True
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal as stored values: like ==, but a bool equals only a bool (True is not 1)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 def _get_path(item: Item, path: str) -> Any:
@@ -94,12 +107,19 @@ def _get_path(item: Item, path: str) -> Any:
 
 
 def _set_path(item: Item, path: str, value: Any) -> None:
+    """Set a dotted path, making the dicts it goes through; never through another value."""
     *parents, last = path.split(".")
     target = item
-    for part in parents:
-        child = target.get(part)
+    for depth, part in enumerate(parents):
+        if part not in target:
+            target[part] = {}
+        child = target[part]
         if not isinstance(child, dict):
-            child = target[part] = {}
+            through = ".".join(parents[: depth + 1])
+            raise InvalidItem(
+                f"cannot set {path}: {through} holds a {type(child).__name__}, not a dict; "
+                f"set {through} itself to replace it"
+            )
         target = child
     target[last] = value
 
@@ -176,13 +196,26 @@ class Table:
         return self._tables.database
 
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[Transaction]:
+    async def _write(self, *keys: tuple[str, str]) -> AsyncIterator[Transaction]:
         joined = current_transaction.get()
         if joined is not None:
+            await self._lock(joined, keys)
             yield joined
             return
         async with self._db.transaction() as tx:
             yield tx
+
+    async def _lock(self, tx: Transaction, keys: Iterable[tuple[str, str]]) -> None:
+        """On PostgreSQL, hold `keys` (present or not) until `tx` ends: see the module docstring.
+
+        Sorted, so one transaction's batch never deadlocks another's.
+        """
+        if self._db.dialect != "postgresql":
+            return  # SQLite: the transaction has the database to itself already
+        for pk, sk in sorted(set(keys)):
+            name = f"{self.name}\0{pk}\0{sk}".encode()
+            lock = int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), signed=True)
+            await tx.execute("SELECT pg_advisory_xact_lock(?)", [lock])
 
     def _encode_key(self, key: Key) -> tuple[str, str]:
         spec = self.spec
@@ -212,21 +245,28 @@ class Table:
             "pk": pk,
             "sk": sk,
             "doc": codec.dumps(item),
-            "expires_at": self._expiry(item),
+            "expires_at": self.expiry(item),
         }
         for index in self.spec.indexes:
-            row[index.column] = self._index_value(item, index.field, index.name)
-            if index.sort_field:
-                row[index.sort_column] = self._index_value(item, index.sort_field, index.name)
+            row.update(self.index_values(item, index))
         return row
+
+    def index_values(self, item: Item, index: IndexSpec) -> dict[str, str | None]:
+        """The index's columns for `item`: all None (not in the index) unless it has every field."""
+        values = {index.column: self._index_value(item, index.field, index.name)}
+        if index.sort_field:
+            values[index.sort_column] = self._index_value(item, index.sort_field, index.name)
+        if None in values.values():
+            return dict.fromkeys(values)  # sparse: items without the fields are not in it
+        return values
 
     def _index_value(self, item: Item, field: str, index: str) -> str | None:
         value = _get_path(item, field)
         if value is MISSING or value is None:
-            return None  # sparse: items without the field are not in the index
+            return None
         return codec.sortable(value, f"{field} (indexed by {index})")
 
-    def _expiry(self, item: Item) -> float | None:
+    def expiry(self, item: Item) -> float | None:
         if self.spec.ttl is None:
             return None
         value = item.get(self.spec.ttl)
@@ -278,12 +318,13 @@ class Table:
         Raises ConditionFailed, having changed nothing.
         """
         row = self._row(item)
-        if condition is None and not self._triggers:
+        key = row["pk"], row["sk"]
+        if condition is None and not self._triggers and current_transaction.get() is None:
             sql, params = self._upsert_sql(row, only_if_absent=if_not_exists)
-            if await write_joined(self._db, sql, params) != 1 and if_not_exists:
+            if await self._db.write(sql, params) != 1 and if_not_exists:
                 raise ConditionFailed(f"an item with this key already exists in {self.name}")
             return
-        async with self._write() as tx:
+        async with self._write(key) as tx:
             if condition is not None:
                 current = await self._locked(tx, row["pk"], row["sk"])
                 if not holds(condition, current):
@@ -309,7 +350,7 @@ class Table:
         """
         pk, sk = self._encode_key(key)
         for _attempt in range(3):
-            async with self._write() as tx:
+            async with self._write((pk, sk)) as tx:
                 current = await self._locked(tx, pk, sk)
                 if not holds(condition, current):
                     raise ConditionFailed(f"condition on {self.name} item did not hold")
@@ -317,6 +358,10 @@ class Table:
                 for path, value in (set or {}).items():
                     _set_path(item, path, value)
                 for path, amount in (increment or {}).items():
+                    if not isinstance(amount, int | float) or isinstance(amount, bool):
+                        raise InvalidItem(
+                            f"cannot increment {path} by {amount!r}: the amount must be a number"
+                        )
                     base = _get_path(item, path)
                     base = 0 if base is MISSING else base
                     if not isinstance(base, int | float) or isinstance(base, bool):
@@ -349,9 +394,9 @@ class Table:
         pk, sk = self._encode_key(key)
         live, live_params = self._live()
         sql = f"DELETE FROM {self.spec.sql_name} WHERE pk = ? AND sk = ?{live}"
-        if condition is None and not self._triggers:
-            return await write_joined(self._db, sql, [pk, sk, *live_params]) > 0
-        async with self._write() as tx:
+        if condition is None and not self._triggers and current_transaction.get() is None:
+            return await self._db.write(sql, [pk, sk, *live_params]) > 0
+        async with self._write((pk, sk)) as tx:
             if condition is not None:
                 current = await self._locked(tx, pk, sk)
                 if not holds(condition, current):
@@ -370,16 +415,21 @@ class Table:
         if current_transaction.get() is None and not self._triggers:
             await self._db.write_many(statements[0][0], [params for _, params in statements])
             return
-        async with self._write() as tx:
+        keys = [(params[0], params[1]) for _, params in statements]  # rows begin with pk, sk
+        async with self._write(*keys) as tx:
             for item, (sql, params) in zip(items, statements, strict=True):
                 await tx.execute(sql, params)
                 await self._emit(tx, "put", self._key_value(item), item)
 
     # -- reads -----------------------------------------------------------------
 
-    async def _fetchall(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    async def _fetchall(
+        self, sql: str, params: Sequence[Any], keys: Iterable[tuple[str, str]] = ()
+    ) -> list[tuple[Any, ...]]:
+        """Rows read in the open transaction (having locked `keys` there), else on their own."""
         joined = current_transaction.get()
         if joined is not None:
+            await self._lock(joined, keys)
             return await joined.fetchall(sql, params)
         return await self._db.fetchall(sql, params)
 
@@ -390,6 +440,7 @@ class Table:
         rows = await self._fetchall(
             f"SELECT doc FROM {self.spec.sql_name} WHERE pk = ? AND sk = ?{live}",
             [pk, sk, *live_params],
+            [(pk, sk)],
         )
         return codec.loads(rows[0][0]) if rows else None
 
@@ -405,6 +456,7 @@ class Table:
             rows = await self._fetchall(
                 f"SELECT pk, sk, doc FROM {self.spec.sql_name} WHERE ({where}){live}",
                 [*params, *live_params],
+                chunk,
             )
             found.update({(pk, sk): codec.loads(doc) for pk, sk, doc in rows})
         return [found.get(pair) for pair in encoded]
@@ -444,6 +496,8 @@ class Table:
             )
             order = ([spec.sort_column] if spec.sort_field else []) + ["pk", "sk"]
         where = [f"{hash_column} = ?"]
+        if index is not None and sort_name:
+            where.append(f"{sort_column} IS NOT NULL")  # only items with both fields are in it
         params: list[Any] = [codec.sortable(equals, "the queried value")]
         if between is not None:
             where.append(f"{sort_column} >= ? AND {sort_column} <= ?")

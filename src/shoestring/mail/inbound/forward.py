@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from shoestring.db.database import current_transaction
 from shoestring.mail.errors import MailError
 from shoestring.mail.inbound.rewrite import (
     BOUNCE_PREFIX,
@@ -70,7 +71,6 @@ from shoestring.mail.inbound.rewrite import (
     reverse_alias_token_of,
     sent_by,
 )
-from shoestring.tables.table import current_transaction
 
 if TYPE_CHECKING:
     from shoestring.app import App
