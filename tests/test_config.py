@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from unittest.mock import patch
@@ -106,6 +107,38 @@ def test_unknown_key_lists_the_allowed_ones(tmp_path: Path) -> None:
         load_settings(tmp_path, environ={})
     assert "unknown key `server.prot`" in str(caught.value)
     assert "host, port, workers" in str(caught.value)
+
+
+def test_unknown_key_inside_a_named_table_lists_the_allowed_ones(tmp_path: Path) -> None:
+    write(tmp_path, '[sites.www]\nroots = "web"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, environ={})
+    assert "unknown key `sites.www.roots`" in str(caught.value)
+    assert "root, root_in, bucket" in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["mysql://db/app", "sqlite://relative.db", "shoestring.db"])
+def test_a_database_shoestring_cannot_run_on_is_a_config_error(tmp_path: Path, url: str) -> None:
+    write(tmp_path, f'[database]\nurl = "{url}"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, environ={})
+    assert "`database.url`" in str(caught.value)
+    assert "use `sqlite:///path.db`, `postgresql://" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("X-Note", "é∑"), ("X-Note", "a\r\nSet-Cookie: evil=1"), ("X Note", "v"), ("X-Note:", "v")],
+)
+def test_a_site_header_that_cannot_be_sent_is_a_config_error(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    (tmp_path / "shoestring.toml").write_text(
+        f'[sites.www]\nroot = "."\nheaders = {{ {json.dumps(name)} = {json.dumps(value)} }}\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, environ={})
+    assert "`sites.www.headers`" in str(caught.value)
 
 
 def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:

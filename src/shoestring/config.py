@@ -13,11 +13,12 @@ import json
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from shoestring.errors import ConfigError
 from shoestring.secrets import SECRET_ENV_PREFIX, setting_secrets
@@ -85,6 +86,17 @@ class DatabaseSettings(Section):
     )
     pool_min: int = Field(1, ge=0, description="PostgreSQL connections kept open.")
     pool_max: int = Field(10, ge=1, description="Most PostgreSQL connections at once.")
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if url and not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            scheme = url.split(":", 1)[0] if ":" in url else url
+            raise ValueError(
+                f"{scheme!r} is not a database shoestring runs on: use `sqlite:///path.db`, "
+                "`postgresql://user:pass@host/db`, or leave it empty for SQLite in the data directory"
+            )
+        return url
 
 
 class TableSettings(Section):
@@ -215,6 +227,10 @@ class MailSettings(Section):
     inbound: InboundSettings = Field(default_factory=InboundSettings)
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
+
+
 class SiteSettings(Section):
     root: str = Field(
         "",
@@ -242,6 +258,21 @@ class SiteSettings(Section):
     headers: dict[str, str] = Field(
         default_factory=dict, description="Extra response headers, e.g. a Content-Security-Policy."
     )
+
+    @field_validator("headers")
+    @classmethod
+    def _sendable(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} is not a header name: letters, digits and !#$%&'*+-.^_`|~ only"
+                )
+            if not _HEADER_VALUE.fullmatch(value):
+                raise ValueError(
+                    f"the value of {name} must be printable ASCII on one line (found {value!r}); "
+                    "percent-encode anything else"
+                )
+        return headers
 
     def model_post_init(self, context: Any, /) -> None:
         # Checked here rather than per field: the problems are about how the
@@ -615,7 +646,7 @@ def _describe(error: Any, path: Path, origins: Mapping[str, str]) -> tuple[str, 
     )
     if error["type"] == "extra_forbidden":
         return where, f"unknown key `{key}`; allowed here: {_allowed_keys(error['loc'][:-1])}"
-    problem = f"`{key}` = {error.get('input')!r}: {error['msg']}"
+    problem = f"`{key}` = {error.get('input')!r}: {error['msg'].removeprefix('Value error, ')}"
     if where != path.name and error["type"] in ("list_type", "dict_type", "set_type"):
         problem += """ (write lists and tables as JSON: '["a", "b"]', '{"k": "v"}')"""
     return where, problem
@@ -623,8 +654,13 @@ def _describe(error: Any, path: Path, origins: Mapping[str, str]) -> tuple[str, 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> str:
     model: type[BaseModel] = Settings
-    for part in loc:
+    parts = iter(loc)
+    for part in parts:
         annotation = model.model_fields[str(part)].annotation
+        if typing.get_origin(annotation) is dict:  # `[sites.NAME]`: NAME is the user's
+            annotation = typing.get_args(annotation)[1]
+            if next(parts, None) is None:
+                return "(any name)"
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return "(none)"
         model = annotation
