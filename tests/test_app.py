@@ -78,6 +78,23 @@ def test_wrong_method_is_405_with_allow_header(app: App) -> None:
     assert response.json()["error"]["code"] == "method_not_allowed"
 
 
+def test_405_allows_what_every_route_at_the_path_answers(app: App) -> None:
+    @app.route("/notes", methods=["GET"])
+    async def list_notes() -> list[str]:
+        return []
+
+    @app.route("/notes", methods=["POST"])
+    async def add_note() -> None:
+        return None
+
+    with TestClient(app) as client:
+        response = client.put("/notes")
+        assert client.post("/notes").status_code == 204
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD, POST"
+    assert response.json()["error"]["code"] == "method_not_allowed"
+
+
 def test_unknown_path_is_a_json_404_with_the_request_id(client: TestClient) -> None:
     response = client.get("/missing")
     assert response.status_code == 404

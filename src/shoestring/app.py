@@ -33,7 +33,7 @@ from shoestring.http.handlers import Handler, HandlerApp
 from shoestring.http.lifespan import MountedLifespan
 from shoestring.http.request_log import InFlight, RequestLogMiddleware
 from shoestring.http.responses import JSONResponse
-from shoestring.http.routing import AppRouter, ReservedRoutes, reserved_only
+from shoestring.http.routing import AppRoute, AppRouter, ReservedRoutes, reserved_only
 from shoestring.services import ServiceRegistry
 from shoestring.sites import site_routes
 
@@ -308,7 +308,7 @@ class App:
         self._check_path(path)
         endpoint = HandlerApp(handler)
         upper = [method.upper() for method in methods]
-        self._routes.append(Route(path, endpoint, methods=upper, name=name or handler.__name__))
+        self._routes.append(AppRoute(path, endpoint, methods=upper, name=name or handler.__name__))
         self._asgi = None
 
     def mount(self, path: str, app: ASGIApp, *, name: str | None = None) -> None:
@@ -379,6 +379,7 @@ class App:
             # Sites last: a site at "/" serves what no route or mount claimed.
             *site_routes(self.settings, buckets=lambda name: self.storage.bucket(name)),
         ]
+        AppRoute.share_allow(self._routes)
         app: ASGIApp = AppRouter(routes=routes, lifespan=self._lifespan)
         if self.settings.cors.origins:
             app = PathCORS(app, self.settings.cors)

@@ -14,6 +14,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import URLPath
+from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match, NoMatchFound, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -60,6 +61,29 @@ class ReservedRoutes(BaseRoute):
             except NoMatchFound:
                 pass
         raise NoMatchFound(name, path_params)
+
+
+class AppRoute(Route):
+    """An app's route; its 405 names every method the routes at its path answer."""
+
+    allow: frozenset[str] = frozenset()
+
+    @staticmethod
+    def share_allow(routes: Sequence[BaseRoute]) -> None:
+        """Give routes of the same path the methods all of them answer, for Allow."""
+        by_path: dict[str, set[str]] = {}
+        for route in routes:
+            if isinstance(route, AppRoute):
+                by_path.setdefault(route.path, set()).update(route.methods or ())
+        for route in routes:
+            if isinstance(route, AppRoute):
+                route.allow = frozenset(by_path[route.path])
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.methods and scope["method"] not in self.methods:
+            allow = ", ".join(sorted(self.allow or self.methods))
+            raise HTTPException(405, headers={"Allow": allow})
+        await self.app(scope, receive, send)
 
 
 class AppRouter(Starlette):
