@@ -145,3 +145,25 @@ def test_a_page_elsewhere_gets_its_texts_and_an_editor_changes_them(
         visitor.close()
         editing.close()
         assert server.terminate() == 0, server.log
+
+
+def test_the_pages_own_edit_link_starts_editing(browser: Any, tmp_path: Path) -> None:  # noqa: F811
+    server = start_inline_cms(tmp_path)
+    context = browser.new_context()
+    context.set_default_timeout(5000)
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(server.base_url + "/")
+        page.wait_for_selector("html[data-cms-locale=en]")
+        assert page.locator("#inline-cms-toolbar").count() == 0
+        page.click("a[href='/#edit']")  # the same page: only its hash changes
+        page.wait_for_selector("#inline-cms-status:has-text('Sign in to edit demo (en)')")
+        page.evaluate("location.hash = ''; location.hash = '#edit'")  # typed again: one toolbar
+        page.wait_for_timeout(200)
+        assert page.locator("#inline-cms-toolbar").count() == 1
+        assert errors == []
+    finally:
+        context.close()
+        assert server.terminate() == 0, server.log

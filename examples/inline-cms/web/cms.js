@@ -188,8 +188,18 @@
       textsOf(locale),
       locale === available.default ? {} : textsOf(available.default),
     ]);
-    if (location.hash === "#edit") {
+    let editing = false;
+    const editOnHash = async () => {
+      if (editing || location.hash !== "#edit") return;
+      editing = true;
       await edit(locale, texts, fallback);
+    };
+    // The page's own "#edit" link, or #edit typed after the page loaded, loads nothing new.
+    window.addEventListener("hashchange", () =>
+      editOnHash().catch((error) => console.warn(`inline-cms: ${error.message}`)),
+    );
+    if (location.hash === "#edit") {
+      await editOnHash();
     } else {
       show(texts, fallback);
     }

@@ -11,13 +11,17 @@ function element(tag, attributes = {}, ...children) {
   return node;
 }
 
+// A confirmation link waiting for the user's yes: { email, code }, or null.
+let offer = null;
+
 function show() {
   const signedIn = session.load();
   const pendingEmail = sessionStorage.getItem("othermail-pending");
-  $("#signup").hidden = Boolean(signedIn || pendingEmail);
-  $("#confirm").hidden = Boolean(signedIn || !pendingEmail);
-  $("#aliases").hidden = !signedIn;
-  if (signedIn) {
+  $("#link").hidden = !offer;
+  $("#signup").hidden = Boolean(offer || signedIn || pendingEmail);
+  $("#confirm").hidden = Boolean(offer || signedIn || !pendingEmail);
+  $("#aliases").hidden = Boolean(offer || !signedIn);
+  if (signedIn && !offer) {
     $("#me").textContent = signedIn.email;
     $("#domain").textContent = signedIn.domain;
     refresh().catch(failed);
@@ -89,6 +93,7 @@ async function removeAlias(address) {
 
 async function confirmCode(email, code) {
   const { token, domain } = await call("POST", "/api/confirm", { email, code });
+  if (session.load()) await call("POST", "/api/signout").catch(() => {});  // the other account's
   session.save({ token, email, domain });
   sessionStorage.removeItem("othermail-pending");
   status("You are signed in. Create your first alias.");
@@ -151,9 +156,52 @@ $("#delete-account").addEventListener("click", async () => {
 });
 
 // The link in the confirmation mail: /#confirm=CODE&email=ADDRESS (a fragment: never sent to us).
-const link = new URLSearchParams(location.hash.slice(1));
-history.replaceState(null, "", location.pathname);
-if (link.get("confirm") && link.get("email")) {
-  confirmCode(link.get("email"), link.get("confirm")).catch((error) => status(error.message));
+// Anyone can send such a link, with a code for an address of their own, so it
+// signs this browser in only when its user says yes, having seen the address:
+// else the aliases they make next would forward to someone else's mailbox.
+function readLink() {
+  const link = new URLSearchParams(location.hash.slice(1));
+  history.replaceState(null, "", location.pathname);
+  const email = link.get("email");
+  const code = link.get("confirm");
+  if (!email || !code) return;
+  const signedIn = session.load();
+  if (signedIn && signedIn.email.toLowerCase() === email.toLowerCase()) {
+    status(`You are already signed in as ${signedIn.email}.`);
+    return;
+  }
+  offer = { email, code };
+  if (signedIn) {
+    $("#link-question").textContent =
+      `You are signed in as ${signedIn.email}. Sign in as ${email} instead? ` +
+      `Only say yes if you asked for a code for ${email} yourself: anyone can send you a link like this one.`;
+    $("#link-accept").textContent = `Sign in as ${email}`;
+    $("#link-decline").textContent = `Stay signed in as ${signedIn.email}`;
+  } else {
+    $("#link-question").textContent = `Sign in as ${email}? Your aliases will forward to that address.`;
+    $("#link-accept").textContent = `Yes, sign in as ${email}`;
+    $("#link-decline").textContent = "No, ignore this link";
+  }
+  status("");
+  show();
+  $("#link-accept").focus();
 }
+
+$("#link-accept").addEventListener("click", async () => {
+  const { email, code } = offer;
+  offer = null;
+  show();
+  try {
+    await confirmCode(email, code);
+  } catch (error) { status(error.message); }
+});
+
+$("#link-decline").addEventListener("click", () => {
+  offer = null;
+  status("Nothing changed: the link is ignored.");
+  show();
+});
+
+window.addEventListener("hashchange", readLink);
+readLink();
 show();
