@@ -13,7 +13,7 @@ import pytest
 from shoestring import App
 from shoestring.config import JobsSettings
 from shoestring.jobs import Attempt, current_attempt, store
-from shoestring.jobs.worker import LEASE_GRACE
+from shoestring.jobs.worker import LEASE_GRACE, error_text
 from tests.backends import make_app, running
 
 pytestmark = pytest.mark.anyio
@@ -318,3 +318,126 @@ async def test_retry_later_postpones_without_spending_an_attempt(
         assert await state_of(app, job_id) == ("succeeded", 1, None)
     assert len(runs) == 3
     assert all(later - earlier >= 0.3 for earlier, later in itertools.pairwise(runs))
+
+
+async def test_a_job_whose_worker_died_on_its_last_attempt_is_dead_not_claimed(
+    database_url: str, tmp_path: Path
+) -> None:
+    app = jobs_app(database_url, tmp_path, worker=False)
+
+    @app.job(name="work", retries=1)
+    async def work() -> None: ...
+
+    async with running(app):
+        database = app.db.database
+        last, earlier = await work.enqueue(), await work.enqueue()
+        # Both were running when their worker died; `last` on its last attempt (2 of 2).
+        await database.write(
+            "UPDATE shoestring_jobs SET state = 'running', attempts = 1, worker = 'gone',"
+            " lease_until = 0, last_error = NULL"
+        )
+        await database.write(
+            "UPDATE shoestring_jobs SET attempts = 2, last_error = 'OSError: disk full'"
+            " WHERE id = ?",
+            [last],
+        )
+        claimed = await store.claim(database, ["default"], "w", 5, {}, 60)
+        again = await store.claim(database, ["default"], "w", 5, {}, 60)
+        state, attempts, error = await state_of(app, last)
+    assert [(job.id, job.attempts) for job in claimed] == [(earlier, 2)]
+    assert again == []
+    assert (state, attempts) == ("dead", 2)
+    assert error == (
+        "the worker running its last attempt stopped (lease expired);"
+        " the attempt before failed with OSError: disk full"
+    )
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+async def test_a_failure_whose_message_the_database_refuses_is_still_recorded(
+    database_url: str, tmp_path: Path
+) -> None:
+    app = jobs_app(database_url, tmp_path)
+
+    @app.job(retries=1, backoff=0.01)
+    async def nul() -> None:
+        raise ValueError("payload had a \x00 byte")
+
+    @app.job(retries=1, backoff=0.01)
+    async def unprintable() -> None:
+        raise Unprintable("code 7")
+
+    async with running(app):
+        nul_id, unprintable_id = await nul.enqueue(), await unprintable.enqueue()
+        await wait_for(lambda: _state_is(app, nul_id, "dead"))
+        await wait_for(lambda: _state_is(app, unprintable_id, "dead"))
+        assert await state_of(app, nul_id) == (
+            "dead",
+            2,
+            "ValueError: payload had a \\x00 byte",
+        )
+        assert await state_of(app, unprintable_id) == (
+            "dead",
+            2,
+            "Unprintable: Unprintable('code 7')",
+        )
+
+
+async def test_a_cancelled_error_from_the_job_fails_the_attempt_and_frees_the_slot(
+    database_url: str, tmp_path: Path
+) -> None:
+    app = jobs_app(database_url, tmp_path, concurrency=1)
+    ran: list[int] = []
+
+    @app.job(retries=1, backoff=0.01)
+    async def awaits_a_cancelled_task() -> None:
+        task = asyncio.create_task(asyncio.sleep(10))
+        task.cancel()
+        await task
+
+    @app.job()
+    async def after(n: int) -> None:
+        ran.append(n)
+
+    async with running(app):
+        job_id = await awaits_a_cancelled_task.enqueue()
+        await wait_for(lambda: _state_is(app, job_id, "dead"))
+        for n in range(3):
+            await after.enqueue(n)
+        await wait_for(lambda: _true(len(ran) == 3))  # never, with the slot still taken
+        assert await state_of(app, job_id) == (
+            "dead",
+            2,
+            "CancelledError: something it awaited was cancelled",
+        )
+    assert sorted(ran) == [0, 1, 2]
+
+
+async def test_a_job_s_own_timeout_error_keeps_its_message(
+    database_url: str, tmp_path: Path
+) -> None:
+    app = jobs_app(database_url, tmp_path)
+
+    @app.job(retries=0, timeout=300)
+    async def connect() -> None:
+        raise TimeoutError("connect to smtp.example.org:25 timed out")
+
+    async with running(app):
+        job_id = await connect.enqueue()
+        await wait_for(lambda: _state_is(app, job_id, "dead"))
+        error = (await state_of(app, job_id))[2]
+    assert error == "TimeoutError: connect to smtp.example.org:25 timed out"
+
+
+def test_error_texts_hold_only_what_both_databases_can_store() -> None:
+    # PostgreSQL text takes neither NUL nor a lone surrogate; nothing takes an endless text.
+    # ascii(): a report of this failing, lone surrogate and all, would crash pytest-xdist.
+    text = error_text(ValueError("a\x00b \udc80"))
+    assert ascii(text) == ascii("ValueError: a\\x00b \\udc80")
+    assert error_text(Unprintable("code 7")) == "Unprintable: Unprintable('code 7')"
+    assert error_text(KeyError()) == "KeyError"
+    assert len(error_text(ValueError("x" * 10_000))) == store.MAX_ERROR_CHARS

@@ -28,6 +28,56 @@ def test_cron_ticks_follow_the_time_zone() -> None:
     assert (second.day, second.hour) == (30, 3)
 
 
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def ticks(expression: str, start: datetime, count: int) -> list[str]:
+    """The next `count` ticks after `start` (Berlin time), as Berlin wall-clock times."""
+    schedule = Schedule.from_cron("s", "s", expression, "Europe/Berlin")
+    moment, seen = start.timestamp(), []
+    for _ in range(count):
+        moment = schedule.next_after(moment)
+        seen.append(datetime.fromtimestamp(moment, BERLIN).strftime("%d %H:%M %Z"))
+    return seen
+
+
+def test_a_daily_time_the_clocks_repeat_runs_once() -> None:
+    # 2025-10-26: 03:00 CEST becomes 02:00 CET, so 02:30 happens twice.
+    start = datetime(2025, 10, 25, 12, 0, tzinfo=BERLIN)
+    assert ticks("30 2 * * *", start, 3) == ["26 02:30 CEST", "27 02:30 CET", "28 02:30 CET"]
+    assert ticks("0 3 * * *", start, 2) == ["26 03:00 CET", "27 03:00 CET"]
+    # Added in the repeated hour, after the first 02:30: not again that night.
+    inside = datetime(2025, 10, 26, 2, 10, tzinfo=BERLIN, fold=1)
+    assert ticks("30 2 * * *", inside, 1) == ["27 02:30 CET"]
+
+
+def test_a_daily_time_the_clocks_skip_runs_once_when_they_jump() -> None:
+    # 2025-03-30: 02:00 CET becomes 03:00 CEST; 02:00-02:59 do not exist.
+    start = datetime(2025, 3, 29, 12, 0, tzinfo=BERLIN)
+    assert ticks("45 2 * * *", start, 2) == ["30 03:00 CEST", "31 02:45 CEST"]
+    assert ticks("0,30 2 * * *", start, 2) == ["30 03:00 CEST", "31 02:00 CEST"]
+
+
+def test_a_schedule_with_a_star_hour_or_minute_follows_real_time() -> None:
+    autumn = datetime(2025, 10, 26, 0, 30, tzinfo=BERLIN)
+    assert ticks("0 * * * *", autumn, 4) == [
+        "26 01:00 CEST",
+        "26 02:00 CEST",
+        "26 02:00 CET",
+        "26 03:00 CET",
+    ]
+    assert ticks("*/30 2 * * *", autumn, 5) == [
+        "26 02:00 CEST",
+        "26 02:30 CEST",
+        "26 02:00 CET",
+        "26 02:30 CET",
+        "27 02:00 CET",
+    ]
+    spring = datetime(2025, 3, 30, 0, 30, tzinfo=BERLIN)
+    assert ticks("0 * * * *", spring, 3) == ["30 01:00 CET", "30 03:00 CEST", "30 04:00 CEST"]
+    assert ticks("*/30 2 * * *", spring, 1) == ["31 02:00 CEST"]  # no 02:xx that night
+
+
 def test_bad_schedules_are_refused() -> None:
     with pytest.raises(ValueError, match="not a cron expression"):
         Schedule.from_cron("x", "x", "every day", "UTC")

@@ -5,13 +5,15 @@
        └── retry (backoff) ◀─ failed attempt ──▶ dead (after the last attempt)
 
 A claim takes a lease (`lease_until`); a job whose worker died is claimed again
-once its lease expires. On PostgreSQL, workers on many hosts claim with
-`FOR UPDATE SKIP LOCKED`; on SQLite the single writer serialises claims.
+once its lease expires, or made dead by that claim if it was its last attempt.
+On PostgreSQL, workers on many hosts claim with `FOR UPDATE SKIP LOCKED`; on
+SQLite the single writer serialises claims.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -23,6 +25,18 @@ from shoestring.db.migrations import Migration
 from shoestring.tables import codec
 
 STATES = ("queued", "running", "succeeded", "dead", "cancelled")
+
+MAX_ERROR_CHARS = 2000  # of a job's `last_error`
+
+# The error of a job whose worker died (kill -9, power loss) during its last
+# attempt, keeping what the attempt before it failed with, if anything.
+_DIED_ON_LAST_ATTEMPT = (
+    "SUBSTR('the worker running its last attempt stopped (lease expired)'"
+    " || COALESCE('; the attempt before failed with ' || last_error, ''), 1, "
+    f"{MAX_ERROR_CHARS})"
+)
+
+log = logging.getLogger("shoestring.jobs")
 
 MIGRATIONS = [
     Migration(
@@ -135,23 +149,50 @@ async def claim(
     Each job's lease lasts `leases[its name]` seconds (`other_lease` for a
     name not there), so a job whose worker died is retried as soon as its
     own timeout allows, not the longest of any job's.
+
+    A job whose worker died on its last attempt is not run again: the same
+    statement makes it dead, so no claim can slip in before housekeeping
+    buries it. Such jobs count towards `limit`, so a claim may return fewer.
     """
     now = time.time()
     marks = ", ".join("?" for _ in queues)
     skip_locked = " FOR UPDATE SKIP LOCKED" if database.dialect == "postgresql" else ""
     by_name = " ".join("WHEN ? THEN ?" for _ in leases)
     lease = f"CASE name {by_name} ELSE ? END" if leases else "?"
+    # SET expressions all read the row as it was, so each CASE sees the same test.
+    exhausted = "state = 'running' AND attempts >= max_attempts"
     rows = await database.write_returning(
-        "UPDATE shoestring_jobs SET state = 'running', attempts = attempts + 1,"
-        f" lease_until = ? + {lease}, worker = ? WHERE id IN ("
-        f" SELECT id FROM shoestring_jobs WHERE queue IN ({marks}) AND ("
+        f"UPDATE shoestring_jobs SET state = CASE WHEN {exhausted} THEN 'dead' ELSE 'running' END,"
+        f" attempts = CASE WHEN {exhausted} THEN attempts ELSE attempts + 1 END,"
+        f" lease_until = CASE WHEN {exhausted} THEN NULL ELSE ? + {lease} END,"
+        f" worker = CASE WHEN {exhausted} THEN worker ELSE ? END,"
+        f" finished_at = CASE WHEN {exhausted} THEN ? ELSE finished_at END,"
+        f" last_error = CASE WHEN {exhausted} THEN {_DIED_ON_LAST_ATTEMPT} ELSE last_error END"
+        f" WHERE id IN (SELECT id FROM shoestring_jobs WHERE queue IN ({marks}) AND ("
         "  (state = 'queued' AND run_at <= ?) OR (state = 'running' AND lease_until < ?))"
         f" ORDER BY run_at LIMIT ?{skip_locked})"
-        " RETURNING id, name, args, attempts, max_attempts",
-        [now, *itertools.chain(*leases.items()), other_lease, worker, *queues, now, now, limit],
+        " RETURNING id, name, args, attempts, max_attempts, state",
+        [
+            now,
+            *itertools.chain(*leases.items()),
+            other_lease,
+            worker,
+            now,
+            *queues,
+            now,
+            now,
+            limit,
+        ],
     )
     claimed = []
-    for job_id, name, args, attempts, max_attempts in rows:
+    for job_id, name, args, attempts, max_attempts, state in rows:
+        if state == "dead":
+            log.error(
+                "job %s (%s): the worker running its last attempt stopped; marked dead",
+                name,
+                job_id,
+            )
+            continue
         payload = codec.loads(args)
         claimed.append(
             ClaimedJob(job_id, name, payload["args"], payload["kwargs"], attempts, max_attempts)
@@ -181,10 +222,10 @@ async def fail(
     now = time.time()
     if retry_in is None:
         sql = "UPDATE shoestring_jobs SET state = 'dead', finished_at = ?, lease_until = NULL, last_error = ?"
-        params: list[Any] = [now, error[:2000]]
+        params: list[Any] = [now, error[:MAX_ERROR_CHARS]]
     else:
         sql = "UPDATE shoestring_jobs SET state = 'queued', run_at = ?, lease_until = NULL, last_error = ?"
-        params = [now + retry_in, error[:2000]]
+        params = [now + retry_in, error[:MAX_ERROR_CHARS]]
     changed = await database.write(
         sql + " WHERE id = ? AND worker = ? AND state = 'running' AND attempts = ?",
         [*params, job.id, worker, job.attempts],
@@ -202,11 +243,14 @@ async def release(database: Database, job: ClaimedJob, worker: str, delay: float
 
 
 async def bury_exhausted(database: Database) -> int:
-    """Jobs whose worker died on their last attempt: dead, not retried forever."""
+    """Jobs whose worker died on their last attempt: dead, not retried forever.
+
+    `claim` buries those of the queues it serves; this catches the others.
+    """
     now = time.time()
     return await database.write(
         "UPDATE shoestring_jobs SET state = 'dead', finished_at = ?, lease_until = NULL,"
-        " last_error = COALESCE(last_error, 'the worker stopped before the job finished')"
+        f" last_error = {_DIED_ON_LAST_ATTEMPT}"
         " WHERE state = 'running' AND lease_until < ? AND attempts >= max_attempts",
         [now, now],
     )

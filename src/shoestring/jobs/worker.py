@@ -52,6 +52,8 @@ class Worker:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.wake = asyncio.Event()
         self._running: dict[asyncio.Task[None], store.ClaimedJob] = {}
+        # Jobs cancelled by stop(): a CancelledError in any other is the job's failure.
+        self._shutdown_cancelled: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._loop: asyncio.Task[None] | None = None
         self._last_housekeeping = 0.0
@@ -74,6 +76,7 @@ class Worker:
             return
         _, pending = await asyncio.wait(list(self._running), timeout=self.shutdown_timeout)
         for task in pending:
+            self._shutdown_cancelled.add(task)
             task.cancel()
         for task in pending:
             with contextlib.suppress(asyncio.CancelledError):
@@ -112,7 +115,7 @@ class Worker:
                 await asyncio.wait_for(self.wake.wait(), self.poll_interval)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled():
+        if task not in self._shutdown_cancelled:  # stop() releases those, then frees them
             self._running.pop(task, None)
         self.wake.set()  # a slot is free
 
@@ -159,34 +162,32 @@ class Worker:
             return
         started = time.perf_counter()
         begin_attempt(claimed.attempts, claimed.max_attempts)  # this task's own
+        deadline = asyncio.timeout(job.policy.timeout)
         try:
-            await asyncio.wait_for(
-                job.function(*claimed.args, **claimed.kwargs), job.policy.timeout
+            async with deadline:
+                await job.function(*claimed.args, **claimed.kwargs)
+        except asyncio.CancelledError as exc:
+            if asyncio.current_task() in self._shutdown_cancelled:
+                raise  # stop() releases the job for another worker
+            # Not ours: the job awaited something that was cancelled. A failed attempt.
+            _consume_cancellation()
+            error = (
+                error_text(exc)
+                if exc.args
+                else "CancelledError: something it awaited was cancelled"
             )
-        except asyncio.CancelledError:
-            raise
+            await self._record_failure(job, claimed, exc, error)
+            return
         except RetryLater as exc:
             await store.release(self.database, claimed, self.id, delay=exc.seconds)
             log.info("job %s postponed: %s", job.name, exc, extra={"job_id": claimed.id})
             return
         except Exception as exc:
-            error = (
-                f"{type(exc).__name__}: {exc}"
-                if not isinstance(exc, TimeoutError)
-                else (f"TimeoutError: the attempt ran over {job.policy.timeout:g}s")
-            )
-            last = claimed.attempts >= claimed.max_attempts
-            retry_in = None if last else job.policy.delay(claimed.attempts)
-            await store.fail(self.database, claimed, self.id, error, retry_in)
-            log.warning(
-                "job %s failed (attempt %d of %d)%s",
-                job.name,
-                claimed.attempts,
-                claimed.max_attempts,
-                "; dead" if last else f"; retry in {retry_in:.1f}s",
-                exc_info=True,
-                extra={"job_id": claimed.id},
-            )
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                error = f"TimeoutError: the attempt ran over {job.policy.timeout:g}s"
+            else:
+                error = error_text(exc)  # the job's own TimeoutError keeps its message
+            await self._record_failure(job, claimed, exc, error)
             return
         if not await self._record_success(claimed):
             log.warning(
@@ -199,3 +200,51 @@ class Worker:
             job.name,
             extra={"job_id": claimed.id, "ms": round((time.perf_counter() - started) * 1000, 2)},
         )
+
+    async def _record_failure(
+        self, job: Job[...], claimed: store.ClaimedJob, exc: BaseException, error: str
+    ) -> None:
+        last = claimed.attempts >= claimed.max_attempts
+        retry_in = None if last else job.policy.delay(claimed.attempts)
+        log.warning(
+            "job %s failed (attempt %d of %d)%s",
+            job.name,
+            claimed.attempts,
+            claimed.max_attempts,
+            "; dead" if last else f"; retry in {retry_in:.1f}s",
+            exc_info=exc,
+            extra={"job_id": claimed.id},
+        )
+        # The text may be what the database refuses: the failure must count without it.
+        for text in (error, f"{type(exc).__name__} (its message could not be stored)"):
+            try:
+                await store.fail(self.database, claimed, self.id, text, retry_in)
+                return
+            except Exception:
+                log.exception("recording the failure of job %s (%s) failed", job.name, claimed.id)
+        # Still running: once its lease expires, a claim retries it or buries it.
+
+
+def error_text(exc: BaseException) -> str:
+    """`Type: message` for `last_error`, whatever the exception's `__str__` does.
+
+    PostgreSQL text holds neither NUL nor lone surrogates: both are escaped.
+    """
+    try:
+        message = str(exc)
+    except Exception:
+        try:
+            message = repr(exc)
+        except Exception:
+            message = "(the exception could not be rendered as text)"
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    text = text.replace("\x00", "\\x00")
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text[: store.MAX_ERROR_CHARS]
+
+
+def _consume_cancellation() -> None:
+    """Forget a cancel() of this task that the job let through: the worker goes on."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        task.uncancel()
