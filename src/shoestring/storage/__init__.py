@@ -23,6 +23,7 @@ from shoestring.storage.errors import (
     NoSuchBucket,
     NoSuchKey,
     NoSuchUpload,
+    PreconditionFailed,
     StorageError,
 )
 from shoestring.storage.events import ObjectEvent
@@ -37,6 +38,7 @@ from shoestring.storage.objects import (
     ObjectMeta,
     RangeRequest,
     StoredObject,
+    WriteCondition,
 )
 from shoestring.storage.service import Storage
 
@@ -65,8 +67,10 @@ __all__ = [
     "ObjectEvent",
     "ObjectInfo",
     "ObjectMeta",
+    "PreconditionFailed",
     "RangeRequest",
     "Storage",
     "StorageError",
     "StoredObject",
+    "WriteCondition",
 ]

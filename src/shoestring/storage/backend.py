@@ -25,6 +25,7 @@ from shoestring.storage.objects import (
     StoredObject,
     Upload,
     UploadPage,
+    WriteCondition,
 )
 
 Body = AsyncIterable[bytes] | bytes
@@ -45,7 +46,9 @@ class Backend(Protocol):
 
     async def create_bucket(self, name: str, config: BucketConfig) -> None: ...
 
-    async def delete_bucket(self, name: str) -> None: ...
+    async def delete_bucket(self, name: str) -> None:
+        """Delete the bucket holding no objects, aborting its uploads in progress (as S3)."""
+        ...
 
     async def list_buckets(self) -> list[BucketInfo]: ...
 
@@ -58,11 +61,13 @@ class Backend(Protocol):
     # -- objects ---------------------------------------------------------
 
     async def put(
-        self, bucket: str, key: str, body: Body, meta: ObjectMeta, expected: Expected | None
-    ) -> ObjectInfo:
+        self, bucket: str, key: str, body: Body, meta: ObjectMeta, expected: Expected | None,
+        condition: WriteCondition | None = None,
+    ) -> ObjectInfo:  # fmt: skip
         """Store the body durably, then make it visible under `key` in one step.
 
         The checksum the body was verified against (if any) is kept with it.
+        `condition` is checked in that same step (PreconditionFailed: nothing changes).
         """
         ...
 
@@ -88,9 +93,9 @@ class Backend(Protocol):
 
     async def copy(
         self, source_bucket: str, source_key: str, bucket: str, key: str, meta: ObjectMeta | None,
-        checksum_algorithm: str | None = None,
+        checksum_algorithm: str | None = None, condition: WriteCondition | None = None,
     ) -> ObjectInfo:  # fmt: skip
-        """Copy an object; `meta=None` keeps the source's metadata.
+        """Copy an object; `meta=None` keeps the source's metadata; `condition` as for put.
 
         The copy keeps the source's checksum, or gets a FULL_OBJECT checksum
         of `checksum_algorithm` when one is named.
@@ -135,12 +140,14 @@ class Backend(Protocol):
 
     async def complete_upload(
         self, bucket: str, key: str, upload_id: str, parts: Sequence[CompletedPart],
-        checksum: Checksum | None = None,
+        checksum: Checksum | None = None, condition: WriteCondition | None = None,
     ) -> ObjectInfo:  # fmt: skip
         """Assemble the listed parts into the object, with its checksum as the upload asked.
 
         InvalidPart if a part's ETag or listed checksum is not what was uploaded;
-        BadDigest if `checksum` (the client's for the object) is not the one made.
+        BadDigest if `checksum` (the client's for the object) is not the one made;
+        PreconditionFailed if `condition` fails. In each case the upload stays.
+        NoSuchUpload if it was aborted or completed meanwhile.
         """
         ...
 

@@ -39,6 +39,7 @@ from shoestring.storage.objects import (
     StoredObject,
     Upload,
     UploadPage,
+    WriteCondition,
 )
 
 if TYPE_CHECKING:
@@ -78,8 +79,11 @@ class Bucket:
         cache_control: str | None = None,
         content_disposition: str | None = None,
         content_encoding: str | None = None,
+        content_language: str | None = None,
+        expires: str | None = None,
         checksum: Checksum | None = None,
         expected: Expected | None = None,
+        condition: WriteCondition | None = None,
     ) -> ObjectInfo:
         """Store `data` (bytes or an async iterable of bytes) at `key`; durable when it returns.
 
@@ -88,6 +92,9 @@ class Bucket:
         (`Checksum("crc32", "<base64>")`), the data is verified against it
         (BadDigest, nothing stored, if it differs) and it is kept with the
         object, as S3 keeps an `x-amz-checksum-*` header.
+        `condition=WriteCondition(if_none_match=True)` stores it only if no object
+        is at `key` (`if_match=etag`: only over that version), else PreconditionFailed;
+        the check is atomic with the write.
         """
         if checksum is not None:
             algorithm = checksums.checksum_algorithm(checksum.algorithm)
@@ -100,15 +107,20 @@ class Bucket:
             cache_control=cache_control,
             content_disposition=content_disposition,
             content_encoding=content_encoding,
+            content_language=content_language,
+            expires=expires,
         )
-        return await self.put_meta(key, data, meta, expected=expected)
+        return await self.put_meta(key, data, meta, expected=expected, condition=condition)
 
     async def put_meta(
-        self, key: str, data: Body, meta: ObjectMeta, *, expected: Expected | None = None
-    ) -> ObjectInfo:
+        self, key: str, data: Body, meta: ObjectMeta, *, expected: Expected | None = None,
+        condition: WriteCondition | None = None,
+    ) -> ObjectInfo:  # fmt: skip
         """`put` with the object's metadata given as one ObjectMeta."""
         async with self._write("ObjectCreated:Put", key) as delivery:
-            info = await self._backend.put(self.name, check_key(key), data, meta, expected)
+            info = await self._backend.put(
+                self.name, check_key(key), data, meta, expected, condition
+            )
             delivery.committed(_event("ObjectCreated:Put", self.name, info))
         return info
 
@@ -183,19 +195,22 @@ class Bucket:
         source_bucket: str | None = None,
         meta: ObjectMeta | None = None,
         checksum_algorithm: str | None = None,
+        condition: WriteCondition | None = None,
     ) -> ObjectInfo:
         """Copy `source_key` (of this bucket or `source_bucket`) to `key` in this bucket.
 
         `meta=None` keeps the source's content type and metadata. The copy
         keeps the source's checksum, or with `checksum_algorithm` ("crc32",
         "sha256"...) gets a new one of that algorithm, computed over its bytes.
+        `condition` is about the object at `key`, as for `put`.
         """
         source = check_bucket_name(source_bucket) if source_bucket else self.name
         algorithm = checksums.checksum_algorithm(checksum_algorithm) if checksum_algorithm else None
         async with self._write("ObjectCreated:Copy", key) as delivery:
             info = await self._backend.copy(
-                source, check_key(source_key), self.name, check_key(key), meta, algorithm
-            )
+                source, check_key(source_key), self.name, check_key(key), meta, algorithm,
+                condition,
+            )  # fmt: skip
             delivery.committed(_event("ObjectCreated:Copy", self.name, info))
         return info
 
@@ -256,18 +271,20 @@ class Bucket:
         parts: Sequence[CompletedPart | tuple[int, str]],
         *,
         checksum: Checksum | None = None,
+        condition: WriteCondition | None = None,
     ) -> ObjectInfo:
         """Assemble the listed parts (`CompletedPart`s, or (number, ETag) pairs) into the object.
 
         A part's listed checksum must be the one it was uploaded with
         (InvalidPart), and `checksum`, the object's if the caller knows it,
-        the one made (BadDigest); either way nothing is stored.
+        the one made (BadDigest); either way nothing is stored. `condition` is
+        about the object at `key`, as for `put` (the upload stays if it fails).
         """
         listed = [p if isinstance(p, CompletedPart) else CompletedPart(*p) for p in parts]
         name: EventName = "ObjectCreated:CompleteMultipartUpload"
         async with self._write(name, key) as delivery:
             info = await self._backend.complete_upload(
-                self.name, check_key(key), upload_id, listed, checksum
+                self.name, check_key(key), upload_id, listed, checksum, condition
             )
             delivery.committed(_event(name, self.name, info))
         return info
@@ -309,7 +326,7 @@ class Bucket:
         await self._backend.create_bucket(self.name, BucketConfig(access=access))
 
     async def delete_bucket(self) -> None:
-        """Delete the (empty) bucket; BucketNotEmpty if it holds objects."""
+        """Delete the bucket; BucketNotEmpty if it holds objects. Uploads in progress are aborted."""
         await self._backend.delete_bucket(self.name)
 
     async def config(self) -> BucketConfig:

@@ -95,6 +95,8 @@ class Expected:
     content_md5: str | None = None
     # algorithm -> base64 value; None while it is still to come in a trailer
     checksums: dict[str, str | None] = field(default_factory=dict)
+    # The trailer x-amz-trailer announced (lower-case); an aws-chunked body may end with no other.
+    trailer: str | None = None
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> Expected:
@@ -104,6 +106,8 @@ class Expected:
             check_checksum_value(algorithm, value)
             checksums[algorithm] = value
         trailer = headers.get("x-amz-trailer", "").strip().lower()
+        if "," in trailer:
+            raise InvalidChecksum("x-amz-trailer may announce one checksum trailer only")
         algorithm = trailer.removeprefix("x-amz-checksum-")
         if trailer.startswith("x-amz-checksum-") and algorithm in CHECKSUMS:
             checksums.setdefault(algorithm, None)
@@ -111,7 +115,7 @@ class Expected:
         content_md5 = headers.get("content-md5")
         if content_md5 is not None and not _is_md5(content_md5):
             raise InvalidDigest("the Content-MD5 you specified is not valid: 16 bytes in base64")
-        return cls(content_md5=content_md5, checksums=checksums)
+        return cls(content_md5=content_md5, checksums=checksums, trailer=trailer or None)
 
 
 def _is_md5(value: str) -> bool:
@@ -193,10 +197,17 @@ class DigestingReader:
         """
         trailers: Mapping[str, str] = getattr(body, "trailers", None) or {}
         for name, trailer in trailers.items():
-            algorithm = name.removeprefix("x-amz-checksum-")
             # Only a trailer announced in x-amz-trailer was hashed while reading.
+            if name != self.expected.trailer:
+                raise InvalidChecksum(f"the trailer {name} was not announced in x-amz-trailer")
+            algorithm = name.removeprefix("x-amz-checksum-")
             if name.startswith("x-amz-checksum-") and algorithm in self.expected.checksums:
                 check_checksum_value(algorithm, trailer)
+                header = self.expected.checksums[algorithm]
+                if header is not None and header != trailer:  # a header said otherwise
+                    raise BadDigest(
+                        f"the x-amz-checksum-{algorithm} header and trailer do not agree"
+                    )
                 self.expected.checksums[algorithm] = trailer
         digest = self.md5.digest()
         if self.expected.content_md5 is not None and to_base64(digest) != self.expected.content_md5:

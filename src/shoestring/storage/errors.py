@@ -15,6 +15,7 @@
     ├── InvalidPart              CompleteMultipartUpload names a part that was not uploaded
     ├── InvalidPartOrder         ... or lists parts out of ascending order
     ├── EntityTooSmall           ... or a part but the last is under 5 MiB
+    ├── PreconditionFailed       a conditional write (If-None-Match: *, If-Match) whose condition failed
     └── BackendUnavailable       the S3 service behind the s3 backend failed or is unreachable
 
 Each maps to the S3 error code of the same name (s3api/errors.py), so the
@@ -98,6 +99,10 @@ class InvalidPartOrder(StorageError):
 
 class EntityTooSmall(StorageError):
     code = "EntityTooSmall"
+
+
+class PreconditionFailed(StorageError):
+    code = "PreconditionFailed"
 
 
 class BackendUnavailable(StorageError):

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +31,6 @@ from typing import Any, TypeVar
 from shoestring.storage.backend import Body
 from shoestring.storage.checksums import (
     DEFAULT_CHECKSUM,
-    check_listed_part,
     check_object_checksum,
     checksum_type,
     composite,
@@ -42,17 +41,16 @@ from shoestring.storage.digests import Digested, Expected, multipart_etag
 from shoestring.storage.errors import (
     BucketAlreadyExists,
     BucketNotEmpty,
-    EntityTooSmall,
-    InvalidPart,
-    InvalidPartOrder,
     NoSuchBucket,
     NoSuchKey,
     NoSuchUpload,
 )
 from shoestring.storage.fs_files import DataFiles, read_chunks
 from shoestring.storage.fs_index import (
+    Guard,
     Index,
     Row,
+    Statement,
     checksum_from_text,
     checksum_to_text,
     config_to_json,
@@ -60,9 +58,9 @@ from shoestring.storage.fs_index import (
     prefix_end,
     when,
 )
+from shoestring.storage.fs_parts import PartsChanged, StoredPart, check_parts
 from shoestring.storage.fs_recent import RecentObjects, RecentRows
 from shoestring.storage.objects import (
-    MULTIPART_MIN_PART,
     BucketConfig,
     BucketInfo,
     Checksum,
@@ -77,6 +75,7 @@ from shoestring.storage.objects import (
     StoredObject,
     Upload,
     UploadPage,
+    WriteCondition,
 )
 from shoestring.storage.uploads import page_of_uploads
 
@@ -167,8 +166,8 @@ class FsBackend:
             raise RuntimeError("the storage backend is not open: start the app first")
         return await asyncio.get_running_loop().run_in_executor(self._writer, call)
 
-    async def _write(self, *statements: tuple[str, Sequence[Any]]) -> list[Any]:
-        return await self._on_writer(lambda: self.index.write(statements))
+    async def _write(self, *statements: Statement, guards: Sequence[Guard] = ()) -> list[Any]:
+        return await self._on_writer(lambda: self.index.write(statements, guards))
 
     # -- buckets -----------------------------------------------------------
 
@@ -179,18 +178,33 @@ class FsBackend:
             raise BucketAlreadyExists(f"bucket {name!r} already exists")
 
     async def delete_bucket(self, name: str) -> None:
-        self._require_bucket(name)
-        uploads = self.index.read_all("SELECT upload_id FROM uploads WHERE bucket = ?", (name,))
-        sql = (
-            "DELETE FROM buckets WHERE name = ? AND NOT EXISTS "
-            "(SELECT 1 FROM objects WHERE bucket = ?) RETURNING 1"
+        # As S3: only objects keep a bucket; its uploads in progress are aborted with
+        # it, in the same transaction, so none is left to reappear in a namesake.
+        def empty(row: Row | None) -> None:
+            if row is None or not row[0]:
+                raise NoSuchBucket(f"no bucket named {name!r}")
+            if row[1]:
+                raise BucketNotEmpty(f"bucket {name!r} is not empty: delete its objects first")
+
+        its_uploads = "SELECT upload_id FROM uploads WHERE bucket = ?"
+        files, *_ = await self._write(
+            (
+                f"SELECT group_concat(file, ' ') FROM parts WHERE upload_id IN ({its_uploads})",  # noqa: S608
+                (name,),
+            ),
+            (f"DELETE FROM parts WHERE upload_id IN ({its_uploads})", (name,)),  # noqa: S608
+            ("DELETE FROM uploads WHERE bucket = ?", (name,)),
+            ("DELETE FROM buckets WHERE name = ?", (name,)),
+            guards=[
+                (
+                    "SELECT EXISTS (SELECT 1 FROM buckets WHERE name = ?), "
+                    "EXISTS (SELECT 1 FROM objects WHERE bucket = ?)",
+                    (name, name),
+                    empty,
+                )
+            ],
         )
-        (row,) = await self._write((sql, (name, name)))
-        if row is None:
-            raise BucketNotEmpty(f"bucket {name!r} is not empty: delete its objects first")
-        for (upload_id,) in uploads:
-            with contextlib.suppress(NoSuchUpload):
-                await self.abort_upload(name, "", upload_id)
+        self.files.discard(*((files[0] if files else None) or "").split())
 
     async def list_buckets(self) -> list[BucketInfo]:
         return self.index.buckets()
@@ -214,11 +228,15 @@ class FsBackend:
 
     async def _commit_object(
         self, bucket: str, key: str, file: str, digested: Digested, meta: ObjectMeta,
-        *extra: tuple[str, Sequence[Any]], parts: tuple[int, ...] | None = None,
+        *extra: Statement, parts: tuple[int, ...] | None = None,
+        condition: WriteCondition | None = None, guards: Sequence[Guard] = (),
     ) -> ObjectInfo:  # fmt: skip
         """Make `file` the object at `key`, in one transaction with `extra` statements.
 
-        `parts`: the sizes of the parts of a multipart object, in order.
+        `parts`: the sizes of the parts of a multipart object, in order. The
+        `guards`, then `condition` (against the object now at `key`), are
+        checked inside that transaction: if one fails, nothing changes and
+        `file` is discarded.
         """
         mtime = time.time()
         encoded = key.encode("utf-8")
@@ -228,9 +246,18 @@ class FsBackend:
             bucket, encoded, file, size, etag, mtime, json.dumps(meta.to_json()),
             checksum_to_text(checksum), json.dumps(parts) if parts else None, bucket,
         )  # fmt: skip
+        checks = list(guards)
+        if condition is not None:
+            checks.append(
+                (
+                    "SELECT etag FROM objects WHERE bucket = ? AND key = ?",
+                    (bucket, encoded),
+                    lambda found: condition.check(found[0] if found else None),
+                )
+            )
         try:
             old, row, *_ = await self._write(
-                (old_sql, (bucket, encoded)), (_UPSERT_OBJECT, values), *extra
+                (old_sql, (bucket, encoded)), (_UPSERT_OBJECT, values), *extra, guards=checks
             )
         except BaseException:
             self.files.discard(file)
@@ -245,11 +272,12 @@ class FsBackend:
     # -- objects -----------------------------------------------------------
 
     async def put(
-        self, bucket: str, key: str, body: Body, meta: ObjectMeta, expected: Expected | None
-    ) -> ObjectInfo:
+        self, bucket: str, key: str, body: Body, meta: ObjectMeta, expected: Expected | None,
+        condition: WriteCondition | None = None,
+    ) -> ObjectInfo:  # fmt: skip
         self._require_bucket(bucket)
         file, digested = await self.files.receive(body, expected, put_algorithm(expected))
-        return await self._commit_object(bucket, key, file, digested, meta)
+        return await self._commit_object(bucket, key, file, digested, meta, condition=condition)
 
     def _lookup(self, bucket: str, key: str) -> tuple[Row, ObjectInfo, bytes | None]:
         """The object's current index row, its info and (if remembered) its whole body."""
@@ -352,7 +380,7 @@ class FsBackend:
 
     async def copy(
         self, source_bucket: str, source_key: str, bucket: str, key: str, meta: ObjectMeta | None,
-        checksum_algorithm: str | None = None,
+        checksum_algorithm: str | None = None, condition: WriteCondition | None = None,
     ) -> ObjectInfo:  # fmt: skip
         self._require_bucket(bucket)
         for _ in range(3):
@@ -372,8 +400,9 @@ class FsBackend:
                     raise
             digested = Digested(info.size, info.etag, checksum)
             return await self._commit_object(
-                bucket, key, linked, digested, meta or info.meta, parts=info.parts
-            )
+                bucket, key, linked, digested, meta or info.meta, parts=info.parts,
+                condition=condition,
+            )  # fmt: skip
         raise NoSuchKey("the specified key does not exist")
 
     # -- multipart ---------------------------------------------------------
@@ -389,17 +418,20 @@ class FsBackend:
         now = time.time()
         sql = (
             "INSERT INTO uploads (upload_id, bucket, key, meta, initiated, checksum_algorithm, "
-            "checksum_type) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            "checksum_type) SELECT ?, ?, ?, ?, ?, ?, ? "
+            "WHERE EXISTS (SELECT 1 FROM buckets WHERE name = ?) RETURNING 1"
         )
-        await self._write(
+        (row,) = await self._write(
             (
                 sql,
                 (
                     upload_id, bucket, key.encode("utf-8"), json.dumps(meta.to_json()), now,
-                    checksum_algorithm, checksum_type,
+                    checksum_algorithm, checksum_type, bucket,
                 ),
             )
         )  # fmt: skip
+        if row is None:  # the bucket was deleted meanwhile
+            raise NoSuchBucket(f"no bucket named {bucket!r}")
         return Upload(upload_id, key, when(now), checksum_algorithm, checksum_type)
 
     def _upload(self, bucket: str, key: str, upload_id: str) -> tuple[Upload, ObjectMeta]:
@@ -467,17 +499,32 @@ class FsBackend:
 
     async def complete_upload(
         self, bucket: str, key: str, upload_id: str, parts: Sequence[CompletedPart],
-        checksum: Checksum | None = None,
+        checksum: Checksum | None = None, condition: WriteCondition | None = None,
+    ) -> ObjectInfo:  # fmt: skip
+        # An abort, another completion or a part uploaded again may change the
+        # parts while they are joined: the commit checks that they did not, else
+        # the completion starts over, and then finds the upload gone (NoSuchUpload)
+        # or a listed part no longer the one uploaded (InvalidPart).
+        for _ in range(3):
+            try:
+                return await self._complete(bucket, key, upload_id, parts, checksum, condition)
+            except PartsChanged:
+                continue
+        raise NoSuchUpload("the multipart upload kept changing while it was being completed")
+
+    async def _complete(
+        self, bucket: str, key: str, upload_id: str, parts: Sequence[CompletedPart],
+        checksum: Checksum | None, condition: WriteCondition | None,
     ) -> ObjectInfo:  # fmt: skip
         upload, meta = self._upload(bucket, key, upload_id)
         stored = {
-            number: _StoredPart(file, size, etag, checksum_from_text(text))
+            number: StoredPart(file, size, etag, checksum_from_text(text))
             for number, file, size, etag, text in self.index.read_all(
                 "SELECT number, file, size, etag, checksum FROM parts WHERE upload_id = ?",
                 (upload_id,),
             )
         }
-        _check_parts(parts, stored, upload.checksum_algorithm)
+        check_parts(parts, stored, upload.checksum_algorithm)
         listed = [stored[part.number] for part in parts]
         algorithm = upload.checksum_algorithm
         # The bytes are checksummed as they are assembled when the object's checksum
@@ -487,9 +534,12 @@ class FsBackend:
             else algorithm if upload.checksum_type == "FULL_OBJECT"
             else None
         )  # fmt: skip
-        file, made = await asyncio.to_thread(
-            self.files.concatenate, [part.file for part in listed], whole
-        )
+        try:
+            file, made = await asyncio.to_thread(
+                self.files.concatenate, [part.file for part in listed], whole
+            )
+        except FileNotFoundError:  # a part was replaced, or the upload ended, meanwhile
+            raise PartsChanged from None
         try:
             if algorithm is not None and whole is None:
                 # _check_parts made sure every part listed has a checksum of this algorithm.
@@ -500,11 +550,25 @@ class FsBackend:
             raise
         size = sum(part.size for part in listed)
         etag = multipart_etag([part.etag for part in listed])
+        joined = {f"{number}:{part.file}" for number, part in stored.items()}
+
+        def unchanged(row: Row | None) -> None:
+            if row is None or row[0] is None or set((row[1] or "").split()) != joined:
+                raise PartsChanged
+
         info = await self._commit_object(
             bucket, key, file, Digested(size, etag, made), meta,
             ("DELETE FROM parts WHERE upload_id = ?", (upload_id,)),
             ("DELETE FROM uploads WHERE upload_id = ?", (upload_id,)),
-            parts=tuple(part.size for part in listed),
+            parts=tuple(part.size for part in listed), condition=condition,
+            guards=[
+                (
+                    "SELECT (SELECT 1 FROM uploads WHERE upload_id = ?), (SELECT "
+                    "group_concat(number || ':' || file, ' ') FROM parts WHERE upload_id = ?)",
+                    (upload_id, upload_id),
+                    unchanged,
+                )
+            ],
         )  # fmt: skip
         self.files.discard(*(part.file for part in stored.values()))
         return info
@@ -573,28 +637,3 @@ class FsBackend:
         self, bucket: str, key: str, method: str, expires: int, now: datetime | None
     ) -> str | None:
         return None  # shoestring's own S3 API answers for this backend
-
-
-@dataclass(frozen=True, slots=True)
-class _StoredPart:
-    file: str
-    size: int
-    etag: str
-    checksum: Checksum | None
-
-
-def _check_parts(
-    parts: Sequence[CompletedPart], stored: dict[int, _StoredPart], algorithm: str | None
-) -> None:
-    if not parts:
-        raise InvalidPart("CompleteMultipartUpload must list at least one part")
-    numbers = [part.number for part in parts]
-    if numbers != sorted(set(numbers)):
-        raise InvalidPartOrder("the list of parts was not in ascending order")
-    for index, part in enumerate(parts):
-        found = stored.get(part.number)
-        if found is None or found.etag.strip('"') != part.etag.strip('"'):
-            raise InvalidPart(f"part {part.number} was not uploaded or its ETag does not match")
-        check_listed_part(part, found.checksum, algorithm)
-        if index < len(parts) - 1 and found.size < MULTIPART_MIN_PART:
-            raise EntityTooSmall(f"part {part.number} is smaller than the 5 MiB minimum")

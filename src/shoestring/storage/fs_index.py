@@ -24,7 +24,7 @@ import mmap
 import os
 import sqlite3
 import threading
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 Row = tuple[Any, ...]
+Statement = tuple[str, Sequence[Any]]
+# A query run first in a write's transaction, and what must hold of its first row
+# (the callable raises if not, and the transaction is rolled back).
+Guard = tuple[str, Sequence[Any], Callable[[Row | None], None]]
 
 _SCAN = "SELECT key, size, etag, mtime, meta, checksum FROM objects WHERE bucket = ? AND key "
 _SCAN_FROM = _SCAN + ">= ?"
@@ -263,14 +267,22 @@ class Index:
             raise RuntimeError("the storage index is not open: start the app first")
         return self._reader
 
-    def write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Row | None]:
-        """Run statements in one IMMEDIATE transaction; return each one's first row (RETURNING)."""
+    def write(
+        self, statements: Sequence[Statement], guards: Sequence[Guard] = ()
+    ) -> list[Row | None]:
+        """Run statements in one IMMEDIATE transaction; return each one's first row (RETURNING).
+
+        Each guard runs first, in the same transaction: if its check raises,
+        nothing is written and the exception propagates.
+        """
         if self._writer is None:
             raise RuntimeError("the storage index is not open: start the app first")
         with self._lock:
             writer = self._writer
             writer.execute("BEGIN IMMEDIATE")
             try:
+                for sql, params, check in guards:
+                    check(writer.execute(sql, params).fetchone())
                 rows = [writer.execute(sql, params).fetchone() for sql, params in statements]
             except BaseException:
                 writer.execute("ROLLBACK")

@@ -20,15 +20,23 @@ class ObjectMeta:
     cache_control: str | None = None
     content_disposition: str | None = None
     content_encoding: str | None = None
+    content_language: str | None = None
+    expires: str | None = None  # the Expires header as the writer sent it, unparsed (as S3)
 
     def to_json(self) -> dict[str, object]:
-        return {
+        data: dict[str, object] = {
             "content_type": self.content_type,
             "metadata": dict(self.metadata),
             "cache_control": self.cache_control,
             "content_disposition": self.content_disposition,
             "content_encoding": self.content_encoding,
         }
+        # Only when set: rows written before these were kept read the same.
+        if self.content_language is not None:
+            data["content_language"] = self.content_language
+        if self.expires is not None:
+            data["expires"] = self.expires
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> ObjectMeta:
@@ -40,6 +48,8 @@ class ObjectMeta:
             cache_control=_optional(data.get("cache_control")),
             content_disposition=_optional(data.get("content_disposition")),
             content_encoding=_optional(data.get("content_encoding")),
+            content_language=_optional(data.get("content_language")),
+            expires=_optional(data.get("expires")),
         )
 
 
@@ -48,6 +58,39 @@ def _optional(value: object) -> str | None:
 
 
 ChecksumType = Literal["FULL_OBJECT", "COMPOSITE"]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteCondition:
+    """S3's conditional write (`If-None-Match: *`, `If-Match: "etag"`) of a put, copy or
+    completed multipart upload.
+
+    The backend checks it in the same step that makes the new object visible,
+    so of two writers racing with `if_none_match`, exactly one succeeds.
+    """
+
+    if_none_match: bool = False  # only if no object is at the key
+    if_match: str | None = None  # only if the object at the key has this ETag
+
+    def check(self, etag: str | None) -> None:
+        """Raise unless the object now at the key (its ETag; None: no object) allows the write.
+
+        PreconditionFailed when it does not; NoSuchKey for `if_match` and no object, as S3.
+        """
+        from shoestring.storage.errors import NoSuchKey, PreconditionFailed
+
+        if self.if_none_match and etag is not None:
+            raise PreconditionFailed("an object already exists at this key (If-None-Match: *)")
+        if self.if_match is not None:
+            if etag is None:
+                raise NoSuchKey("the specified key does not exist (If-Match)")
+            if not _etags_match(self.if_match, etag):
+                raise PreconditionFailed("the object's ETag is not the one If-Match names")
+
+
+def _etags_match(header: str, etag: str) -> bool:
+    wanted = etag.strip('"')
+    return any(tag.strip().strip('"') in ("*", wanted) for tag in header.split(","))
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.utils import parse_to_aware_datetime
 
 from shoestring.storage import errors
 from shoestring.storage.backend import Body
@@ -47,6 +50,7 @@ from shoestring.storage.objects import (
     StoredObject,
     Upload,
     UploadPage,
+    WriteCondition,
 )
 
 if TYPE_CHECKING:
@@ -76,6 +80,9 @@ _ERRORS: dict[str, type[errors.StorageError]] = {
     "InvalidPart": errors.InvalidPart,
     "InvalidPartOrder": errors.InvalidPartOrder,
     "EntityTooSmall": errors.EntityTooSmall,
+    "PreconditionFailed": errors.PreconditionFailed,
+    # S3's answer to the loser of two conditional writes racing for one key.
+    "ConditionalRequestConflict": errors.PreconditionFailed,
 }
 
 
@@ -101,10 +108,35 @@ def _meta_args(meta: ObjectMeta) -> dict[str, Any]:
         ("CacheControl", meta.cache_control),
         ("ContentDisposition", meta.content_disposition),
         ("ContentEncoding", meta.content_encoding),
+        ("ContentLanguage", meta.content_language),
     ):
         if value:
             args[name] = value
+    if meta.expires:
+        # boto3 sends Expires only as a date; a value that is none already means
+        # "expired" (RFC 9111 §5.3), as no Expires at all nearly does.
+        with contextlib.suppress(ValueError, TypeError, OverflowError):
+            args["Expires"] = parse_to_aware_datetime(meta.expires)
     return args
+
+
+def _condition_args(condition: WriteCondition | None) -> dict[str, Any]:
+    """boto3's IfNoneMatch/IfMatch of a conditional write: the service checks it atomically."""
+    args: dict[str, Any] = {}
+    if condition is not None:
+        if condition.if_none_match:
+            args["IfNoneMatch"] = "*"
+        if condition.if_match is not None:
+            args["IfMatch"] = condition.if_match
+    return args
+
+
+def _expires(response: Mapping[str, Any]) -> str | None:
+    text = response.get("ExpiresString")
+    if text:
+        return str(text)
+    when = response.get("Expires")
+    return format_datetime(when.astimezone(UTC), usegmt=True) if when else None
 
 
 def _checksum_args(checksum: Checksum | None) -> dict[str, Any]:
@@ -158,6 +190,8 @@ def _info(key: str, response: dict[str, Any]) -> ObjectInfo:
             cache_control=response.get("CacheControl"),
             content_disposition=response.get("ContentDisposition"),
             content_encoding=response.get("ContentEncoding"),
+            content_language=response.get("ContentLanguage"),
+            expires=_expires(response),
         ),
         checksum=_checksum(response),
     )
@@ -295,8 +329,9 @@ class S3Backend:
             raise errors.InvalidKey("keys under .shoestring/ are reserved by the s3 backend")
 
     async def put(
-        self, bucket: str, key: str, body: Body, meta: ObjectMeta, expected: Expected | None
-    ) -> ObjectInfo:
+        self, bucket: str, key: str, body: Body, meta: ObjectMeta, expected: Expected | None,
+        condition: WriteCondition | None = None,
+    ) -> ObjectInfo:  # fmt: skip
         self._check_key(key)
         spool, digested = await self._spool(body, expected, put_algorithm(expected))
         size, etag, checksum = digested.size, digested.etag, digested.checksum
@@ -306,7 +341,7 @@ class S3Backend:
             await self._call(
                 lambda: self._client.put_object(
                     Bucket=real, Key=key, Body=spool, ContentLength=size, ContentMD5=md5,
-                    **_meta_args(meta), **_checksum_args(checksum),
+                    **_meta_args(meta), **_checksum_args(checksum), **_condition_args(condition),
                 ),
                 missing=errors.NoSuchBucket,
             )  # fmt: skip
@@ -404,7 +439,7 @@ class S3Backend:
 
     async def copy(
         self, source_bucket: str, source_key: str, bucket: str, key: str, meta: ObjectMeta | None,
-        checksum_algorithm: str | None = None,
+        checksum_algorithm: str | None = None, condition: WriteCondition | None = None,
     ) -> ObjectInfo:  # fmt: skip
         self._check_key(source_key)
         self._check_key(key)
@@ -412,6 +447,7 @@ class S3Backend:
             "Bucket": self._real(bucket),
             "Key": key,
             "CopySource": {"Bucket": self._real(source_bucket), "Key": source_key},
+            **_condition_args(condition),
         }
         if meta is not None:
             args.update(_meta_args(meta), MetadataDirective="REPLACE")
@@ -479,7 +515,7 @@ class S3Backend:
 
     async def complete_upload(
         self, bucket: str, key: str, upload_id: str, parts: Sequence[CompletedPart],
-        checksum: Checksum | None = None,
+        checksum: Checksum | None = None, condition: WriteCondition | None = None,
     ) -> ObjectInfo:  # fmt: skip
         # The service checks the parts' ETags and checksums, and makes the object's.
         listed = [
@@ -489,6 +525,7 @@ class S3Backend:
         args: dict[str, Any] = {
             "Bucket": self._real(bucket), "Key": key, "UploadId": upload_id,
             "MultipartUpload": {"Parts": listed}, **_checksum_args(checksum),
+            **_condition_args(condition),
         }  # fmt: skip
         if checksum is not None:
             args["ChecksumType"] = checksum.type

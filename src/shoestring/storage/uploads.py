@@ -24,6 +24,8 @@ def page_of_uploads(
     prefixes: list[str] = []
     next_key: str | None = None
     next_id: str | None = None
+    if max_uploads == 0:
+        return UploadPage([], [], False)  # as a listing of max-keys=0: nothing asked
     for upload in ordered:
         common = _common_prefix(upload.key, prefix, delimiter)
         # A prefix already on this page, or at or before the marker (so on an

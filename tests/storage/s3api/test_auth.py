@@ -212,3 +212,23 @@ def test_signed_requests_on_the_api_host_in_both_addressing_styles(
         )
     finally:
         server.stop()
+
+
+def test_a_bucket_host_takes_keys_that_look_like_the_path_prefix(
+    tmp_path: Path, named_host: str
+) -> None:
+    server = serve(tmp_path, StorageSettings(api_host=named_host))
+    try:
+        key = server.new_key()
+        endpoint = f"http://{named_host}:{server.port}"
+        virtual = s3_client(
+            endpoint, key.key.access_key_id, key.secret_access_key,
+            s3={"addressing_style": "virtual"},
+        )  # fmt: skip
+        virtual.create_bucket(Bucket="pics")
+        virtual.put_object(Bucket="pics", Key="_s3/newbucket", Body=b"a key, not a bucket")
+        assert [b["Name"] for b in virtual.list_buckets()["Buckets"]] == ["pics"]
+        got = virtual.get_object(Bucket="pics", Key="_s3/newbucket")["Body"].read()
+        assert got == b"a key, not a bucket"
+    finally:
+        server.stop()

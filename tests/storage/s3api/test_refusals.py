@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import boto3
 import botocore.exceptions
 import httpx
 import pytest
+from botocore.config import Config
 from defusedxml.ElementTree import fromstring
 
 from tests.storage.conftest import ServerThread
@@ -157,3 +159,123 @@ def test_malformed_digests_and_control_characters_get_their_own_codes(
     assert document.findtext("Code") in ("InvalidArgument", "AccessDenied")
     code, _ = refused(s3.put_object, Bucket=bucket, Key="nul\x01byte", Body=b"x")
     assert code == "InvalidArgument"
+
+
+def test_a_payload_hash_that_is_none_is_invalid(server: ServerThread, s3: Any, bucket: str) -> None:
+    from tests.storage.s3api.signing import signed_request
+
+    url = f"{server.url}/_s3/{bucket}/k"
+    answer = signed_request("PUT", url, server.new_key(), b"other", payload_hash="SHA-PLEASE")
+    assert answer.status_code == 400 and b"InvalidArgument" in answer.content
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"precious"
+
+
+def test_a_client_signing_for_another_region_works_as_it_is(
+    server: ServerThread, bucket: str
+) -> None:
+    key = server.new_key()
+    elsewhere = boto3.client(
+        "s3", endpoint_url=server.url + "/_s3", region_name="eu-west-1",
+        aws_access_key_id=key.key.access_key_id, aws_secret_access_key=key.secret_access_key,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )  # fmt: skip
+    assert elsewhere.list_objects_v2(Bucket=bucket)["KeyCount"] == 1
+    # the signature covers the region named: a wrong secret still fails there
+    wrong = boto3.client(
+        "s3", endpoint_url=server.url + "/_s3", region_name="eu-west-1",
+        aws_access_key_id=key.key.access_key_id, aws_secret_access_key="x" * 40,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )  # fmt: skip
+    with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+        wrong.list_objects_v2(Bucket=bucket)
+    assert excinfo.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+
+
+def test_copying_a_version_that_never_existed_is_no_such_version(s3: Any, bucket: str) -> None:
+    source = {"Bucket": bucket, "Key": "k", "VersionId": "3HL4kqtJlcpXroDTDmJ"}
+    assert refused(s3.copy_object, Bucket=bucket, Key="copy", CopySource=source) == (
+        "NoSuchVersion",
+        404,
+    )
+    assert refused(s3.head_object, Bucket=bucket, Key="copy")[1] == 404
+    s3.copy_object(Bucket=bucket, Key="copy", CopySource={**source, "VersionId": "null"})
+    assert s3.get_object(Bucket=bucket, Key="copy")["Body"].read() == b"precious"
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"Tagging": "a=b"},
+        {"ObjectLockMode": "GOVERNANCE", "ObjectLockRetainUntilDate": "2030-01-01T00:00:00Z"},
+        {"ObjectLockLegalHoldStatus": "ON"},
+        {"ACL": "public-read"},
+        {"ServerSideEncryption": "aws:kms"},
+        {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": "k" * 32},
+    ],
+)
+def test_writes_promising_what_is_not_kept_are_refused(
+    s3: Any, bucket: str, arguments: dict[str, str]
+) -> None:
+    assert refused(s3.put_object, Bucket=bucket, Key="k", Body=b"lost", **arguments) == (
+        "NotImplemented",
+        501,
+    )
+    assert refused(s3.create_multipart_upload, Bucket=bucket, Key="k", **arguments)[1] == 501
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"precious"
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=bucket)
+
+
+def test_what_is_kept_or_already_so_is_accepted(s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="k2", Body=b"ok", ACL="private", ServerSideEncryption="AES256")
+    assert s3.get_object(Bucket=bucket, Key="k2")["Body"].read() == b"ok"
+
+
+def test_a_continuation_token_it_did_not_give_is_invalid(s3: Any, bucket: str) -> None:
+    for token in ("garbage", "YQ==", "!!!!"):
+        assert refused(s3.list_objects_v2, Bucket=bucket, ContinuationToken=token) == (
+            "InvalidArgument",
+            400,
+        )
+    s3.put_object(Bucket=bucket, Key="k2", Body=b"2")
+    first = s3.list_objects_v2(Bucket=bucket, MaxKeys=1)
+    rest = s3.list_objects_v2(Bucket=bucket, ContinuationToken=first["NextContinuationToken"])
+    assert [o["Key"] for o in rest["Contents"]] == ["k2"]
+
+
+def test_trailers_must_be_announced_and_agree_with_headers(
+    server: ServerThread, s3: Any, bucket: str
+) -> None:
+    import zlib
+
+    from tests.storage.s3api.signing import signed_request
+
+    def crc32(data: bytes) -> str:
+        return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+    data = b"new body"
+    url = f"{server.url}/_s3/{bucket}/k"
+
+    def put(trailer: str, headers: dict[str, str]) -> httpx.Response:
+        framed = f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n" + trailer.encode() + b"\r\n"
+        headers = {
+            "content-encoding": "aws-chunked", "x-amz-decoded-content-length": str(len(data)),
+            **headers,
+        }  # fmt: skip
+        return signed_request(
+            "PUT", url, server.new_key(), framed, headers=headers,
+            payload_hash="STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+        )  # fmt: skip
+
+    unannounced = put(f"x-amz-checksum-crc32:{crc32(data)}\r\n", {})
+    assert unannounced.status_code == 400 and b"InvalidRequest" in unannounced.content
+    contradicted = put(
+        f"x-amz-checksum-crc32:{crc32(data)}\r\n",
+        {"x-amz-trailer": "x-amz-checksum-crc32", "x-amz-checksum-crc32": crc32(b"other")},
+    )
+    assert contradicted.status_code == 400 and b"BadDigest" in contradicted.content
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"precious"
+    agreed = put(
+        f"x-amz-checksum-crc32:{crc32(data)}\r\n",
+        {"x-amz-trailer": "x-amz-checksum-crc32", "x-amz-checksum-crc32": crc32(data)},
+    )
+    assert agreed.status_code == 200, agreed.text

@@ -196,9 +196,8 @@ class S3Api:
             if request.operation == "MethodNotAllowed":
                 raise S3Error("MethodNotAllowed", f"{request.method} is not allowed here")
             raise not_implemented(request.operation)
-        request.caller = await authenticate(
-            request, self.storage.keys, self.storage.settings.clock_skew
-        )
+        settings = self.storage.settings
+        request.caller = await authenticate(request, self.storage.keys, settings.clock_skew)
         public = False
         if request.caller.key is None and request.bucket is not None:
             public = (await self.bucket_config(request.bucket)).access == "public-read"
@@ -230,15 +229,16 @@ class S3Route(BaseRoute):
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] != "http":
             return Match.NONE, {}
+        # A bucket's virtual host comes first: there, every path is a key (a key
+        # may well start with `_s3/`), never the path-style prefix.
+        host = self._host(scope) if self.host else ""
+        if self.host and host.endswith("." + self.host):
+            return Match.FULL, {"shoestring.s3": ("virtual", host[: -len(self.host) - 1])}
         path: str = scope["path"]
         if path == self.prefix or path.startswith(self.prefix + "/"):
             return Match.FULL, {"shoestring.s3": ("path", self.prefix)}
-        if self.host:
-            host = self._host(scope)
-            if host == self.host:
-                return Match.FULL, {"shoestring.s3": ("path", "")}
-            if host.endswith("." + self.host):
-                return Match.FULL, {"shoestring.s3": ("virtual", host[: -len(self.host) - 1])}
+        if host and host == self.host:
+            return Match.FULL, {"shoestring.s3": ("path", "")}
         return Match.NONE, {}
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -29,6 +29,9 @@ READS = frozenset(
 
 async def authenticate(request: S3Request, keys: KeyStore, skew: int) -> Caller:
     """The verified caller of `request`; S3Error if a signature is present but wrong."""
+    payload_hash = request.headers.get("x-amz-content-sha256")
+    if payload_hash is not None:
+        sigv4.check_payload_hash(payload_hash)
     header = request.headers.get("authorization")
     if header is not None:
         if not header.startswith(sigv4.ALGORITHM):
@@ -46,6 +49,7 @@ async def authenticate(request: S3Request, keys: KeyStore, skew: int) -> Caller:
         )
     else:
         return Caller()
+    sigv4.check_service(signed)
     sigv4.check_time(signed, datetime.now(UTC), skew)
     try:
         key, secret = await keys.lookup(signed.credential.access_key_id)

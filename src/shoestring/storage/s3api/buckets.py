@@ -222,15 +222,23 @@ async def ListObjects(api: S3Api, request: S3Request) -> Reply:
     )
 
 
+# A continuation token is the marker behind this prefix, so that a token this
+# API did not hand out is refused rather than taken as a place to start.
+_TOKEN_PREFIX = b"1:"
+
+
 def _token(marker: str) -> str:
-    return base64.urlsafe_b64encode(marker.encode("utf-8")).decode("ascii")
+    return base64.urlsafe_b64encode(_TOKEN_PREFIX + marker.encode("utf-8")).decode("ascii")
 
 
 def _untoken(token: str) -> str:
     try:
-        return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+        raw = base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True)
+        if not raw.startswith(_TOKEN_PREFIX):
+            raise ValueError(token)
+        return raw[len(_TOKEN_PREFIX) :].decode("utf-8")
     except (ValueError, UnicodeError):
-        raise S3Error("InvalidArgument", "the continuation token is not valid") from None
+        raise S3Error("InvalidArgument", "The continuation token provided is incorrect") from None
 
 
 async def ListObjectsV2(api: S3Api, request: S3Request) -> Reply:

@@ -18,6 +18,10 @@ from shoestring.storage.s3api import sigv4
 from shoestring.storage.s3api.errors import S3Error
 
 MAX_LINE = 8192  # a chunk header or trailer line longer than this is not one
+# The most of a chunk held in memory at once: the client chooses a chunk's size
+# (a presigned PUT URL leaves even the framing to whoever holds it), so a chunk
+# streams through in pieces and its signature is hashed piece by piece.
+PIECE = 1024 * 1024
 
 
 class ChunkedBody:
@@ -33,6 +37,7 @@ class ChunkedBody:
         credential: sigv4.Credential | None = None,
         timestamp: str = "",
         seed_signature: str = "",
+        max_size: int | None = None,
     ) -> None:
         self._raw = raw
         self._buffer = bytearray()
@@ -41,6 +46,7 @@ class ChunkedBody:
         self.signed = mode in (sigv4.STREAMING_SIGNED, sigv4.STREAMING_SIGNED_TRAILER)
         self.has_trailer = mode != sigv4.STREAMING_SIGNED
         self.decoded_length = decoded_length
+        self.max_size = max_size
         self._key = key
         self._credential = credential
         self._timestamp = timestamp
@@ -74,19 +80,23 @@ class ChunkedBody:
     async def _chunks(self) -> AsyncIterator[bytes]:
         total = 0
         while True:
-            header = await self._line()
-            size_text, _, extension = header.decode("latin-1").partition(";")
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise S3Error(
-                    "InvalidRequest", "malformed aws-chunked framing: bad chunk size"
-                ) from None
-            await self._fill(size)
-            data = bytes(self._buffer[:size])
-            del self._buffer[:size]
-            if self.signed:
-                self._verify_chunk(extension, data)
+            size, extension = self._chunk_header(await self._line())
+            self._check_room(total, size)
+            digest = hashlib.sha256() if self.signed else None
+            remaining = size
+            while remaining:
+                await self._fill(1)
+                piece = bytes(self._buffer[: min(remaining, PIECE)])
+                del self._buffer[: len(piece)]
+                remaining -= len(piece)
+                if digest is not None:
+                    digest.update(piece)
+                # Yielded before the chunk's signature is checked: a consumer
+                # commits nothing until the body ends, and a bad signature
+                # ends it with an error instead.
+                yield piece
+            if digest is not None:
+                self._verify_chunk(extension, digest.hexdigest())
             if size == 0:
                 break
             await self._fill(2)
@@ -96,7 +106,6 @@ class ChunkedBody:
                 )
             del self._buffer[:2]
             total += size
-            yield data
         if self.has_trailer:
             await self._read_trailers()
         if self.decoded_length is not None and total != self.decoded_length:
@@ -104,12 +113,32 @@ class ChunkedBody:
                 "IncompleteBody", "the body's length does not match x-amz-decoded-content-length"
             )
 
-    def _verify_chunk(self, extension: str, data: bytes) -> None:
+    @staticmethod
+    def _chunk_header(header: bytes) -> tuple[int, str]:
+        """A chunk header's size and extension (`;chunk-signature=...`)."""
+        size_text, _, extension = header.decode("latin-1").partition(";")
+        size_text = size_text.strip()
+        if not size_text or len(size_text) > 16 or size_text.strip("0123456789abcdefABCDEF"):
+            raise S3Error("InvalidRequest", "malformed aws-chunked framing: bad chunk size")
+        return int(size_text, 16), extension
+
+    def _check_room(self, total: int, size: int) -> None:
+        """Refuse a chunk that would run past the size allowed or declared, before reading it."""
+        if self.max_size is not None and total + size > self.max_size:
+            raise S3Error(
+                "EntityTooLarge", "your proposed upload exceeds the maximum allowed object size"
+            )
+        if self.decoded_length is not None and total + size > self.decoded_length:
+            raise S3Error(
+                "IncompleteBody", "the body's length does not match x-amz-decoded-content-length"
+            )
+
+    def _verify_chunk(self, extension: str, chunk_hash: str) -> None:
         name, _, signature = extension.partition("=")
         if name != "chunk-signature" or self._key is None or self._credential is None:
             raise S3Error("InvalidRequest", "a signed aws-chunked chunk lacks its chunk-signature")
         text = sigv4.chunk_string_to_sign(
-            self._timestamp, self._credential, self._previous, hashlib.sha256(data).hexdigest()
+            self._timestamp, self._credential, self._previous, chunk_hash
         )
         expected = sigv4.sign(self._key, text)
         if not hmac.compare_digest(expected, signature):

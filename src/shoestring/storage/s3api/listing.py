@@ -12,14 +12,24 @@ MAX_PAGE = 1000  # S3 answers at most this many entries, whatever is asked
 
 
 def page_size(request: S3Request, parameter: str) -> int:
-    """The `max-keys`/`max-uploads` asked for, at most MAX_PAGE; InvalidArgument if not a count."""
-    try:
-        value = int(request.query.get(parameter, str(MAX_PAGE)))
-    except ValueError:
-        raise S3Error("InvalidArgument", f"{parameter} must be a number") from None
-    if value < 0:
+    """The `max-keys`/`max-uploads`/`max-parts` asked for, at most MAX_PAGE.
+
+    InvalidArgument if it is not a count (as S3: never silently the default).
+    """
+    return min(count(request, parameter, MAX_PAGE), MAX_PAGE)
+
+
+def count(request: S3Request, parameter: str, default: int) -> int:
+    """A non-negative integer query parameter, `default` if absent; InvalidArgument if not one."""
+    text = request.query.get(parameter)
+    if text is None:
+        return default
+    if text.startswith("-") and text[1:].isdigit():
         raise S3Error("InvalidArgument", f"{parameter} must not be negative")
-    return min(value, MAX_PAGE)
+    # isdecimal and ASCII: int() would also take " 5", "+5", "1_000" and other digits.
+    if not (text.isascii() and text.isdecimal()) or len(text) > 18:
+        raise S3Error("InvalidArgument", f"{parameter} must be a non-negative integer")
+    return int(text)
 
 
 def encoding(request: S3Request) -> tuple[bool, str]:

@@ -29,6 +29,8 @@ from shoestring.storage.s3api.objects import (
     copy_source_info,
     key_of,
     meta_from_headers,
+    refuse_unkept,
+    write_condition,
 )
 from shoestring.storage.s3api.reply import Reply, checksum_headers, xml_reply
 from shoestring.storage.s3api.request import S3Request
@@ -51,6 +53,7 @@ def _part_number(request: S3Request) -> int:
 
 async def CreateMultipartUpload(api: S3Api, request: S3Request) -> Reply:
     key = key_of(request)
+    refuse_unkept(request.headers)
     await request.discard_body()
     upload = await bucket_of(api, request).create_upload(
         key, meta_from_headers(request.headers, key),
@@ -76,8 +79,9 @@ async def UploadPart(api: S3Api, request: S3Request) -> Reply:
     _check_length(api, request)
     expected = Expected.from_headers(request.headers)
     part = await bucket_of(api, request).upload_part(
-        key_of(request), request.query["uploadId"], number, request.chunked_body(), expected
-    )
+        key_of(request), request.query["uploadId"], number,
+        request.chunked_body(api.storage.settings.max_object_size), expected,
+    )  # fmt: skip
     return checksum_headers(Reply().header("etag", part.etag), part.checksum, with_type=False)
 
 
@@ -119,11 +123,13 @@ def _copy_range(header: str | None, size: int) -> RangeRequest | None:
 
 
 async def CompleteMultipartUpload(api: S3Api, request: S3Request) -> Reply:
+    condition = write_condition(request.headers)
     parts = xml.parse_complete(await request.read_xml())
     key = key_of(request)
     info = await bucket_of(api, request).complete_upload(
-        key, request.query["uploadId"], parts, checksum=_object_checksum(request.headers)
-    )
+        key, request.query["uploadId"], parts, checksum=_object_checksum(request.headers),
+        condition=condition,
+    )  # fmt: skip
     return xml_reply(
         xml.document(
             "CompleteMultipartUploadResult",
@@ -165,14 +171,13 @@ async def AbortMultipartUpload(api: S3Api, request: S3Request) -> Reply:
 async def ListParts(api: S3Api, request: S3Request) -> Reply:
     key = key_of(request)
     upload_id = request.query["uploadId"]
-    marker_text = request.query.get("part-number-marker", "0")
-    marker = int(marker_text) if marker_text.isdigit() else 0
+    marker = listing.count(request, "part-number-marker", 0)
+    limit = listing.page_size(request, "max-parts")
     parts = [
         p for p in await bucket_of(api, request).list_parts(key, upload_id) if p.number > marker
     ]
-    limit_text = request.query.get("max-parts", "1000")
-    limit = min(int(limit_text), 1000) if limit_text.isdigit() else 1000
-    page, truncated = parts[:limit], len(parts) > limit
+    # As a listing of max-keys=0: nothing asked, nothing truncated.
+    page, truncated = parts[:limit], bool(limit) and len(parts) > limit
     return xml_reply(
         xml.document(
             "ListPartsResult",

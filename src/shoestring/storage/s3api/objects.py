@@ -14,13 +14,19 @@ from collections.abc import Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from shoestring.storage.bucket import Bucket
 from shoestring.storage.digests import Expected
 from shoestring.storage.errors import StorageError
 from shoestring.storage.keys import check_bucket_name, check_key
-from shoestring.storage.objects import MAX_PARTS, ObjectInfo, ObjectMeta, RangeRequest
+from shoestring.storage.objects import (
+    MAX_PARTS,
+    ObjectInfo,
+    ObjectMeta,
+    RangeRequest,
+    WriteCondition,
+)
 from shoestring.storage.s3api import xml
 from shoestring.storage.s3api.errors import S3Error, not_implemented
 from shoestring.storage.s3api.reply import (
@@ -69,6 +75,55 @@ def meta_from_headers(headers: Mapping[str, str], key: str) -> ObjectMeta:
         cache_control=headers.get("cache-control"),
         content_disposition=headers.get("content-disposition"),
         content_encoding=_content_encoding(headers.get("content-encoding")),
+        content_language=headers.get("content-language"),
+        expires=headers.get("expires"),
+    )
+
+
+# Headers of a write that promise what shoestring does not keep: the write is
+# refused (501, naming the header) rather than stored without it.
+UNKEPT = (
+    "x-amz-server-side-encryption-customer-algorithm", "x-amz-server-side-encryption-customer-key",
+    "x-amz-server-side-encryption-aws-kms-key-id", "x-amz-object-lock-mode",
+    "x-amz-object-lock-retain-until-date", "x-amz-object-lock-legal-hold", "x-amz-tagging",
+    "x-amz-grant-full-control", "x-amz-grant-read", "x-amz-grant-read-acp", "x-amz-grant-write-acp",
+    "x-amz-website-redirect-location",
+)  # fmt: skip
+# Canned object ACLs that say nothing beyond what a one-owner store already does.
+KEPT_ACLS = ("private", "bucket-owner-full-control", "bucket-owner-read")
+
+
+def refuse_unkept(headers: Mapping[str, str]) -> None:
+    """NotImplemented if the write asks for encryption, locks, tags or ACLs that would be lost."""
+    for name in UNKEPT:
+        if name in headers:
+            raise not_implemented(f"the {name} header")
+    acl = headers.get("x-amz-acl")
+    if acl is not None and acl not in KEPT_ACLS:
+        raise not_implemented(
+            f"the x-amz-acl header of an object ({acl}; a bucket's access is set on the bucket)"
+        )
+    encryption = headers.get("x-amz-server-side-encryption")
+    if encryption is not None and encryption != "AES256":  # what every object gets on S3
+        raise not_implemented(f"the x-amz-server-side-encryption header ({encryption})")
+
+
+def write_condition(headers: Mapping[str, str]) -> WriteCondition | None:
+    """The conditional write a PutObject, CopyObject or CompleteMultipartUpload asks for.
+
+    As S3: If-None-Match takes only `*` (NotImplemented otherwise), If-Match an ETag.
+    """
+    if_none, if_match = headers.get("if-none-match"), headers.get("if-match")
+    if if_none is None and if_match is None:
+        return None
+    if if_none is not None and if_none.strip() != "*":
+        raise S3Error(
+            "NotImplemented", "a conditional write takes If-None-Match: * only (no ETags)"
+        )
+    if if_match is not None and not if_match.strip():
+        raise S3Error("InvalidArgument", "If-Match must name an ETag")
+    return WriteCondition(
+        if_none_match=if_none is not None, if_match=if_match.strip() if if_match else None
     )
 
 
@@ -217,11 +272,14 @@ async def HeadObject(api: S3Api, request: S3Request) -> Reply:
 
 async def PutObject(api: S3Api, request: S3Request) -> Reply:
     key = key_of(request)
+    refuse_unkept(request.headers)
     _check_length(api, request)
     expected = Expected.from_headers(request.headers)
+    condition = write_condition(request.headers)
     info = await bucket_of(api, request).put_meta(
-        key, request.chunked_body(), meta_from_headers(request.headers, key), expected=expected
-    )
+        key, request.chunked_body(api.storage.settings.max_object_size),
+        meta_from_headers(request.headers, key), expected=expected, condition=condition,
+    )  # fmt: skip
     return checksum_headers(Reply().header("etag", info.etag), info.checksum)
 
 
@@ -278,7 +336,9 @@ async def DeleteObjects(api: S3Api, request: S3Request) -> Reply:
 
 def copy_source(request: S3Request) -> tuple[str, str]:
     """The bucket and key named by x-amz-copy-source, checked for the caller's read access."""
-    source = unquote(request.headers["x-amz-copy-source"].split("?", 1)[0]).lstrip("/")
+    path, _, query = request.headers["x-amz-copy-source"].partition("?")
+    version = parse_qs(query).get("versionId", [NULL_VERSION])[0]
+    source = unquote(path).lstrip("/")
     bucket, _, key = source.partition("/")
     if not bucket or not key:
         raise S3Error("InvalidArgument", "x-amz-copy-source must be BUCKET/KEY")
@@ -287,6 +347,8 @@ def copy_source(request: S3Request) -> tuple[str, str]:
     caller = request.caller.key
     if caller is None or not caller.allows(bucket, write=False):
         raise S3Error("AccessDenied", "Access Denied")
+    if version != NULL_VERSION:  # as GetObject: each object is its one `null` version
+        raise S3Error("NoSuchVersion", "the specified version does not exist")
     return bucket, key
 
 
@@ -302,6 +364,7 @@ async def copy_source_info(
 
 async def CopyObject(api: S3Api, request: S3Request) -> Reply:
     source_bucket, source_key = copy_source(request)
+    refuse_unkept(request.headers)
     await request.discard_body()
     directive = request.headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
@@ -318,11 +381,13 @@ async def CopyObject(api: S3Api, request: S3Request) -> Reply:
             "this copy request is illegal because it is trying to copy an object to itself "
             "without changing the object's metadata",
         )
+    condition = write_condition(request.headers)  # about the destination, as in S3
     await copy_source_info(api, request, source_bucket, source_key)
     meta = meta_from_headers(request.headers, key) if directive == "REPLACE" else None
     info = await bucket_of(api, request).copy(
-        source_key, key, source_bucket=source_bucket, meta=meta, checksum_algorithm=algorithm
-    )
+        source_key, key, source_bucket=source_bucket, meta=meta, checksum_algorithm=algorithm,
+        condition=condition,
+    )  # fmt: skip
     return xml_reply(
         xml.document(
             "CopyObjectResult",

@@ -81,6 +81,8 @@ def object_headers(info: ObjectInfo) -> Reply:
         ("cache-control", meta.cache_control),
         ("content-disposition", meta.content_disposition),
         ("content-encoding", meta.content_encoding),
+        ("content-language", meta.content_language),
+        ("expires", meta.expires),
     ):
         if value:
             reply.header(name, value)

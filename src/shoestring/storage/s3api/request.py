@@ -78,16 +78,20 @@ class S3Request:
             if not message.get("more_body", False):
                 return
 
-    def body(self) -> AsyncIterator[bytes]:
-        """The payload, decoded from aws-chunked if so framed, verified against its signature."""
+    def body(self, max_size: int | None = None) -> AsyncIterator[bytes]:
+        """The payload, decoded from aws-chunked if so framed, verified against its signature.
+
+        `max_size`: an aws-chunked chunk that would take the payload past it is
+        refused (EntityTooLarge) before it is read.
+        """
         payload_hash = self.headers.get("x-amz-content-sha256", "")
         if payload_hash.startswith("STREAMING-"):
-            return aiter(self._chunked(payload_hash))
+            return aiter(self._chunked(payload_hash, max_size))
         if len(payload_hash) == 64 and self.caller.signed is not None:
             return self._hashed(payload_hash)
         return self._raw()
 
-    def _chunked(self, mode: str) -> ChunkedBody:
+    def _chunked(self, mode: str, max_size: int | None) -> ChunkedBody:
         if mode not in (
             sigv4.STREAMING_SIGNED,
             sigv4.STREAMING_SIGNED_TRAILER,
@@ -100,6 +104,7 @@ class S3Request:
             self._raw(),
             mode=mode,
             decoded_length=int(decoded) if decoded and decoded.isdigit() else None,
+            max_size=max_size,
             key=self.caller.signing_key,
             credential=signed.credential if signed else None,
             timestamp=signed.timestamp if signed else "",
@@ -117,12 +122,12 @@ class S3Request:
                 "the provided x-amz-content-sha256 header does not match what was computed",
             )
 
-    def chunked_body(self) -> ChunkedBody | AsyncIterator[bytes]:
+    def chunked_body(self, max_size: int) -> ChunkedBody | AsyncIterator[bytes]:
         """Like body(), but returns the ChunkedBody itself so its trailers can be read."""
         payload_hash = self.headers.get("x-amz-content-sha256", "")
         if payload_hash.startswith("STREAMING-"):
-            return self._chunked(payload_hash)
-        return self.body()
+            return self._chunked(payload_hash, max_size)
+        return self.body(max_size)
 
     async def read_xml(self) -> bytes:
         """A small request body (an XML document), refused past MAX_XML_BODY."""
@@ -130,7 +135,7 @@ class S3Request:
         if length and length.isdigit() and int(length) > MAX_XML_BODY:
             raise S3Error("MaxMessageLengthExceeded", "the request body is too large")
         data = bytearray()
-        async for chunk in self.body():
+        async for chunk in self.body(MAX_XML_BODY):
             data += chunk
             if len(data) > MAX_XML_BODY:
                 raise S3Error("MaxMessageLengthExceeded", "the request body is too large")

@@ -26,6 +26,7 @@ HEADER = '<?xml version="1.0" encoding="UTF-8"?>\n'
 
 Node = str  # rendered XML
 REPLACEMENT = "\ufffd"
+_CR = {"\r": "&#13;"}
 
 
 def text(name: str, value: object) -> Node:
@@ -36,7 +37,9 @@ def text(name: str, value: object) -> Node:
     elif isinstance(value, datetime):
         value = iso(value)
     # Characters XML cannot carry even escaped (a NUL in a refused key's name) become U+FFFD.
-    return f"<{name}>{escape(NOT_XML.sub(REPLACEMENT, str(value)))}</{name}>"
+    # A raw CR would reach the client as LF (XML 1.0 §2.11 normalizes line ends): a
+    # character reference keeps it, as in S3's listings.
+    return f"<{name}>{escape(NOT_XML.sub(REPLACEMENT, str(value)), _CR)}</{name}>"
 
 
 def node(name: str, *children: Node | Iterable[Node]) -> Node:
