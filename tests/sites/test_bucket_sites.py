@@ -385,13 +385,13 @@ def test_cli_publish_ls_rollback_under_load(
         '[storage]\nmax_object_size = 1048576\n[sites.www]\nbucket = "site"\nspa = true\n'
     )
     (project / "app.py").write_text("from shoestring import App\n\napp = App('site')\n")
-    v1 = _versioned(tmp_path / "build1", "v1aaaaaaaa1")
-    v2 = _versioned(tmp_path / "build2", "v2bbbbbbbb2")
+    v1 = _versioned(tmp_path / "build1", "1a1aaaaaaa1")
+    v2 = _versioned(tmp_path / "build2", "2b2bbbbbbb2")
     published = run_cli(project, "sites", "publish", "www", str(v1))
     assert published.returncode == 0, published.stderr
     server = start(project)
     server.wait_ready()
-    assert "v1aaaaaaaa1" in httpx.get(server.base_url + "/notes/1").text
+    assert "1a1aaaaaaa1" in httpx.get(server.base_url + "/notes/1").text
     zipped = httpx.get(server.base_url + "/", headers={"accept-encoding": "gzip"})
     assert zipped.headers["content-encoding"] == "gzip"
 
@@ -416,9 +416,9 @@ def test_cli_publish_ls_rollback_under_load(
     try:
         published = run_cli(project, "sites", "publish", "www", str(v2))
         assert published.returncode == 0, published.stderr
-        _eventually(lambda: "v2bbbbbbbb2" in httpx.get(server.base_url + "/").text)
+        _eventually(lambda: "2b2bbbbbbb2" in httpx.get(server.base_url + "/").text)
         assert run_cli(project, "sites", "rollback", "www").returncode == 0
-        _eventually(lambda: "v1aaaaaaaa1" in httpx.get(server.base_url + "/").text)
+        _eventually(lambda: "1a1aaaaaaa1" in httpx.get(server.base_url + "/").text)
         listed = run_cli(project, "sites", "ls", "www").stdout
         assert len(re.findall(r"\d{8}T\d{6}\.\d{3}-[0-9a-f]{4}", listed)) == 2, listed
         assert "yes" in listed
@@ -429,10 +429,10 @@ def test_cli_publish_ls_rollback_under_load(
         stop.set()
         for worker in workers:
             worker.join()
-    assert errors == [] and {"v1aaaaaaaa1", "v2bbbbbbbb2"} <= seen
+    assert errors == [] and {"1a1aaaaaaa1", "2b2bbbbbbb2"} <= seen
     time.sleep(1.2)  # past the pointer's once-a-second look
-    assert "v1aaaaaaaa1" in httpx.get(server.base_url + "/").text
-    asset = httpx.get(server.base_url + "/assets/app.v1aaaaaaaa1.js")
+    assert "1a1aaaaaaa1" in httpx.get(server.base_url + "/").text
+    asset = httpx.get(server.base_url + "/assets/app.1a1aaaaaaa1.js")
     assert asset.headers["cache-control"] == "public, max-age=31536000, immutable"
     caddyfile = run_cli(project, "sites", "caddyfile").stdout
     assert "root *" not in caddyfile  # no files on disk: Caddy proxies the site to the app

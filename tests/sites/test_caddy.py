@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import httpx
@@ -9,6 +10,7 @@ import pytest
 
 from tests.e2e.conftest import Server, run_cli
 from tests.sites.encodings import decode, fetch_raw
+from tests.sites.fingerprints import FINGERPRINTS
 
 pytestmark = pytest.mark.e2e
 
@@ -90,3 +92,57 @@ def test_caddy_serves_files_and_the_app_the_same_way(
         assert part.headers["content-range"] == f"bytes 0-13/{len(script)}"
         page = httpx.get(base + "/about.html")
         assert page.headers["content-type"].startswith("text/html")
+
+
+def test_caddy_and_the_app_agree_on_names_paths_and_directories(
+    project: Path,
+    start: type[Server],
+    caddy: callable,
+    tmp_path: Path,  # type: ignore[valid-type]
+) -> None:
+    www, pub = tmp_path / "www", tmp_path / "pub"
+    for root in (www / "about", pub / "notes"):
+        root.mkdir(parents=True)
+    (www / "index.html").write_text("<h1>www</h1>")
+    (www / "about" / "index.html").write_text("<p>about</p>")
+    for name in FINGERPRINTS:
+        (www / name).write_text(name)
+    (www / "A.txt").write_text("letter A")
+    (www / "a%20b.txt").write_text("percent")
+    (www / "archive.tar.gz").write_bytes(gzip.compress(b"tar"))
+    (www / "data.json.gz").write_bytes(gzip.compress(b"{}"))
+    (pub / "index.html").write_text("<h1>pub</h1>")
+    (pub / "notes" / "index.html").write_text("<h1>notes</h1>")
+    # The site at `/` first: the one at `/pub` must still get its requests.
+    (project / "shoestring.toml").write_text(
+        f'[sites.www]\nroot = "{www}"\n\n[sites.pub]\nroot = "{pub}"\npath = "/pub"\n'
+    )
+    app = start(project)
+    app.wait_ready()
+    block = run_cli(project, "sites", "caddyfile", "--upstream", f"127.0.0.1:{app.port}")
+    assert block.returncode == 0, block.stderr
+    edge = caddy(block.stdout)
+
+    for base in (edge, app.base_url):
+        with httpx.Client(base_url=base) as client:
+            for name, fingerprinted in FINGERPRINTS.items():
+                response = client.get(f"/{name}")
+                assert response.text == name, (base, name)
+                expected = "public, max-age=31536000, immutable" if fingerprinted else "no-cache"
+                assert response.headers["cache-control"] == expected, (base, name)
+            assert client.get("/pub/").text == "<h1>pub</h1>"
+            assert client.get("/pub/notes/").text == "<h1>notes</h1>"
+            for path, location in [("/pub?a=1", "/pub/?a=1"), ("/pub/notes", "/pub/notes/"),
+                                   ("/about?tab=2", "/about/?tab=2"), ("/about", "/about/")]:  # fmt: skip
+                moved = client.get(path)
+                assert moved.status_code == 308, (base, path)
+                assert moved.headers["location"] == location, (base, path)
+            assert client.get("/about/").text == "<p>about</p>"
+            assert client.get("/%2541.txt").status_code == 404  # `%41.txt`, not `A.txt`
+            assert client.get("/a%2520b.txt").text == "percent"
+            for name in ("archive.tar.gz", "data.json.gz"):
+                response, body = fetch_raw(client, f"/{name}", "gzip, br")
+                assert response.headers["content-type"] == "application/gzip", (base, name)
+                assert "content-encoding" not in response.headers
+                assert body == (www / name).read_bytes()
+    assert httpx.get(edge + "/index-DiwrgTda.css").headers["server"] == "Caddy"  # from disk

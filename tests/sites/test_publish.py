@@ -31,14 +31,12 @@ def test_publish_switch_and_rollback_under_load(
 ) -> None:
     (project / "shoestring.toml").write_text("[sites.www]\nspa = true\n")
     (project / "app.py").write_text("from shoestring import App\n\napp = App('site')\n")
-    v1 = build(tmp_path / "build1", "v1aaaaaaaa1")
-    v2 = build(tmp_path / "build2", "v2bbbbbbbb2")
+    v1 = build(tmp_path / "build1", "1a1aaaa1")
+    v2 = build(tmp_path / "build2", "2b2bbbb2")
     assert run_cli(project, "sites", "publish", "www", str(v1)).returncode == 0
     server = start(project)
     server.wait_ready()
-    assert httpx.get(server.base_url + "/").text.startswith(
-        "<script src=/assets/app.v1aaaaaaaa1.js>"
-    )
+    assert httpx.get(server.base_url + "/").text.startswith("<script src=/assets/app.1a1aaaa1.js>")
     # gzip siblings were made at publish time.
     zipped = httpx.get(server.base_url + "/", headers={"accept-encoding": "gzip"})
     assert zipped.headers["content-encoding"] == "gzip"
@@ -52,10 +50,8 @@ def test_publish_switch_and_rollback_under_load(
                 response = client.get("/deep/link", headers={"accept": "text/html"})
                 body = response.text
                 if response.status_code != 200 or not (
-                    body.startswith("<script src=/assets/app.v1aaaaaaaa1.js></script>v1aaaaaaaa1")
-                    or body.startswith(
-                        "<script src=/assets/app.v2bbbbbbbb2.js></script>v2bbbbbbbb2"
-                    )
+                    body.startswith("<script src=/assets/app.1a1aaaa1.js></script>1a1aaaa1")
+                    or body.startswith("<script src=/assets/app.2b2bbbb2.js></script>2b2bbbb2")
                 ):
                     errors.append(f"{response.status_code} {body[:60]}")
 
@@ -76,9 +72,26 @@ def test_publish_switch_and_rollback_under_load(
         for worker in workers:
             worker.join()
     assert errors == []
-    assert "v2bbbbbbbb2" in httpx.get(server.base_url + "/").text
-    asset = httpx.get(server.base_url + "/assets/app.v2bbbbbbbb2.js")
+    assert "2b2bbbb2" in httpx.get(server.base_url + "/").text
+    asset = httpx.get(server.base_url + "/assets/app.2b2bbbb2.js")
     assert asset.headers["cache-control"] == "public, max-age=31536000, immutable"
+
+
+def test_rollback_takes_only_a_release_of_that_site(project: Path, tmp_path: Path) -> None:
+    (project / "shoestring.toml").write_text("[sites.pub]\n[sites.www]\n")
+    for name in ("pub", "www"):
+        assert (
+            run_cli(project, "sites", "publish", name, str(build(tmp_path / name, name))).returncode
+            == 0
+        )
+    live = (project / "data/sites/pub/current").resolve()
+    other = (project / "data/sites/www/current").resolve().name
+    for release in ("../../..", "..", ".", "../../www/releases/" + other, other, "current"):
+        result = run_cli(project, "sites", "rollback", "pub", release)
+        assert result.returncode == 1, release
+        assert "is live" not in result.stdout
+        assert "no release" in result.stderr or "is not a release id" in result.stderr, release
+        assert (project / "data/sites/pub/current").resolve() == live
 
 
 def test_publish_refuses_a_directory_without_index(project: Path, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from shoestring import App, Settings
 from shoestring.config import SiteSettings
 from tests.sites.encodings import decode, etags_by_encoding, fetch_raw
+from tests.sites.fingerprints import FINGERPRINTS
 
 BIG = os.urandom(700 * 1024)
 SCRIPT = b"console.log('app');" * 100
@@ -71,7 +72,6 @@ def test_files_have_types_validators_and_cache_policy(client: TestClient) -> Non
     assert asset.headers["cache-control"] == "public, max-age=31536000, immutable"
     assert asset.headers["content-type"] == "text/javascript; charset=utf-8"
     assert client.get("/about/").text == "<p>about</p>"
-    assert client.get("/about").text == "<p>about</p>"
 
 
 def test_app_routes_win_over_a_site_at_the_root(client: TestClient) -> None:
@@ -98,6 +98,9 @@ def test_ranges(client: TestClient) -> None:
     beyond = client.get("/video.bin", headers={"range": f"bytes={len(BIG)}-"})
     assert beyond.status_code == 416
     assert beyond.headers["content-range"] == f"bytes */{len(BIG)}"
+    # About the range, not the file: one Content-Type, no validators.
+    assert beyond.headers.get_list("content-type") == ["text/plain; charset=utf-8"]
+    assert "etag" not in beyond.headers and "last-modified" not in beyond.headers
     whole = client.get("/video.bin")
     assert whole.status_code == 200 and whole.content == BIG  # streamed, not cached in memory
 
@@ -257,3 +260,95 @@ def test_sites_by_host_name_serve_only_their_host(tmp_path: Path, site_root: Pat
         assert client.get("/", headers={"host": "other.example.test"}).status_code == 404
         ping = client.get("/api/ping", headers={"host": "blog.example.test"})
         assert ping.json() == {"pong": True}  # the app's routes answer on every host
+
+
+@pytest.mark.parametrize(("name", "fingerprinted"), FINGERPRINTS.items())
+def test_only_bundler_hashes_count_as_fingerprints(
+    tmp_path: Path, site_root: Path, name: str, fingerprinted: bool
+) -> None:
+    (site_root / name).write_text("x")
+    with client_for(tmp_path, site_root) as client:
+        response = client.get(f"/{name}")
+    assert response.status_code == 200
+    expected = "public, max-age=31536000, immutable" if fingerprinted else "no-cache"
+    assert response.headers["cache-control"] == expected
+
+
+def test_the_longest_path_wins_whatever_the_order(tmp_path: Path, site_root: Path) -> None:
+    pub = tmp_path / "pub"
+    (pub / "notes").mkdir(parents=True)
+    (pub / "index.html").write_text("<h1>pub</h1>")
+    (pub / "notes" / "index.html").write_text("<h1>notes</h1>")
+    sites = {  # the site at `/` first
+        "www": SiteSettings(root=str(site_root), spa=True),
+        "pub": SiteSettings(root=str(pub), path="/pub"),
+    }
+    app = App("sites", settings=Settings(data_dir=tmp_path / "data", sites=sites))
+    with TestClient(app, follow_redirects=False) as client:
+        assert client.get("/pub/").text == "<h1>pub</h1>"
+        assert client.get("/pub/notes/").text == "<h1>notes</h1>"
+        assert client.get("/pub/missing.js").status_code == 404
+        bare = client.get("/pub", params={"a": "1"})
+        assert (bare.status_code, bare.headers["location"]) == (308, "/pub/?a=1")
+        inner = client.get("/pub/notes")
+        assert (inner.status_code, inner.headers["location"]) == (308, "/pub/notes/")
+        assert client.get("/about/").text == "<p>about</p>"
+
+
+def test_a_directory_without_its_slash_is_redirected(tmp_path: Path, site_root: Path) -> None:
+    with client_for(tmp_path, site_root) as client:
+        moved = client.get("/about", params={"tab": "2"}, follow_redirects=False)
+        assert moved.status_code == 308 and moved.headers["location"] == "/about/?tab=2"
+        assert client.get("/about").text == "<p>about</p>"  # followed
+        slashes = client.get("http://testserver//about", follow_redirects=False)
+        assert slashes.headers["location"] == "/about/"  # never `//about/`: another host
+    with client_for(tmp_path, site_root, path="/docs") as client:
+        moved = client.get("/docs/about", follow_redirects=False)
+        assert moved.status_code == 308 and moved.headers["location"] == "/docs/about/"
+
+
+def test_paths_are_percent_decoded_once(tmp_path: Path, site_root: Path) -> None:
+    (site_root / "A.txt").write_text("letter A")
+    (site_root / "a%20b.txt").write_text("percent")
+    (site_root / "a b.txt").write_text("space")
+    with client_for(tmp_path, site_root) as client:
+        assert client.get("/%41.txt").text == "letter A"
+        assert client.get("/%2541.txt").status_code == 404  # names `%41.txt`
+        assert client.get("/a%2520b.txt").text == "percent"
+        assert client.get("/a%20b.txt").text == "space"
+
+
+def test_several_ranges_or_another_unit_get_the_whole_file(client: TestClient) -> None:
+    for header in ("bytes=0-0,-1", "bytes=0-9, 20-29", "items=0-4"):
+        response = client.get("/video.bin", headers={"range": header})
+        assert response.status_code == 200 and response.content == BIG, header
+        assert "content-range" not in response.headers
+
+
+def test_if_range_with_the_last_modified_date(tmp_path: Path, site_root: Path) -> None:
+    hour_ago = os.stat(site_root / "video.bin").st_mtime - 3600
+    os.utime(site_root / "video.bin", (hour_ago, hour_ago))
+    with client_for(tmp_path, site_root) as client:
+        date = client.head("/video.bin").headers["last-modified"]
+        part = client.get("/video.bin", headers={"range": "bytes=0-9", "if-range": date})
+        assert part.status_code == 206 and part.content == BIG[:10]
+        older = "Mon, 01 Jan 2001 00:00:00 GMT"
+        whole = client.get("/video.bin", headers={"range": "bytes=0-9", "if-range": older})
+        assert whole.status_code == 200 and whole.content == BIG
+        (site_root / "fresh.bin").write_bytes(BIG[:100])  # modified this second: weak
+        date = client.head("/fresh.bin").headers["last-modified"]
+        fresh = client.get("/fresh.bin", headers={"range": "bytes=0-9", "if-range": date})
+        assert fresh.status_code == 200 and fresh.content == BIG[:100]
+
+
+def test_compressed_files_are_served_as_archives(tmp_path: Path, site_root: Path) -> None:
+    (site_root / "archive.tar.gz").write_bytes(gzip.compress(b"tar"))
+    (site_root / "data.json.gz").write_bytes(gzip.compress(b"{}"))
+    with client_for(tmp_path, site_root) as client:
+        for name in ("archive.tar.gz", "data.json.gz", "assets/app.3f2a9c1b.js.gz"):
+            response, body = fetch_raw(client, f"/{name}", "gzip, br")
+            assert response.headers["content-type"] == "application/gzip", name
+            assert (
+                "content-encoding" not in response.headers
+                and body == (site_root / name).read_bytes()
+            )

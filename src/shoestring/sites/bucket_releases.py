@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -32,7 +31,13 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import anyio
 
 from shoestring.sites.compression import compress, siblings_to_make
-from shoestring.sites.publish import KEEP_RELEASES, PublishError, PublishProgress, new_release_id
+from shoestring.sites.publish import (
+    KEEP_RELEASES,
+    PublishError,
+    PublishProgress,
+    check_release,
+    new_release_id,
+)
 from shoestring.storage.errors import (
     BucketAlreadyExists,
     NoSuchBucket,
@@ -47,18 +52,8 @@ if TYPE_CHECKING:
 UPLOADS_AT_ONCE = 8  # keeps an S3 backend busy without opening a connection per file
 STREAM_FROM = 8 * 1024 * 1024  # files above this are uploaded in chunks, not read whole
 ORPHAN_AGE = 3600  # seconds before a release without manifest counts as abandoned
-_RELEASE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,99}$")
 
 T = TypeVar("T")
-
-
-def check_release(release: str) -> str:
-    """`release` if it can be a release id (one key segment), else PublishError."""
-    if not _RELEASE.match(release) or ".." in release:
-        raise PublishError(
-            f"{release!r} is not a release id: see `shoestring sites ls` for the kept ones"
-        )
-    return release
 
 
 @dataclass(frozen=True, slots=True)

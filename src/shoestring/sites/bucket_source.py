@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from shoestring.sites.bucket_releases import BucketLayout, check_release, watch_switches
+from shoestring.sites.bucket_releases import BucketLayout, watch_switches
 from shoestring.sites.files import (
     MAX_CACHED_BYTES,
     SIBLINGS,
@@ -33,7 +33,7 @@ from shoestring.sites.files import (
     Variant,
     describe,
 )
-from shoestring.sites.publish import PublishError
+from shoestring.sites.publish import PublishError, check_release
 from shoestring.storage.errors import NoSuchBucket, NoSuchKey, StorageError
 from shoestring.storage.objects import ObjectInfo, RangeRequest, StoredObject
 
@@ -67,15 +67,12 @@ class BucketFiles:
         if known is not None:
             return known
         if name not in self._listing:
-            # A directory: its index.html, as a directory site answers.
-            name = f"{name}/index.html" if name else "index.html"
-            if name not in self._listing:
-                return None
+            return None  # a directory is SiteApp's to answer (its index.html, or a redirect)
         loaded = await self._load(name)
         if loaded is None:
             return None
-        self._files["/".join(parts)] = self._files.setdefault(name, loaded)
-        return self._files[name]
+        self._files[name] = loaded
+        return loaded
 
     async def open(self, variant: Variant, start: int, length: int) -> AsyncGenerator[bytes, None]:
         stored = await self._get(variant.location, RangeRequest(start, start + length - 1))

@@ -96,10 +96,8 @@ class FileIndex:
             info = os.stat(self._prefix + key)
         except (OSError, ValueError):
             return None
-        if stat.S_ISDIR(info.st_mode):
-            return await self.lookup([*parts, "index.html"])
         if not stat.S_ISREG(info.st_mode):
-            return None
+            return None  # a directory is SiteApp's to answer (its index.html, or a redirect)
         known = self._files.get(key)
         if known is not None and known.mtime_ns == info.st_mtime_ns and known.size == info.st_size:
             return known

@@ -28,11 +28,42 @@ from shoestring.errors import ShoestringError
 SMALL_FILE = 2 * 1024 * 1024
 MAX_CACHED_BYTES = 64 * 1024 * 1024  # per site
 
-# `app.3f2a9c1b.js`, `index-DiwrgTda.js`, `main.8f14e45f.chunk.css`: a name
-# segment of 8+ characters mixing letters and digits, the mark of a content hash.
-_FINGERPRINT = re.compile(
-    r"[.-](?=[A-Za-z_-]*\d)(?=[\d_-]*[A-Za-z])[A-Za-z0-9_-]{8,}\.[A-Za-z0-9]+$"
-)
+
+def _fingerprint_pattern() -> str:
+    """The regex of a fingerprinted file name, in the syntax both `re` and RE2 (Caddy) read.
+
+    A name is fingerprinted when a segment delimited by `.` or `-` and
+    followed by the extension(s) is a bundler's content hash:
+
+    - hex, 8 or more characters, holding both a digit and a letter a-f: webpack
+      and CRA (`main.8f14e45f.chunk.css`, `app.[contenthash].js`), Parcel
+      (`index.8f14e45f.js`);
+    - exactly 8 characters of `[A-Za-z0-9_-]` in which a lowercase letter or a
+      digit is directly followed by an uppercase letter: Vite and Rollup
+      (`index-DiwrgTda.css`, `index-C-ZvV9Jy.js`), esbuild (`app-5KLWJ4BX.js`).
+
+    Words and numbers are not hashes: `report-2024final.pdf`,
+    `photo-20240101.jpg`, `logo-original.png` are not matched. RE2 has no
+    lookahead, so "contains both" is spelt out as the offsets at which the
+    first digit/letter (or lower/upper) pair may stand.
+    """
+    hex_char, pair = "[0-9a-f]", "(?:[0-9][a-f]|[a-f][0-9])"
+    hex_runs = [f"{_times(hex_char, i)}{pair}{hex_char}{{{6 - i},}}" for i in range(6)]
+    hex_runs.append(f"{hex_char}{{6,}}{pair}{hex_char}*")
+    base64, hump = "[A-Za-z0-9_-]", "[a-z0-9][A-Z]"
+    base64_runs = [f"{_times(base64, i)}{hump}{_times(base64, 6 - i)}" for i in range(7)]
+    return rf"[^/][.-](?:{'|'.join(hex_runs + base64_runs)})(?:\.[A-Za-z0-9]+)+$"
+
+
+def _times(pattern: str, count: int) -> str:
+    return "" if count == 0 else pattern if count == 1 else f"{pattern}{{{count}}}"
+
+
+# Used as it is by the Caddyfile (caddy.py), so Caddy and SiteApp agree by construction.
+FINGERPRINT_PATTERN = _fingerprint_pattern()
+_FINGERPRINT = re.compile(FINGERPRINT_PATTERN)
+# HTML is never cached as immutable, whatever its name: it names the assets.
+HTML_SUFFIXES = (".html", ".htm")
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
 # Precompressed siblings a site may hold beside a file, in order of preference.
@@ -42,6 +73,15 @@ mimetypes.add_type("application/javascript", ".mjs")
 mimetypes.add_type("image/webp", ".webp")
 mimetypes.add_type("font/woff2", ".woff2")
 mimetypes.add_type("application/manifest+json", ".webmanifest")
+mimetypes.add_type("application/zstd", ".zst")
+# What a compressed file is sent as (Caddy says `application/gzip` for `.gz`);
+# mimetypes names the coding, and the type of what is inside.
+_COMPRESSED = {
+    "gzip": "application/gzip",
+    "bzip2": "application/x-bzip2",
+    "xz": "application/x-xz",
+    "compress": "application/x-compress",
+}
 
 
 class SiteUnavailable(ShoestringError):
@@ -88,7 +128,7 @@ class SiteFiles(Protocol):
     """One release of a site, as SiteApp reads it during a request."""
 
     async def lookup(self, parts: list[str]) -> StaticFile | None:
-        """The file at `parts` (from `safe_parts`), a directory's index.html, or None."""
+        """The regular file at `parts` (from `safe_parts`), or None (for a directory too)."""
         ...
 
     async def open(self, variant: Variant, start: int, length: int) -> AsyncGenerator[bytes, None]:
@@ -146,11 +186,22 @@ def safe_parts(url_path: str) -> list[str] | None:
 
 
 def is_fingerprinted(name: str) -> bool:
+    """Whether `name` carries a content hash (see `_fingerprint_pattern`); never for HTML."""
+    if name.lower().endswith(HTML_SUFFIXES):
+        return False
     return _FINGERPRINT.search(name) is not None
 
 
 def content_type(name: str) -> str:
-    guessed, _ = mimetypes.guess_type(name)
+    """The Content-Type of the file `name`, as it is stored.
+
+    A compressed file (`archive.tar.gz`, `data.json.gz`) is sent as the
+    archive it is, never as what it holds with a Content-Encoding: that is
+    only for the precompressed siblings SiteApp picks by Accept-Encoding.
+    """
+    guessed, encoding = mimetypes.guess_type(name)
+    if encoding is not None:
+        return _COMPRESSED.get(encoding, "application/octet-stream")
     guessed = guessed or "application/octet-stream"
     if guessed.startswith("text/") or guessed in ("application/javascript", "application/json"):
         return f"{guessed}; charset=utf-8"

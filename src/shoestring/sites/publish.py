@@ -12,6 +12,7 @@ the build brought its own; files are copied and compressed on all cores.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 import uuid
@@ -23,10 +24,21 @@ from shoestring.errors import ShoestringError
 from shoestring.sites.compression import compress, siblings_to_make
 
 KEEP_RELEASES = 5
+# A release id is one path segment or key segment: never `..`, never a slash.
+_RELEASE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,99}$")
 
 
 class PublishError(ShoestringError):
     """The site could not be published or rolled back; the live release is unchanged."""
+
+
+def check_release(release: str) -> str:
+    """`release` if it can be a release id (one path or key segment), else PublishError."""
+    if not _RELEASE.match(release) or ".." in release:
+        raise PublishError(
+            f"{release!r} is not a release id: see `shoestring sites ls` for the kept ones"
+        )
+    return release
 
 
 def new_release_id() -> str:
@@ -112,10 +124,14 @@ def publish(
 
 
 def switch(data_dir: Path, name: str, release: str) -> None:
-    """Make `release` live with one rename(2)."""
+    """Make `release`, one of the site's releases, live with one rename(2)."""
+    # Only a name `releases` lists: `../../..` is a directory too, and the
+    # symlink would then make the data directory the site.
+    if check_release(release) not in releases(data_dir, name):
+        raise PublishError(
+            f"site {name} has no release {release}; see `shoestring sites ls {name}`"
+        )
     base = site_dir(data_dir, name)
-    if not (base / "releases" / release).is_dir():
-        raise PublishError(f"site {name} has no release {release}; see `shoestring sites ls`")
     link = base / "current"
     temporary = base / f"current.{uuid.uuid4().hex[:6]}"
     temporary.symlink_to(Path("releases") / release)

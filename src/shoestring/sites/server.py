@@ -1,12 +1,13 @@
 """SiteApp: the ASGI app that serves one site's files, with CDN-style caching.
 
 GET and HEAD only. Strong ETags (content hashes) and Last-Modified, 304 on
-If-None-Match / If-Modified-Since, single byte ranges, precompressed `.br` /
-`.gz` siblings chosen by Accept-Encoding and its q-values (Brotli when the
-client likes both as well), each with its own ETag, immutable caching for
-fingerprinted assets and `no-cache` for everything else. With `spa = true`,
-a path that looks like a route (no extension, the client accepts HTML) gets
-`index.html`; a missing asset is still a real 404.
+If-None-Match / If-Modified-Since, single byte ranges (several ranges get
+the whole file), precompressed `.br` / `.gz` siblings chosen by
+Accept-Encoding and its q-values (Brotli when the client likes both as
+well), each with its own ETag, immutable caching for fingerprinted assets
+and `no-cache` for everything else, a 308 from a directory to its slash.
+With `spa = true`, a path that looks like a route (no extension, the client
+accepts HTML) gets `index.html`; a missing asset is still a real 404.
 
 The files come from a `SiteSource` (a directory, or a release in a storage
 bucket): this module is the only place HTTP semantics live, for both.
@@ -15,9 +16,10 @@ bucket): this module is the only place HTTP semantics live, for both.
 from __future__ import annotations
 
 import re
+import time
 from email.utils import parsedate_to_datetime
 from pathlib import PurePosixPath
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from starlette.types import Receive, Scope, Send
 
@@ -40,9 +42,20 @@ _ALIASES = {"x-gzip": "gzip"}
 
 
 def _site_path(scope: Scope) -> str:
-    """The request's path within the site: a site mounted at `/docs` sees `/docs/a` as `/a`."""
+    """The request's path within the site: a site mounted at `/docs` sees `/docs/a` as `/a`.
+
+    Percent-decoded exactly once: from `raw_path` as it came over the wire
+    where the server gives it (not every client decodes `path` only once),
+    else the already decoded `path`. Twice would make `/%2541.txt` name
+    `A.txt`, and a file `a%20b.txt` unreachable.
+    """
     path: str = scope.get("path", "/")
     mounted_at: str = scope.get("root_path", "")
+    raw: bytes | None = scope.get("raw_path")
+    if raw:
+        decoded = unquote(raw.decode("latin-1"))
+        if decoded.startswith(mounted_at):  # else raw_path lacks a prefix the server added
+            path = decoded
     return path[len(mounted_at) :] if mounted_at and path.startswith(mounted_at) else path
 
 
@@ -74,6 +87,9 @@ class SiteApp:
             # One release per request: the page, its SPA fallback and the 404 page agree.
             files = await self.source.current()
             found, status = await self._resolve(files, scope)
+            if status == 308:
+                await redirect_to_slash(scope, receive, send)
+                return
             if found is None:
                 await _plain(send, 404, b"Not Found", [])
                 return
@@ -88,10 +104,16 @@ class SiteApp:
     ) -> tuple[StaticFile | None, int]:
         if files is None:
             return None, 404  # nothing published yet
-        parts = safe_parts(unquote(_site_path(scope)))
+        path = _site_path(scope)
+        parts = safe_parts(path)
         found = await files.lookup(parts) if parts is not None else None
         if found is not None:
             return found, 200
+        index = await files.lookup([*parts, "index.html"]) if parts is not None else None
+        if index is not None:
+            # A directory: at `/sub/`, so its relative links resolve inside it
+            # (nginx answers 301 here, Caddy 308; the Caddyfile leaves it to us).
+            return (index, 200) if path.endswith("/") or not parts else (None, 308)
         if parts is not None and self.spa and _looks_like_route(parts, scope["headers"]):
             index = await files.lookup(["index.html"])
             if index is not None:
@@ -121,13 +143,15 @@ class SiteApp:
             headers.append((b"content-encoding", variant.encoding.encode()))
         size = variant.size
         start, end = 0, size - 1
-        if range_header is not None and status == 200 and _if_range_holds(variant, request):
-            parsed = _parse_range(range_header, size)
-            if parsed is None:
-                headers.append((b"content-range", f"bytes */{size}".encode()))
-                await _plain(send, 416, b"Range Not Satisfiable", headers)
+        if range_header is not None and status == 200 and _if_range_holds(file, variant, request):
+            try:
+                parsed = _parse_range(range_header, size)
+            except _Unsatisfiable:
+                # About the range, not the file: no validators, one Content-Type.
+                unsatisfied = [(b"content-range", f"bytes */{size}".encode())]
+                await _plain(send, 416, b"Range Not Satisfiable", unsatisfied)
                 return
-            if parsed != (0, size - 1):
+            if parsed is not None and parsed != (0, size - 1):
                 start, end = parsed
                 status = 206
                 headers.append((b"content-range", f"bytes {start}-{end}/{size}".encode()))
@@ -158,6 +182,17 @@ class SiteApp:
             await chunks.aclose()
 
 
+async def redirect_to_slash(scope: Scope, receive: Receive, send: Send) -> None:
+    """308 to the request's path with a slash added, query string kept."""
+    # One leading slash: `//evil.example/` would be another host's URL.
+    location = "/" + quote(scope["path"], safe="/!$&'()*+,;=:@~").lstrip("/") + "/"
+    query: bytes = scope.get("query_string", b"")
+    if query:
+        location += "?" + query.decode("latin-1")
+    headers = [(b"location", location.encode("latin-1"))]
+    await _plain(send, 308, b"Permanent Redirect", headers)
+
+
 def _looks_like_route(parts: list[str], headers: list[tuple[bytes, bytes]]) -> bool:
     last = parts[-1] if parts else ""
     accept = b",".join(value for key, value in headers if key == b"accept")
@@ -182,29 +217,58 @@ def _not_modified(file: StaticFile, variant: Variant, request: dict[bytes, bytes
     return False
 
 
-def _if_range_holds(variant: Variant, request: dict[bytes, bytes]) -> bool:
+def _if_range_holds(file: StaticFile, variant: Variant, request: dict[bytes, bytes]) -> bool:
+    """RFC 9110 §13.1.5: whether If-Range (if any) names what would be sent now.
+
+    An entity tag must be this form's, compared strongly. A date must be
+    the Last-Modified exactly, and that must be a strong validator
+    (§8.8.2.2): the file has not changed since, and its second is over, so
+    it cannot change twice within it.
+    """
     condition = request.get(b"if-range")
-    return condition is None or condition == variant.etag.encode()
+    if condition is None:
+        return True
+    condition = condition.strip()
+    if condition.startswith((b'"', b"W/")):
+        return condition == variant.etag.encode()
+    try:
+        date = parsedate_to_datetime(condition.decode("latin-1")).timestamp()
+    except (TypeError, ValueError):
+        return False
+    second = file.mtime_ns // 1_000_000_000
+    return date == second and time.time() >= second + 1
+
+
+class _Unsatisfiable(Exception):
+    """The Range header asks for bytes the file does not have, or is malformed: 416."""
 
 
 def _parse_range(header: bytes, size: int) -> tuple[int, int] | None:
-    """One `bytes=a-b` range within `size`; None if unsatisfiable or malformed."""
+    """The one `bytes=a-b` range within `size`; None to ignore the header (send it all).
+
+    RFC 9110 §14.2: a server ignores a range unit it does not know, and may
+    ignore a request for several ranges (answering 200 with the whole file
+    rather than a multipart/byteranges body). A malformed or unsatisfiable
+    byte range raises _Unsatisfiable, as Caddy and nginx answer it.
+    """
     unit, _, spec = header.decode("latin-1").partition("=")
-    if unit.strip() != "bytes" or "," in spec or size == 0:
-        return None  # several ranges in one response are not supported: 416
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    if size == 0:
+        raise _Unsatisfiable
     first, _, last = spec.strip().partition("-")
     try:
         if first == "":
             suffix = int(last)
             if suffix <= 0:
-                return None
+                raise _Unsatisfiable
             return max(0, size - suffix), size - 1
         start = int(first)
         end = int(last) if last else size - 1
     except ValueError:
-        return None
+        raise _Unsatisfiable from None
     if start < 0 or start >= size or end < start:
-        return None
+        raise _Unsatisfiable
     return start, min(end, size - 1)
 
 
