@@ -77,6 +77,11 @@ def test_files_have_types_validators_and_cache_policy(client: TestClient) -> Non
 def test_app_routes_win_over_a_site_at_the_root(client: TestClient) -> None:
     assert client.get("/api/ping").json() == {"pong": True}
     assert client.get("/_health").json()["status"] == "ok"
+    # another method on the route's path: the route's JSON 405, not the site's answer
+    refused = client.put("/api/ping")
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
+    assert refused.json()["error"]["code"] == "method_not_allowed"
+    assert client.post("/about/").status_code == 405  # the site's own path: it answers reads
 
 
 def test_conditional_requests_get_304(client: TestClient) -> None:

@@ -70,7 +70,12 @@ class SiteMount(Mount):
             return Match.NONE, {}
         if self.path and scope["type"] == "http" and self._route_path(scope) == self.path:
             return Match.FULL, {"endpoint": redirect_to_slash, _BARE: self}
-        return super().matches(scope)
+        match, child = super().matches(scope)
+        if match is Match.FULL and scope.get("method") not in ("GET", "HEAD"):
+            # A site answers only reads: an app route at this path that takes
+            # other methods (a 405 naming them, too) comes first.
+            return Match.PARTIAL, child
+        return match, child
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get(_BARE) is self:
