@@ -26,6 +26,19 @@ def test_url_encoded_addresses_in_queries_are_removed(local: str, domain: str) -
 
 
 @pytest.mark.parametrize(
+    ("line", "address"),
+    [
+        ("550 5.1.1 <bob@[192.0.2.7]>: unknown", "bob@[192.0.2.7]"),
+        ("to bob@[IPv6:2001:db8::1] refused", "bob@[IPv6:2001:db8::1]"),
+        ("GET /u?email=bob%40%5B192.0.2.7%5D 200", "bob%40%5B192.0.2.7%5D"),
+    ],
+)
+def test_addresses_at_address_literals_are_removed(line: str, address: str) -> None:
+    scrubbed = scrub(line)
+    assert address not in scrubbed and "bob" not in scrubbed and "[email]" in scrubbed
+
+
+@pytest.mark.parametrize(
     ("line", "secret"),
     [
         ("Authorization: Bearer eyJhbGciOi.eyJzdWIi.sig", "eyJhbGciOi"),

@@ -160,8 +160,15 @@ class InboundSettings(Section):
         ge=1,
         description="Recipients one address may name that do not exist here (550 5.1.1) in an hour; past it, every recipient it names gets 450 4.7.1 until the hour ends, so nobody can try out which addresses exist.",
     )
+    max_connections: int = Field(
+        100,
+        ge=1,
+        description="Open SMTP connections in all, from every address together; past it a new one gets 421 4.3.2 (each may hold a message of up to `max_message_size` in memory).",
+    )
     max_connections_per_ip: int = Field(
-        10, ge=1, description="Open SMTP connections one client address may hold."
+        10,
+        ge=1,
+        description="Open SMTP connections one client (an IPv4 address, or an IPv6 /64) may hold.",
     )
     max_bad_commands: int = Field(
         10, ge=1, description="Errors a client may cause before it is disconnected."

@@ -14,9 +14,12 @@ EMAIL_REDACTED = "[email]"
 
 # The local part takes RFC 5322 atext except `/ = ? '`, which in log lines
 # nearly always delimit a path, a query or a quoted value rather than belong
-# to an address; `%40` catches URL-encoded addresses in query strings.
+# to an address; `%40` catches URL-encoded addresses in query strings. The
+# domain may be an address literal (`bob@[192.0.2.7]`, `[IPv6:2001:db8::1]`,
+# RFC 5321 §4.1.3), URL-encoded too.
 _EMAIL = re.compile(
-    r"[\w.!#$%&*+^`{|}~-]+(?:@|%40)[\w-]+(?:\.[\w-]+)*",
+    r"[\w.!#$%&*+^`{|}~-]+(?:@|%40)"
+    r"(?:\[[\w.:-]+\]|%5[Bb][\w.:%-]+?%5[Dd]|[\w-]+(?:\.[\w-]+)*)",
     re.UNICODE,
 )
 

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from shoestring.mail.dkim import public_key_record
 from tests.e2e.conftest import run_cli as shoestring
 
 APP = """
@@ -54,6 +56,23 @@ def test_dkim_init_then_dns_prints_the_records(project: Path) -> None:
         "10 mx.example.org.",
     ):
         assert expected in records.stdout
+    # RFC 1035 §3.3.14: a 2048-bit key is longer than one 255-octet string may hold
+    (dkim_line,) = [line for line in records.stdout.splitlines() if "_domainkey" in line]
+    strings = re.findall(r'"([^"]*)"', dkim_line)
+    assert len(strings) > 1 and all(len(s) <= 255 for s in strings)
+    assert dkim_line.split("\t")[-1] == " ".join(f'"{s}"' for s in strings)
+    assert "".join(strings) == public_key_record(key)
+
+
+def test_dns_takes_the_domain_in_any_case_and_refuses_what_is_no_host_name(
+    project: Path,
+) -> None:
+    records = shoestring(project, "mail", "dns", "--domain", "Example.ORG.")
+    assert records.returncode == 0, records.stderr
+    assert "_dmarc.example.org.\t" in records.stdout and "ORG" not in records.stdout
+    refused = shoestring(project, "mail", "dns", "--domain", "demo.example;x")
+    assert refused.returncode != 0 and refused.stdout == ""
+    assert "--domain 'demo.example;x' is not a host name" in refused.stderr
 
 
 def test_ls_and_show_the_dev_outbox(project: Path) -> None:

@@ -101,11 +101,3 @@ async def test_unreachable_postgres_is_a_clear_error(tmp_path: Path) -> None:
     app = make_app("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1", tmp_path)
     with pytest.raises(DatabaseError, match="cannot connect to PostgreSQL"):
         await app.db.start()
-
-
-def test_unknown_scheme_is_refused(tmp_path: Path) -> None:
-    from shoestring.db import DatabaseError
-
-    app = make_app("mysql://x@y/z", tmp_path)
-    with pytest.raises(DatabaseError, match="sqlite:/// or postgresql://"):
-        _ = app.db.database

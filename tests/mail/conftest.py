@@ -19,9 +19,20 @@ class Sink:
     """Accepts mail, or answers each DATA with the next scripted reply."""
 
     replies: list[str] = field(default_factory=list)
+    # recipient -> the replies its next RCPTs get, in order (then 250)
+    rcpt_replies: dict[str, list[str]] = field(default_factory=dict)
     received: list[dict[str, Any]] = field(default_factory=list)
     attempts: int = 0
     port: int = 0
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        scripted = self.rcpt_replies.get(address)
+        if scripted:
+            return scripted.pop(0)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.attempts += 1

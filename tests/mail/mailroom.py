@@ -32,6 +32,7 @@ class Mailroom:
         self.received: list[InboundMessage] = []
         self.full: set[str] = set()
         self.failures_left = 0
+        self.failing: set[str] = set()  # recipients whose handler always raises
 
     async def send(self, *recipients: str, message: EmailMessage | None = None) -> dict[str, Any]:
         message = message or note()
@@ -78,17 +79,23 @@ async def mailroom(
 @contextlib.asynccontextmanager
 async def open_mailroom(
     database_url: str, tmp_path: Path, screen: Any = None, pattern: str = f"*@{DOMAIN}",
-    **inbound_settings: Any,
+    retries: int = 8, **inbound_settings: Any,
 ) -> AsyncIterator[Mailroom]:  # fmt: skip
     port = free_port()
     inbound = InboundSettings(
-        enabled=True, port=port, domains=[DOMAIN], hostname="mx.in.example",
-        max_message_size=64 * 1024, max_recipients=3, max_connections_per_ip=3, max_bad_commands=4,
+        enabled=True,
+        port=port,
+        domains=[DOMAIN],
+        hostname="mx.in.example",
+        max_message_size=64 * 1024,
+        max_recipients=3,
+        max_connections_per_ip=3,
+        max_bad_commands=4,
         **inbound_settings,
-    )  # fmt: skip
+    )
     app = make_app(
         database_url, tmp_path, jobs=JobsSettings(poll_interval=0.05),
-        mail=MailSettings(inbound=inbound, retry_backoff=0.05),
+        mail=MailSettings(inbound=inbound, retries=retries, retry_backoff=0.05),
     )  # fmt: skip
     room = Mailroom(app, port)
 
@@ -101,6 +108,8 @@ async def open_mailroom(
 
     @app.on_mail(pattern, accept=exists, screen=screen)
     async def handle(message: InboundMessage) -> None:
+        if message.recipient in room.failing:
+            raise RuntimeError("this mailbox's storage is gone")
         if room.failures_left:
             room.failures_left -= 1
             raise RuntimeError("the handler's storage is down")
@@ -112,7 +121,7 @@ async def open_mailroom(
 
 def converse(
     port: int, commands: list[str], *, mail_from: str = "MAIL FROM:<s@elsewhere.example>",
-    data: str | None = None,
+    data: str | None = None, helo: str = "EHLO client.example",
 ) -> list[str]:  # fmt: skip
     """Speak SMTP line by line; every reply, in order."""
     replies: list[str] = []
@@ -128,7 +137,7 @@ def converse(
                     return "\n".join(lines)
 
         replies.append(reply())
-        for command in ["EHLO client.example", mail_from, *commands]:
+        for command in [helo, mail_from, *commands]:
             sock.sendall(command.encode() + b"\r\n")
             replies.append(reply())
             if replies[-1].startswith("421"):

@@ -408,12 +408,37 @@ def test_the_reply_goes_from_the_alias_and_keeps_threading() -> None:
     assert received["In-Reply-To"] == "<m2@elsewhere.example>"
     assert received["References"] == "<m0@elsewhere.example> <m2@elsewhere.example>"
     assert received["Subject"] == f"Re: Lunch? (from {ALIAS})"
-    for name in ("Received", "Sender", "Return-Path", "X-Mailer", "Disposition-Notification-To"):
+    for name in ("Sender", "Return-Path", "X-Mailer", "Disposition-Notification-To"):
         assert name not in received
+    # the owner's trace: counted, never shown
+    assert received.get_all("Received") == [
+        f"by {DOMAIN} with shoestring-forwarder; {received['Received'].split('; ')[1]}"
+    ]
     text = received.get_body(("plain",))
     assert text is not None and f"Ada, {ALIAS}" in text.get_content()
     assert "> Shall we have lunch?" in text.get_content()
     assert len(list(received.iter_attachments())) == 2
+
+
+def test_an_auto_reply_says_so_and_keeps_its_hop_count() -> None:
+    # RFC 3834: the correspondent's own auto-responder must see that this is one,
+    # and a loop through the forwarder must still reach the hop limit.
+    vacation = owners_reply()
+    vacation["Auto-Submitted"] = "auto-replied"
+    vacation["Precedence"] = "bulk"
+    vacation["List-Id"] = "<notices.owner.example>"
+    for hop in range(3):
+        vacation["Received"] = (
+            f"from relay{hop}.owner.example ([192.0.2.{hop}]) by mx.owner.example"
+        )
+    reply = fwd.reply_copy(vacation, alias=ALIAS, to=CORRESPONDENT, owner=OWNER)
+    received = parse(wire_text(reply, message_id_domain=DOMAIN).encode())
+    assert received["Auto-Submitted"] == "auto-replied"
+    assert received["Precedence"] == "bulk"
+    assert received["List-Id"] == "<notices.owner.example>"
+    assert fwd.hops(received) == 4  # the owner's provider's, and the three relays'
+    trace = " ".join(received.get_all("Received"))
+    assert "owner.example" not in trace and "192.0.2" not in trace
 
 
 def test_the_owners_address_is_nowhere_in_the_reply() -> None:

@@ -19,6 +19,7 @@ from shoestring.jobs import store
 from shoestring.mail import InvalidMessage
 from shoestring.mail import dkim as our_dkim
 from shoestring.mail.message import compose
+from shoestring.mail.transports import without_addresses
 from tests.backends import make_app, running
 from tests.mail.conftest import Sink
 
@@ -171,6 +172,25 @@ async def test_a_550_stops_retries_and_keeps_the_reason(
     assert (state, attempts) == ("failed", 1)
     assert error == "550 5.1.1 no such user"
     assert sink.attempts == 1 and sink.received == []
+
+
+async def test_recipients_deferred_at_rcpt_are_retried_and_the_others_get_it_once(
+    database_url: str, tmp_path: Path, sink: Sink
+) -> None:
+    sink.rcpt_replies = {
+        "bob@example.net": ["451 4.2.0 greylisted, try later"],
+        "carol@example.net": ["550 5.1.1 <carol@example.net> no such user"] * 5,
+    }
+    app = mail_app(database_url, tmp_path, sink.url)
+    async with running(app):
+        message_id = await app.mail.send(
+            to=["ada@example.net", "bob@example.net", "carol@example.net"], subject="hi", text="x"
+        )
+        state, attempts, error, *_ = await until_state(app, message_id, "failed", "sent")
+    assert [r["to"] for r in sink.received] == [["ada@example.net"], ["bob@example.net"]]
+    assert (state, attempts) == ("failed", 2)
+    assert "1 of 3 recipients refused: 550 5.1.1" in error and "no such user" in error
+    assert "carol" not in error
 
 
 @pytest.mark.parametrize(
@@ -349,3 +369,9 @@ async def test_keep_sent_keeps_what_a_delivered_message_said(
         assert "the note" in body and "ada@example.org" in recipients
     else:
         assert body is None and recipients is None
+
+
+def test_failure_reasons_lose_addresses_at_address_literals_too() -> None:
+    reply = "550 5.1.1 <bob@[192.0.2.7]> and <eve@[IPv6:2001:db8::1]> and <ada@example.net>"
+    kept = without_addresses(reply, keep="app@example.org")
+    assert kept == "550 5.1.1 <<address>> and <<address>> and <<address>>"

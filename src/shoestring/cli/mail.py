@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -115,15 +117,44 @@ def dkim_init(project_dir: Path, domain: str, selector: str) -> None:
 )
 def mail_dns(project_dir: Path, domain: str, selector: str | None, mx_host: str | None) -> None:
     """Print the SPF, DKIM, DMARC (and MX) records DOMAIN should publish."""
+    domain = _hostname(domain, "--domain")
+    mx_host = _hostname(mx_host, "--mx") if mx_host else None
     settings = load_settings(project_dir)
     selector = selector or settings.mail.dkim_selector
     path = dkim_keys.key_path(settings.data_dir, domain, selector)
     # Zone-file lines, unwrapped, so they can be pasted as they are.
     for name, kind, value in dkim_keys.dns_records(domain, selector, path, inbound_host=mx_host):
-        shown = f'"{value}"' if kind == "TXT" else value
+        shown = zone_txt(value) if kind == "TXT" else value
         click.echo(f"{name}.\t3600\tIN\t{kind}\t{shown}")
     if not path.exists():
         click.echo(f"no DKIM key yet: run `shoestring mail dkim init --domain {domain}`", err=True)
+
+
+# RFC 1035 §2.3.1 (with RFC 1123's leading digits): letters, digits and inner hyphens.
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+TXT_STRING_OCTETS = 255  # RFC 1035 §3.3.14: one character-string holds at most 255 octets
+
+
+def _hostname(name: str, option: str) -> str:
+    """`name` as DNS writes it (lower case, no trailing dot, A-labels), or a UsageError."""
+    normal = name.strip().rstrip(".").lower()
+    with contextlib.suppress(UnicodeError):  # not convertible: the label check says why
+        normal = normal.encode("idna").decode("ascii")
+    labels = normal.split(".")
+    if len(normal) > 253 or len(labels) < 2 or not all(_LABEL.fullmatch(x) for x in labels):
+        raise click.UsageError(
+            f"{option} {name!r} is not a host name: letters, digits and hyphens in"
+            " dot-separated labels, e.g. example.org"
+        )
+    return normal
+
+
+def zone_txt(value: str) -> str:
+    """A TXT value as zone-file character-strings of at most 255 octets: "..." "..."."""
+    data = value.encode("ascii")
+    chunks = [data[i : i + TXT_STRING_OCTETS] for i in range(0, len(data), TXT_STRING_OCTETS)]
+    quoted = (c.decode().replace("\\", "\\\\").replace('"', '\\"') for c in chunks or [b""])
+    return " ".join(f'"{chunk}"' for chunk in quoted)
 
 
 @mail_group.command("check")
@@ -136,6 +167,7 @@ def mail_check(project_dir: Path, domain: str, selector: str | None) -> None:
     SPF and DMARC must be published (their policies are yours to choose);
     the DKIM record must carry the public key of this project's key.
     """
+    domain = _hostname(domain, "--domain")
     settings = load_settings(project_dir)
     selector = selector or settings.mail.dkim_selector
     path = dkim_keys.key_path(settings.data_dir, domain, selector)
@@ -143,17 +175,17 @@ def mail_check(project_dir: Path, domain: str, selector: str | None) -> None:
     console = Console(highlight=False)
     for name, kind, expected in dkim_keys.dns_records(domain, selector, path, inbound_host=None):
         found, error = _published_txt(name)
-        verdict = _compare(expected, found)
+        verdict, why = _compare(expected, found)
         problems += verdict != "ok"
         colour = "green" if verdict == "ok" else "red"
-        console.print(f"[{colour}]{verdict}[/]  {kind} {name}{error}")
+        console.print(f"[{colour}]{verdict}[/]  {kind} {name}{error}" + (f": {why}" if why else ""))
     if not path.exists():
         console.print(
             f"no DKIM key here for {domain}: `shoestring mail dkim init --domain {domain}`"
         )
     if problems:
         raise ShoestringError(
-            f"{problems} record(s) missing or different: see `shoestring mail dns --domain {domain}`"
+            f"{problems} record(s) missing, different or invalid: see `shoestring mail dns --domain {domain}`"
         )
 
 
@@ -171,21 +203,79 @@ def _published_txt(name: str) -> tuple[list[str], str]:
     return ["".join(part.decode() for part in answer.strings) for answer in answers], ""
 
 
-def _compare(expected: str, found: list[str]) -> str:
-    """ok, missing, or different (a DKIM record whose key is not ours)."""
-    tag = expected.split(";")[0].split(" ")[0].lower()  # v=spf1, v=DKIM1, v=DMARC1
-    published = [value for value in found if value.lower().startswith(tag)]
-    if not published:
-        return "missing"
-    if tag != "v=dkim1":
-        return "ok"
-    ours = _tag(expected, "p")
-    return "ok" if any(_tag(value, "p") == ours for value in published) else "different"
+def _compare(expected: str, found: list[str]) -> tuple[str, str]:
+    """ok, missing, different (a DKIM record whose key is not ours) or invalid, and why."""
+    kind = expected.split(";")[0].split(" ")[0].lower()  # v=spf1, v=DKIM1, v=DMARC1
+    if kind == "v=spf1":
+        return _compare_spf(found)
+    if kind == "v=dmarc1":
+        return _compare_dmarc(found)
+    return _compare_dkim(expected, found)
 
 
-def _tag(record: str, name: str) -> str:
-    for part in record.split(";"):
-        key, _, value = part.strip().partition("=")
-        if key.strip() == name:
-            return "".join(value.split())
-    return ""
+_SPF = re.compile(r"v=spf1(?: |$)", re.IGNORECASE)  # RFC 7208 §4.5: `v=spf1x` is none
+
+
+def _compare_spf(found: list[str]) -> tuple[str, str]:
+    records = [value for value in found if _SPF.match(value)]
+    if not records:
+        return "missing", ""
+    if len(records) > 1:
+        return (
+            "invalid",
+            f"{len(records)} SPF records: receivers take that as a permerror (RFC 7208 §4.5)",
+        )
+    return "ok", ""
+
+
+def _compare_dmarc(found: list[str]) -> tuple[str, str]:
+    # RFC 7489 §6.6.3: only records whose first tag is v=DMARC1 count, and more than one is none.
+    records = [
+        tags for tags in map(_tags, found) if tags and next(iter(tags.items())) == ("v", "DMARC1")
+    ]
+    if not records:
+        return "missing", ""
+    if len(records) > 1:
+        return "invalid", f"{len(records)} DMARC records: receivers apply none (RFC 7489 §6.6.3)"
+    policy = records[0].get("p", "")
+    if policy not in ("none", "quarantine", "reject"):
+        return "invalid", f"p={policy!r} is not none, quarantine or reject (RFC 7489 §6.3)"
+    return "ok", ""
+
+
+def _compare_dkim(expected: str, found: list[str]) -> tuple[str, str]:
+    ours = _tags(expected) or {}
+    # RFC 6376 §3.6.1: v= is optional, but if there, the first tag and DKIM1.
+    records = [
+        tags for tags in map(_tags, found)
+        if tags and ("v" not in tags or next(iter(tags.items())) == ("v", "DKIM1"))
+    ]  # fmt: skip
+    if not records:
+        return "missing", ""
+    matching = [tags for tags in records if "".join(tags.get("p", "").split()) == ours.get("p")]
+    if not matching:
+        return "different", ""
+    key_type = ours.get("k", "rsa")
+    if not any(tags.get("k", "rsa").lower() == key_type for tags in matching):
+        shown = matching[0].get("k", "")
+        return "invalid", f"k={shown} but the key is {key_type} (RFC 6376 §3.6.1)"
+    return "ok", ""
+
+
+_TAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+def _tags(record: str) -> dict[str, str] | None:
+    """A tag=value list (RFC 6376 §3.2, RFC 7489 §6.4): whitespace around names and
+    values allowed, a trailing `;` too; None when it is not one (or names a tag twice)."""
+    tags: dict[str, str] = {}
+    parts = record.split(";")
+    if parts and not parts[-1].strip():
+        parts.pop()
+    for part in parts:
+        name, equals, value = part.partition("=")
+        name = name.strip()
+        if not equals or not _TAG_NAME.fullmatch(name) or name in tags:
+            return None
+        tags[name] = value.strip()
+    return tags

@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.parser
-import email.policy
-import hashlib
 import logging
 import re
 import secrets
 import ssl
 import time
 import urllib.request
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +37,7 @@ import dns.rdtypes.ANY.TXT
 import dns.resolver
 
 from shoestring.mail.errors import PermanentFailure, TemporaryFailure
+from shoestring.mail.ledger import Ledger
 from shoestring.mail.transports import without_addresses
 
 log = logging.getLogger("shoestring.mail")
@@ -52,8 +49,6 @@ there is none to be had."""
 # RFC 8461 §3.2: max_age is at most a year. §3.3: a policy is small; 64 KiB is plenty.
 MAX_POLICY_AGE = 31_557_600
 MAX_POLICY_SIZE = 64 * 1024
-# Messages whose delivery is part done, remembered so a retry skips who has them.
-MAX_REMEMBERED = 10_000
 
 _POLICY_ID = re.compile(r"[A-Za-z0-9]{1,32}")
 
@@ -182,52 +177,27 @@ class DirectTransport:
         self._unverified_tls.check_hostname = False
         self._unverified_tls.verify_mode = ssl.CERT_NONE
         self._policies: dict[str, tuple[STSPolicy, float]] = {}
-        # message key -> recipient -> None (delivered) or why it was refused for good
-        self._settled: OrderedDict[str, dict[str, str | None]] = OrderedDict()
+        self._ledger = Ledger()  # who has each part-delivered message
 
     async def send(self, sender: str, recipients: list[str], raw: bytes) -> None:
-        key = _message_key(sender, raw)
-        settled = self._settled.pop(key, {})
-        deferred: list[str] = []
-        for domain, group in _by_domain(r for r in recipients if r not in settled).items():
+        attempt = self._ledger.begin(sender, recipients, raw)
+        for domain, group in _by_domain(attempt.unsettled).items():
             try:
                 refusals = await self._deliver_to_domain(domain, sender, group, raw)
             except TemporaryFailure as exc:
-                deferred.append(f"{domain}: {exc}")
+                attempt.defer(f"{domain}: {exc}")
                 continue
             except PermanentFailure as exc:
                 refusals = dict.fromkeys(group, _Refusal(True, str(exc)))
             for recipient in group:
                 refusal = refusals.get(recipient)
                 if refusal is None:
-                    settled[recipient] = None
+                    attempt.delivered(recipient)
                 elif refusal.permanent:
-                    settled[recipient] = f"{domain}: {refusal.reason}"
+                    attempt.refused(recipient, f"{domain}: {refusal.reason}")
                 else:
-                    deferred.append(f"{domain}: {refusal.reason}")
-        pending = [r for r in recipients if r not in settled]
-        refused = [reason for reason in settled.values() if reason is not None]
-        if pending:
-            self._remember(key, settled)
-            delivered = len(settled) - len(refused)
-            notes = [f"{delivered} already have it and will not get it twice"] if delivered else []
-            notes += [f"{len(refused)} refused for good: {refused[0]}"] if refused else []
-            raise TemporaryFailure(
-                f"{len(pending)} of {len(recipients)} recipients deferred: "
-                + "; ".join(dict.fromkeys(deferred))
-                + (f" ({'; '.join(notes)})" if notes else "")
-            )
-        if refused:
-            raise PermanentFailure(
-                f"{len(refused)} of {len(recipients)} recipients refused: "
-                + "; ".join(dict.fromkeys(refused))
-            )
-
-    def _remember(self, key: str, settled: dict[str, str | None]) -> None:
-        if settled:
-            self._settled[key] = settled
-            while len(self._settled) > MAX_REMEMBERED:
-                self._settled.popitem(last=False)
+                    attempt.defer(f"{domain}: {refusal.reason}")
+        self._ledger.conclude(attempt)
 
     # -- one domain ------------------------------------------------------------
 
@@ -437,11 +407,3 @@ def _by_domain(recipients: Iterable[str]) -> dict[str, list[str]]:
             domain = dns.name.from_text(domain).to_text(omit_final_dot=True).lower()
         groups.setdefault(domain, []).append(recipient)
     return groups
-
-
-def _message_key(sender: str, raw: bytes) -> str:
-    parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
-    message_id = parser.parsebytes(raw, headersonly=True).get("Message-ID")
-    if message_id:
-        return f"{sender}\n{message_id.strip()}"
-    return hashlib.sha256(raw).hexdigest()

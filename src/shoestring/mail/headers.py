@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import re
+from email.header import decode_header, make_header
 from email.utils import getaddresses
 
 _FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:")
@@ -34,7 +36,7 @@ def strip_ours(raw: bytes, authserv_id: str) -> bytes:
     A client must not be able to forge what our own checks say (RFC 8601 §5).
     """
     fields, rest = split(raw)
-    ours = authserv_id.lower().encode()
+    ours = _normalized(authserv_id)
     kept = []
     for field in fields:
         name = field_name(field)
@@ -46,20 +48,43 @@ def strip_ours(raw: bytes, authserv_id: str) -> bytes:
     return b"".join(kept) + rest
 
 
-_COMMENT = re.compile(rb"\((?:[^()\\]|\\.)*\)")
-_AUTHSERV_ID = re.compile(rb"[^\s;()]+")
+_COMMENT = re.compile(r"\((?:[^()\\]|\\.)*\)", re.DOTALL)
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
+_AUTHSERV_ID = re.compile(r"[^\s;()]+")
 
 
-def _authserv_id(field: bytes) -> bytes:
-    """The authserv-id an Authentication-Results field names, comments and folding aside."""
-    value = field.split(b":", 1)[1]
+def _authserv_id(field: bytes) -> str:
+    """The authserv-id an Authentication-Results field names, as a reader would compare it.
+
+    RFC 8601 §2.2: it is a `value`, a token or a quoted-string; comments and folding
+    may surround it. A reader (a mail client's filter, a later check) may decode an
+    encoded word in it, and a domain's trailing dot names the same host: all of
+    those are ours when they come to our name (§5: remove what claims to be ours).
+    """
+    value = field.split(b":", 1)[1].decode("utf-8", "replace")
     while True:  # nested comments: innermost first
-        unnested = _COMMENT.sub(b" ", value)
+        unnested = _COMMENT.sub(" ", value)
         if unnested == value:
             break
         value = unnested
-    match = _AUTHSERV_ID.search(value)
-    return match.group(0).lower() if match else b""
+    value = value.lstrip()
+    quoted = _QUOTED.match(value)
+    if quoted:
+        found = quoted.group(1)
+    else:
+        match = _AUTHSERV_ID.search(value)
+        found = match.group(0) if match else ""
+    # A quoted-pair (and a lenient reader's backslash in a token) stands for its character.
+    return _normalized(re.sub(r"\\(.)", r"\1", found, flags=re.DOTALL))
+
+
+def _normalized(authserv_id: str) -> str:
+    """Encoded words decoded, case folded, no surrounding space or trailing dot."""
+    if "=?" in authserv_id:
+        # Not a valid encoded word: compared as written.
+        with contextlib.suppress(ValueError, LookupError, UnicodeError):
+            authserv_id = str(make_header(decode_header(authserv_id)))
+    return authserv_id.strip().rstrip(".").lower()
 
 
 def one_plain_from(raw: bytes) -> str | None:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import re
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 
 from shoestring.mail.errors import MailError, PermanentFailure, TemporaryFailure
+from shoestring.mail.ledger import Ledger
 
 
 class Transport(Protocol):
@@ -32,8 +33,9 @@ class Transport(Protocol):
 
 
 # Loose on purpose: it only has to find what a server may echo back in a reply
-# ("550 5.1.1 <ada@example.net>: user unknown"), not validate anything.
-_ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*")
+# ("550 5.1.1 <ada@example.net>: user unknown"), not validate anything; the
+# domain may be an address literal (`bob@[192.0.2.7]`, RFC 5321 §4.1.3).
+_ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@(?:\[[\w.:-]+\]|[\w-]+(?:\.[\w-]+)*)")
 
 
 def without_addresses(text: str, *, keep: str | None = None) -> str:
@@ -62,7 +64,40 @@ class SMTPTransport:
     tls_context: ssl.SSLContext | None = None
     name: str = "smtp"
 
+    # Who already has a part-delivered message: a retry goes only to the rest.
+    _ledger: Ledger = field(default_factory=Ledger, init=False, repr=False, compare=False)
+
     async def send(self, sender: str, recipients: list[str], raw: bytes) -> None:
+        attempt = self._ledger.begin(sender, recipients, raw)
+        try:
+            refused = await self._transaction(sender, attempt.unsettled, raw)
+        except (TemporaryFailure, PermanentFailure) as failure:
+            if not attempt.settled:
+                raise  # nothing delivered yet: the whole message failed, as the server said
+            # A retry of a part-delivered message: the failure is the rest's.
+            if isinstance(failure, PermanentFailure):
+                for recipient in attempt.unsettled:
+                    attempt.refused(recipient, str(failure))
+            else:
+                attempt.defer(str(failure))
+            refused = {}
+        for recipient in attempt.unsettled:
+            reply = refused.get(recipient)
+            if reply is None:
+                attempt.delivered(recipient)
+            elif 500 <= reply[0] < 600:
+                attempt.refused(recipient, without_addresses(f"{reply[0]} {reply[1]}", keep=sender))
+            else:
+                attempt.defer(without_addresses(f"{reply[0]} {reply[1]}", keep=sender))
+        # 4xx-refused recipients are retried, 5xx ones fail with their reason, and
+        # those accepted are remembered so the retry does not send them a second copy.
+        self._ledger.conclude(attempt)
+
+    async def _transaction(
+        self, sender: str, recipients: list[str], raw: bytes
+    ) -> dict[str, tuple[int, str]]:
+        """The recipients the relay refused (code, reply); raises when it took the message
+        for nobody."""
         client = aiosmtplib.SMTP(
             hostname=self.host,
             port=self.port,
@@ -78,11 +113,8 @@ class SMTPTransport:
                 await client.login(self.username, self.password)
             refused, _ = await client.sendmail(sender, recipients, raw)
         except aiosmtplib.SMTPRecipientsRefused as exc:
-            codes = [error.code for error in exc.recipients]
-            reason = without_addresses("; ".join(f"{e.code} {e.message}" for e in exc.recipients))
-            if all(500 <= code < 600 for code in codes):
-                raise PermanentFailure(reason) from None
-            raise TemporaryFailure(reason) from None
+            # Every recipient refused, each with its own reply: a 4xx one may yet take it.
+            return {e.recipient: (e.code, e.message) for e in exc.recipients}
         except aiosmtplib.SMTPResponseException as exc:
             reason = without_addresses(f"{exc.code} {exc.message}", keep=sender)
             if 500 <= exc.code < 600:
@@ -96,11 +128,7 @@ class SMTPTransport:
                     await client.quit()
                 except (aiosmtplib.SMTPException, OSError):
                     client.close()
-        if refused:
-            # Some recipients were accepted: the message is delivered to them;
-            # the refusals are reported, not retried, so nobody gets it twice.
-            reason = without_addresses("; ".join(f"{c} {m}" for c, m in refused.values()))
-            raise PermanentFailure(f"some recipients refused: {reason}")
+        return {r: (reply.code, reply.message) for r, reply in refused.items()}
 
 
 def open_transport(spec: str, *, timeout: float = 30.0) -> Transport:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from typing import Any
 
 import authheaders
@@ -56,10 +57,11 @@ def authenticate(
     Unreadable when the checks fail on the message itself: such a message
     could otherwise pass unjudged by DMARC, so it must be refused.
     """
+    mail_from = _ascii_address(mail_from)
     try:
         header = authheaders.authenticate_message(
             raw, authserv_id, spf=True, dkim=True, dmarc=True,
-            ip=ip, mail_from=_ascii_address(mail_from) or None, helo=helo or None,
+            ip=ip, mail_from=mail_from or None, helo=helo or None,
         )  # fmt: skip
     except (dns.exception.DNSException, OSError) as exc:
         log.warning("authentication checks failed for want of DNS: %s", type(exc).__name__)
@@ -68,8 +70,24 @@ def authenticate(
         # The type only: the message may quote the sender's headers.
         log.info("authentication checks could not read a message: %s", type(exc).__name__)
         raise Unreadable from None
+    header = _quote_properties(header, {"smtp.mailfrom": mail_from, "smtp.helo": helo})
     results = parse(header)
     return header.encode("utf-8", "replace") + b"\r\n", results
+
+
+# RFC 8601 §2.2: a property value is a token, a quoted-string or [local-part@]domain-name.
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+(@[A-Za-z0-9.-]+)?")
+
+
+def _quote_properties(header: str, values: dict[str, str]) -> str:
+    """`header` with the values we gave the checks as quoted-strings where they are no
+    plain token or domain: an address literal (`a@[192.0.2.1]`, RFC 5321 §4.1.3, allowed
+    in a reverse-path and in EHLO) is neither, and our own header must parse."""
+    for name, value in values.items():
+        if value and not _PLAIN_VALUE.fullmatch(value):
+            quoted = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            header = header.replace(f"{name}={value}", f"{name}={quoted}")
+    return header
 
 
 def _ascii_address(address: str) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formataddr, getaddresses
+from email.utils import formataddr, formatdate, getaddresses
 from typing import TYPE_CHECKING, Literal
 
 from cryptography.exceptions import InvalidTag
@@ -55,9 +55,13 @@ _DROP_WHEN_FORWARDING = {"from", "reply-to", "sender", "return-path", "delivered
 # The only headers of the owner's reply that reach the correspondent: the
 # rest (Received, X-Mailer, X-Originating-IP, the provider's own) can say
 # who and where the owner is.
+# Auto-Submitted (RFC 3834 §5), Precedence and List-Id are what tell the
+# correspondent's auto-responder not to answer an auto-reply: without them two
+# responders answer each other through the forwarder forever.
 _KEEP_IN_REPLIES = {"subject", "date", "message-id", "in-reply-to", "references", "mime-version",
                     "content-type", "content-transfer-encoding", "content-disposition",
-                    "content-language", "thread-topic", "thread-index"}  # fmt: skip
+                    "content-language", "thread-topic", "thread-index", "auto-submitted",
+                    "precedence", "list-id"}  # fmt: skip
 
 
 # -- addresses -------------------------------------------------------------------
@@ -340,7 +344,7 @@ def reply_copy(
     """The owner's reply as the correspondent gets it: from `alias`, without `owner` in it.
 
     Only the headers in _KEEP_IN_REPLIES are kept; From, To and Cc are set
-    here. The owner's address is scrubbed from every header and every text
+    here, and as many Received lines as the original had, of ours. The owner's address is scrubbed from every header and every text
     part, quoted text and attached messages included. Other attachments go
     as they are. `hide_id` replaces the reply's Message-ID, and the ids in
     In-Reply-To and References made by the same mail system (same part
@@ -363,6 +367,12 @@ def reply_copy(
     message["To"] = to
     if cc := list(cc):
         message["Cc"] = cc
+    # The owner's Received lines would say where the owner is, but their number is
+    # what every server's hop limit counts: as many lines of ours, naming nothing
+    # but our domain, so a loop through the forwarder still ends (RFC 5321 §6.3).
+    trace = f"by {domain_of(alias)} with shoestring-forwarder; {formatdate()}"
+    for _ in range(hops(original)):
+        message["Received"] = trace
     for part in message.walk():
         assert isinstance(part, EmailMessage)
         _scrub_headers(part, owner, alias)

@@ -2,9 +2,12 @@
 
 Checks, in the order a client meets them:
 
-- connect: at most `max_connections_per_ip` open connections per address (421);
+- connect: at most `max_connections` open connections in all (421 4.3.2), and
+  `max_connections_per_ip` per address (421 4.7.0);
+- MAIL: a control character in the address refused (553 5.1.7);
 - MAIL: SIZE= over `max_message_size` refused (552, aiosmtpd);
-- RCPT: source routes refused (553), then addresses.py (no open relay),
+- RCPT: source routes, quotes, spaces and comments in the path refused (553,
+  judged on the raw path: aiosmtpd's parser drops them), then addresses.py (no open relay),
   then the app: no handler or handler's `accept` says no (550 5.1.1), mailbox
   full (452 4.2.2); more than `max_recipients` (452 4.5.3);
 - DATA: over the size limit (552), bare CR or LF anywhere (550 5.6.0: SMTP
@@ -34,20 +37,32 @@ Accept = Callable[[str, str], Awaitable[str]]  # (recipient, client ip) -> norma
 # (mail_from, recipients, raw, client ip, helo) -> the 250 reply, or raises Refused
 Receive = Callable[[str, list[str], bytes, str, str], Awaitable[str]]
 
-_SOURCE_ROUTE = re.compile(r"<\s*@")
+_PATH = re.compile(r"<([^>]*)>")
+# C0 controls, DEL and C1 controls: no address holds one (RFC 5321 §4.1.2, RFC 6531 §3.3).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # RFC 5321 §4.1.1.1: a domain or an address literal; printable ASCII, one word.
 _HELO_NAME = re.compile(r"[!-~]{1,255}")
 TRY_LATER = "451 4.3.0 Temporary failure on our side; try again later"
+# RFC 5321 §4.5.3.2: a server waits at least 5 minutes for a command, and while a
+# message arrives, 3 minutes for each block of it. Idle time, never a total: a large
+# message on a slow link may take longer, as long as its data keeps coming.
+IDLE_TIMEOUT = 300.0
 log = logging.getLogger("shoestring.mail.inbound")
 
 
 class Limits:
     """Shared by every connection of one server."""
 
-    def __init__(self, *, per_ip: int, recipients: int, bad_commands: int) -> None:
+    def __init__(
+        self, *, per_ip: int, recipients: int, bad_commands: int, total: int = 100
+    ) -> None:
         self.per_ip = per_ip
         self.recipients = recipients
         self.bad_commands = bad_commands
+        # Each session may hold a message of up to max_message_size in memory: the
+        # many addresses of one botnet must not add up to all of it.
+        self.total = total
+        self.open = 0
         self.connections: Counter[str] = Counter()
 
 
@@ -59,6 +74,8 @@ class InboundSMTP(SMTP):
         self._limits = limits
         self._client = ""
         self._errors = 0
+        self._receiving = False  # between the 354 to DATA and the end of the message
+        self._counted = False  # in the Limits' counts, until the connection is lost
 
     def connection_made(self, transport: Any) -> None:
         first = self.transport is None  # not the STARTTLS upgrade of a connection
@@ -67,13 +84,34 @@ class InboundSMTP(SMTP):
             return
         peer = transport.get_extra_info("peername")
         self._client = network(peer[0]) if peer else ""
+        self._counted = True
+        self._limits.open += 1
         self._limits.connections[self._client] += 1
-        if self._limits.connections[self._client] > self._limits.per_ip:
+        if self._limits.open > self._limits.total:
+            transport.write(b"421 4.3.2 Too many connections; try again later\r\n")
+            transport.close()
+        elif self._limits.connections[self._client] > self._limits.per_ip:
             transport.write(b"421 4.7.0 Too many connections from your address; try later\r\n")
             transport.close()
 
+    def data_received(self, data: bytes) -> None:
+        # aiosmtpd resets its timeout per command only; during DATA, bytes arriving
+        # mean the client is alive (RFC 5321 §4.5.3.2.5-6).
+        if self._receiving:
+            self._reset_timeout()
+        super().data_received(data)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self._receiving = True
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._receiving = False
+
     def connection_lost(self, error: Exception | None) -> None:
-        if self._client:
+        if self._counted:
+            self._counted = False
+            self._limits.open -= 1
             self._limits.connections[self._client] -= 1
             if self._limits.connections[self._client] <= 0:
                 del self._limits.connections[self._client]
@@ -108,15 +146,41 @@ class InboundSMTP(SMTP):
         # accounts, and logins it would always refuse only invite guessing.
         await self.push("502 5.5.1 AUTH is not offered here: this server only receives mail")
 
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if arg and _CONTROL.search(arg):
+            # Refused now: taken, it could only fail later, at DATA, on every retry.
+            await self.push("553 5.1.7 Control characters are not allowed in the sender address")
+            return
+        await super().smtp_MAIL(arg)
+
     async def smtp_RCPT(self, arg: str | None) -> None:
-        if arg and _SOURCE_ROUTE.search(arg):
-            await self.push("553 5.1.3 Source routes are not accepted")
+        # aiosmtpd parses the path leniently (quotes, comments and spaces dropped,
+        # routes skipped) before our checks see it: the raw path is judged here.
+        refusal = _refused_path(arg or "")
+        if refusal:
+            await self.push(refusal)
             return
         assert self.envelope is not None
         if len(self.envelope.rcpt_tos) >= self._limits.recipients:
             await self.push("452 4.5.3 Too many recipients; send the rest in another message")
             return
         await super().smtp_RCPT(arg)
+
+
+def _refused_path(arg: str) -> str | None:
+    """Why a RCPT path (`TO:<...>`) is refused before it is parsed, or None."""
+    path = _PATH.search(arg)
+    if path is None:
+        return None  # no angle brackets: aiosmtpd's syntax error
+    inner = path.group(1)
+    # `<@a,@b:x@y>`, `<,@a:x@y>`, `<(c)@a:x@y>`: a colon before the domain is a route.
+    if inner.lstrip().startswith(("@", ",")) or ":" in inner.rpartition("@")[0]:
+        return "553 5.1.3 Source routes are not accepted"
+    if '"' in inner:
+        return "553 5.1.3 Quoted local parts are not accepted"
+    if any(c.isspace() or c in "()" for c in inner):
+        return "553 5.1.3 Recipient address syntax: no spaces or comments in <local-part@domain>"
+    return None
 
 
 class Handler:

@@ -32,9 +32,10 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from shoestring.errors import ConfigError
+from shoestring.jobs import current_attempt
 from shoestring.limits import RateLimited, network
 from shoestring.mail import headers
-from shoestring.mail.inbound import spool
+from shoestring.mail.inbound import server, spool
 from shoestring.mail.inbound.addresses import Refused, our_recipient
 from shoestring.mail.inbound.auth import Unreadable, authenticate, unavailable, use_nameservers
 from shoestring.mail.inbound.message import InboundMessage
@@ -148,6 +149,9 @@ class Inbound:
         450 for every recipient, known or not: whoever tries out addresses
         learns nothing more.
         """
+        if address.lower() == "postmaster" and self.settings.domains:
+            # RFC 5321 §4.5.1: `RCPT TO:<Postmaster>`, no domain, MUST be accepted.
+            address = f"postmaster@{self.settings.domains[0]}"
         recipient = our_recipient(address, self.settings.domains)
         ip = network(ip) if ip else ""
         probes = {"limit": self.settings.unknown_recipients_per_hour, "per": 3600}
@@ -185,6 +189,10 @@ class Inbound:
         """DATA: check, spool the message and its processing job; the 250 once both are committed."""
         if headers.has_bare_line_ending(raw):
             raise Refused("550 5.6.0 Bare CR or LF in the message; send CRLF line endings")
+        if b"\0" in raw:
+            # RFC 5322 §3.5 (and RFC 6152 for 8BITMIME): no NUL anywhere; parsers and
+            # C strings in handlers' storage each read one differently.
+            raise Refused("550 5.6.0 NUL characters are not allowed in a message (RFC 5322)")
         if headers.one_plain_from(raw) is None:
             # RFC 5322 §3.6 and RFC 7489 §6.6.1: DMARC must judge the one address
             # a reader will see; a message that hides it is refused (so does Gmail).
@@ -192,7 +200,8 @@ class Inbound:
                 "550 5.7.1 The message must start with its header and have one From "
                 "field with one address, written plainly (RFC 5322)"
             )
-        dedupe = spool.dedupe_key(_message_id(raw), mail_from, recipients, raw)
+        # As the client sent it, before our own fields: only a true resend is the same.
+        dedupe = spool.dedupe_key(mail_from, recipients, raw)
         raw = headers.strip_ours(raw, self.authserv_id)
         checks = functools.partial(
             authenticate, raw, authserv_id=self.authserv_id, ip=ip, mail_from=mail_from, helo=helo
@@ -266,32 +275,58 @@ class Inbound:
     # -- processing ------------------------------------------------------------
 
     async def _process_message(self, spool_id: str) -> None:
+        """Run each recipient's handler on its own: one that fails holds back no other.
+
+        The job is retried (with backoff) while a handler fails; recipients done
+        are recorded and skipped. On the last attempt the message is finished
+        anyway, marked failed, and forgotten like a processed one.
+        """
         database = self._app.db.database
         spooled = await spool.load(database, spool_id)
         if spooled is None:
             return  # processed already
         done = list(spooled.done)
-        try:
-            for recipient in spooled.recipients:
-                if recipient in done:
-                    continue
-                route = self.route(recipient)
-                if route is None:
-                    log.warning(
-                        "message %s: no handler for a recipient any more; dropped", spool_id
-                    )
-                else:
-                    await route.handler(
-                        InboundMessage(
-                            id=spooled.id, mail_from=spooled.mail_from, recipient=recipient,
-                            recipients=tuple(spooled.recipients), raw=spooled.raw,
-                            received_at=datetime.fromtimestamp(spooled.received_at, UTC),
-                            authentication=spooled.auth,
-                        )
-                    )  # fmt: skip
-                done.append(recipient)
-        finally:
-            await spool.mark_done(database, spool_id, done, len(done) == len(spooled.recipients))
+        failures: list[Exception] = []
+        for recipient in spooled.recipients:
+            if recipient in done:
+                continue
+            try:
+                await self._handle(spooled, recipient)
+            except Exception as exc:
+                failures.append(exc)
+                continue
+            done.append(recipient)
+            if len(done) < len(spooled.recipients):
+                # Recorded at once: a crash or a later failure does not run it again.
+                await spool.mark_done(database, spool_id, done, finished=False)
+        if not failures:
+            await spool.mark_done(database, spool_id, done, finished=True)
+            return
+        attempt = current_attempt()
+        if attempt is None or not attempt.last:
+            raise failures[0]  # retried with backoff, for the recipients left
+        # The type only: an exception's text may quote the message or its addresses.
+        kinds = ", ".join(dict.fromkeys(type(exc).__name__ for exc in failures))
+        error = (
+            f"the handler failed for {len(failures)} of {len(spooled.recipients)} recipients"
+            f" after {attempt.number} attempts ({kinds})"
+        )
+        log.error("message %s: %s; given up", spool_id, error)
+        await spool.mark_done(database, spool_id, done, finished=True, error=error)
+
+    async def _handle(self, spooled: spool.Spooled, recipient: str) -> None:
+        route = self.route(recipient)
+        if route is None:
+            log.warning("message %s: no handler for a recipient any more; dropped", spooled.id)
+            return
+        await route.handler(
+            InboundMessage(
+                id=spooled.id, mail_from=spooled.mail_from, recipient=recipient,
+                recipients=tuple(spooled.recipients), raw=spooled.raw,
+                received_at=datetime.fromtimestamp(spooled.received_at, UTC),
+                authentication=spooled.auth,
+            )
+        )  # fmt: skip
 
     # -- the Service protocol --------------------------------------------------
 
@@ -330,6 +365,7 @@ class Inbound:
             per_ip=settings.max_connections_per_ip,
             recipients=settings.max_recipients,
             bad_commands=settings.max_bad_commands,
+            total=settings.max_connections,
         )
         handler = Handler(self.accept, self.receive)
 
@@ -337,7 +373,8 @@ class Inbound:
             return InboundSMTP(
                 handler, limits, data_size_limit=settings.max_message_size,
                 enable_SMTPUTF8=True, hostname=self.authserv_id, ident="shoestring",
-                tls_context=certificate.context(), timeout=120, command_call_limit=100,
+                tls_context=certificate.context(), timeout=server.IDLE_TIMEOUT,
+                command_call_limit=100,
             )  # fmt: skip
 
         loop = asyncio.get_running_loop()
@@ -367,13 +404,6 @@ class Inbound:
         if self.settings.enabled and self._server is None:
             return Health(ok=False, detail="the SMTP server is not listening")
         return Health(ok=True)
-
-
-def _message_id(raw: bytes) -> str:
-    for field in headers.split(raw)[0]:
-        if headers.field_name(field) == "message-id":
-            return field.split(b":", 1)[1].strip().decode("ascii", "replace")
-    return ""
 
 
 class Certificate:

@@ -3,7 +3,8 @@
 A message is stored, with the job that processes it, in one transaction that
 commits (fsync) before the SMTP server answers 250; a crash after the 250
 therefore loses nothing, and the job processes it after the restart. The
-body is deleted once every recipient's handler succeeded.
+body and addresses are deleted once the message is finished: every recipient's
+handler succeeded, or the ones left failed on their last attempt.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ MIGRATIONS = [
         2,
         ["CREATE INDEX shoestring_inbound_age ON shoestring_inbound (state, received_at)"],
     ),
+    # A message whose handler kept failing ends 'failed', with why (an exception's type).
+    Migration("mail_inbound", 3, ["ALTER TABLE shoestring_inbound ADD COLUMN last_error TEXT"]),
 ]
 
 
@@ -55,16 +58,25 @@ class Spooled:
     received_at: float
 
 
-# How long a processed message's key is kept to recognise it sent again: a
+# How long a finished message's key is kept to recognise it sent again: a
 # client that never saw our 250 retries for up to 5 days (RFC 5321 §4.5.4.1).
 DEDUPE_SECONDS = 5 * 86400
+# A message still 'received' this long after it came had its job end without
+# finishing it (the worker died on the last attempt): deleted, never kept forever.
+# Far beyond any retry schedule (mail.retries ≤ 50, an hour apart at most).
+STALE_SECONDS = 30 * 86400
 
 
-def dedupe_key(message_id: str, mail_from: str, recipients: list[str], raw: bytes) -> str:
+def dedupe_key(mail_from: str, recipients: list[str], raw: bytes) -> str:
     """The same message from the same sender to the same recipients, sent twice (a client
-    retrying after a lost 250): its Message-ID, envelope and body, as the client sent them."""
-    body = raw.partition(b"\r\n\r\n")[2]
-    parts = [message_id, mail_from, *sorted(recipients), hashlib.sha256(body).hexdigest()]
+    retrying after a lost 250).
+
+    `raw` is the whole message as the client sent it, header and body, before we
+    add our trace: a retransmission is byte for byte the same, while two messages
+    that differ only in a header (a Subject, with no Message-ID to tell them apart)
+    are two messages.
+    """
+    parts = [mail_from, *sorted(recipients), hashlib.sha256(raw).hexdigest()]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
@@ -102,26 +114,34 @@ async def load(database: Database, spool_id: str) -> Spooled | None:
     )  # fmt: skip
 
 
-async def mark_done(database: Database, spool_id: str, done: list[str], finished: bool) -> None:
-    """Record which recipients are handled; once all are, forget the body."""
+async def mark_done(
+    database: Database, spool_id: str, done: list[str], finished: bool, error: str | None = None
+) -> None:
+    """Record which recipients are handled; once the message is finished, forget the body.
+
+    A message is finished when every recipient's handler succeeded (processed),
+    or when the ones left failed on their last attempt (`error` says why: failed).
+    """
     if not finished:
         await database.write(
             "UPDATE shoestring_inbound SET done = ? WHERE id = ?", [json.dumps(done), spool_id]
         )
         return
+    now = time.time()
     await database.write_batch(
         [
             # Keep only what deduplicates resends (a hash) and what the queue needs.
             (
-                "UPDATE shoestring_inbound SET done = ?, state = 'processed', raw = NULL,"
+                "UPDATE shoestring_inbound SET done = ?, state = ?, last_error = ?, raw = NULL,"
                 " mail_from = '', recipients = '[]', auth = '{}' WHERE id = ?",
-                [json.dumps(done), spool_id],
+                [json.dumps(done), "failed" if error else "processed", error, spool_id],
             ),
-            # Past the retry window, a processed message's hash is no use: forgotten,
+            # Past the retry window, a finished message's hash is no use: forgotten,
             # in the same commit.
             (
-                "DELETE FROM shoestring_inbound WHERE state = 'processed' AND received_at < ?",
-                [time.time() - DEDUPE_SECONDS],
+                "DELETE FROM shoestring_inbound WHERE (state IN ('processed', 'failed')"
+                " AND received_at < ?) OR (state = 'received' AND received_at < ?)",
+                [now - DEDUPE_SECONDS, now - STALE_SECONDS],
             ),
         ]
     )
