@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shoestring import InvalidCode
+from shoestring import InvalidCode, RateLimited
 from tests.backends import make_app, running
 
 pytestmark = pytest.mark.anyio
@@ -51,6 +51,47 @@ async def test_wrong_tries_void_the_code_even_the_right_one_after(
         with pytest.raises(InvalidCode):
             await app.codes.redeem("signin", ADA, wrong if fresh != wrong else "222222", attempts=3)
         await app.codes.redeem("signin", ADA, fresh, attempts=3)
+
+
+async def test_asking_again_sends_the_live_code_with_its_tries_still_counted(
+    database_url: str, tmp_path: Path
+) -> None:
+    app = make_app(database_url, tmp_path)
+    async with running(app):
+        code = await app.codes.issue("signin", ADA)
+        wrong = "000000" if code != "000000" else "111111"
+        for _ in range(2):
+            with pytest.raises(InvalidCode):
+                await app.codes.redeem("signin", ADA, wrong, attempts=3)
+        # someone asks again (the owner, or anyone typing the address): the mail
+        # already sent keeps working, and the guesser gets no fresh tries
+        assert await app.codes.issue("signin", ADA) == code
+        with pytest.raises(InvalidCode):
+            await app.codes.redeem("signin", ADA, wrong, attempts=3)
+        with pytest.raises(InvalidCode):
+            await app.codes.redeem("signin", ADA, code, attempts=3)  # voided by the third
+        fresh = await app.codes.issue("signin", ADA)
+        await app.codes.redeem("signin", ADA, fresh, attempts=3)
+
+
+async def test_wrong_tries_are_capped_per_key_and_day_across_codes(
+    database_url: str, tmp_path: Path
+) -> None:
+    app = make_app(database_url, tmp_path)
+    async with running(app):
+        for _ in range(2):  # two codes, each voided by its two wrong tries
+            code = await app.codes.issue("signin", ADA)
+            wrong = "000000" if code != "000000" else "111111"
+            for _ in range(2):
+                with pytest.raises(InvalidCode):
+                    await app.codes.redeem("signin", ADA, wrong, attempts=2, failures_per_day=4)
+        code = await app.codes.issue("signin", ADA)
+        with pytest.raises(RateLimited) as refused:
+            await app.codes.redeem("signin", ADA, code, attempts=2, failures_per_day=4)
+        assert refused.value.status == 429
+        # another key is not held back by this one's guessers
+        other = await app.codes.issue("signin", "bob@example.org")
+        await app.codes.redeem("signin", "bob@example.org", other, failures_per_day=4)
 
 
 async def test_a_code_expires(database_url: str, tmp_path: Path) -> None:
