@@ -70,8 +70,18 @@ def test_settings_kept_as_secrets_override_the_file_and_yield_to_the_environment
     assert "SHOESTRING_MAIL__TRANSPORT" in secrets.names()
     # A bad value says which secret holds it.
     secrets.set("SHOESTRING_SERVER__PORT", "eighty")
-    with pytest.raises(ConfigError, match="secret SHOESTRING_SERVER__PORT"):
+    with pytest.raises(ConfigError, match="secret SHOESTRING_SERVER__PORT") as caught:
         load_settings(tmp_path, environ={})
+    assert "eighty" not in str(caught.value)  # a secret's value is never echoed
+
+
+def test_a_bad_url_is_shown_without_its_password(tmp_path: Path) -> None:
+    url = "postgressql://app:pa@ss/word@db.internal/app"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, environ={"SHOESTRING_DATABASE__URL": url})
+    assert "environment variable SHOESTRING_DATABASE__URL" in str(caught.value)
+    assert "postgressql://app:********@db.internal/app" in str(caught.value)
+    assert "pa@ss" not in str(caught.value) and "word" not in str(caught.value)
 
 
 def test_settings_kept_as_secrets_follow_the_data_directory(tmp_path: Path) -> None:
@@ -179,3 +189,23 @@ def test_root_in_data_needs_a_root(tmp_path: Path) -> None:
     (tmp_path / "shoestring.toml").write_text('[sites.content]\nroot_in = "data"\n')
     with pytest.raises(ConfigError, match="needs `root`"):
         load_settings(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("deploy", "complaint"),
+    [
+        ("ports = [8001, 8001]", "two different ports"),
+        ("ports = [80, 8002]", "`ports` holds 80, which is `http_port` too"),
+        ('base_dir = "/srv/my apps"', "absolute path of letters"),
+        ('base_dir = "srv"', "absolute path of letters"),
+        ('base_dir = "/srv/../etc"', "without `..`"),
+        ('domains = ["shop.example", "$(reboot).example"]', "is not a domain name"),
+    ],
+)
+def test_deploy_values_that_would_break_the_host_are_config_errors(
+    tmp_path: Path, deploy: str, complaint: str
+) -> None:
+    write(tmp_path, f"[deploy]\n{deploy}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path, environ={})
+    assert "`deploy" in str(caught.value) and complaint in str(caught.value)

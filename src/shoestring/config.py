@@ -412,6 +412,12 @@ class StorageSettings(Section):
     )
 
 
+_DOMAIN = re.compile(
+    r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", re.I
+)
+_BASE_DIR = re.compile(r"/[A-Za-z0-9._/-]*")
+
+
 class DeploySettings(Section):
     host: str = Field(
         "",
@@ -507,6 +513,42 @@ class DeploySettings(Section):
         ge=3,
         description="Seconds the old release keeps serving once the new one is ready (at least 3: Caddy checks readiness every 2 s); then it finishes its requests and stops.",
     )
+
+    @field_validator("domains")
+    @classmethod
+    def _host_names(cls, domains: list[str]) -> list[str]:
+        for domain in domains:
+            if not _DOMAIN.fullmatch(domain):
+                raise ValueError(
+                    f"{domain!r} is not a domain name (like `example.com` or `*.example.com`)"
+                )
+        return domains
+
+    @field_validator("base_dir")
+    @classmethod
+    def _plain_absolute_path(cls, base_dir: str) -> str:
+        if not _BASE_DIR.fullmatch(base_dir) or ".." in base_dir.split("/"):
+            raise ValueError(
+                "must be an absolute path of letters, digits and `._-/` (like `/srv`), "
+                "without `..`: it is used in commands run as root on the host"
+            )
+        return base_dir
+
+    @field_validator("ports")
+    @classmethod
+    def _two_ports(cls, ports: list[int]) -> list[int]:
+        if len(set(ports)) != len(ports) or not all(1 <= port <= 65535 for port in ports):
+            raise ValueError("must be two different ports between 1 and 65535, like [8001, 8002]")
+        return ports
+
+    def model_post_init(self, context: Any, /) -> None:
+        taken = {self.http_port: "http_port", self.https_port: "https_port"}
+        clash = next((port for port in self.ports if port in taken), None)
+        if clash is not None:
+            raise ValueError(
+                f"`ports` holds {clash}, which is `{taken[clash]}` too: releases need ports "
+                "of their own"
+            )
 
 
 class Settings(Section):
@@ -653,10 +695,27 @@ def _describe(error: Any, path: Path, origins: Mapping[str, str]) -> tuple[str, 
     )
     if error["type"] == "extra_forbidden":
         return where, f"unknown key `{key}`; allowed here: {_allowed_keys(error['loc'][:-1])}"
-    problem = f"`{key}` = {error.get('input')!r}: {error['msg'].removeprefix('Value error, ')}"
+    message = error["msg"].removeprefix("Value error, ")
+    if where.startswith("secret "):
+        problem = f"`{key}` (its value is secret, not shown): {message}"
+    else:
+        shown = error.get("input")
+        shown = without_url_passwords(shown) if isinstance(shown, str) else shown
+        problem = f"`{key}` = {shown!r}: {message}"
     if where != path.name and error["type"] in ("list_type", "dict_type", "set_type"):
         problem += """ (write lists and tables as JSON: '["a", "b"]', '{"k": "v"}')"""
     return where, problem
+
+
+REDACTED = "********"
+# `scheme://user:password@host`: the password runs to the last `@` of the word,
+# since a password may hold `@` or `/` (a URL parser would take the first).
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)\S*@", re.IGNORECASE)
+
+
+def without_url_passwords(text: str) -> str:
+    """`text` with the password of any URL in it replaced by REDACTED."""
+    return _URL_PASSWORD.sub(lambda m: m["head"] + REDACTED + "@", text)
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> str:

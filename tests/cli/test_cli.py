@@ -135,6 +135,8 @@ def test_redaction_hides_secret_values_and_url_passwords() -> None:
         == "postgresql://app:********@db.internal:5432/app"
     )
     assert _redact_value("smtp://relay.example:587") == "smtp://relay.example:587"
+    # a password holding `@` or `/` is hidden whole
+    assert _redact_value("smtp://user:p@ss/w@relay:587") == "smtp://user:********@relay:587"
 
 
 def test_config_error_is_one_screen_without_traceback(tmp_path: Path) -> None:

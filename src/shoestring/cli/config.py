@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -13,10 +12,14 @@ from rich.console import Console
 from rich.table import Table
 
 from shoestring.cli.project_app import project_dir_argument, require_project
-from shoestring.config import ENV_NESTING, ENV_PREFIX, Settings, load_settings
-
-REDACTED = "********"
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@", re.IGNORECASE)
+from shoestring.config import (
+    ENV_NESTING,
+    ENV_PREFIX,
+    REDACTED,
+    Settings,
+    load_settings,
+    without_url_passwords,
+)
 
 
 def redacted(settings: Settings) -> dict[str, Any]:
@@ -43,7 +46,7 @@ def _redact_value(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, str):
-        return _URL_PASSWORD.sub(lambda m: m["head"] + REDACTED + "@", value)
+        return without_url_passwords(value)
     return value
 
 
