@@ -101,3 +101,26 @@ async def test_unreachable_postgres_is_a_clear_error(tmp_path: Path) -> None:
     app = make_app("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1", tmp_path)
     with pytest.raises(DatabaseError, match="cannot connect to PostgreSQL"):
         await app.db.start()
+
+
+async def test_a_deleted_row_leaves_no_copy_in_the_files_soon_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A delivered mail's body is deleted; a copy of the data directory taken a
+    # little later must not hold it, in the database file or in its WAL.
+    monkeypatch.setattr("shoestring.db.sqlite.CHECKPOINT_INTERVAL", 0.2)
+    app = make_app(f"sqlite:///{tmp_path / 'app.db'}", tmp_path)
+    app.db.add_migrations(MIGRATIONS)
+    secret = "BODY-OF-A-DELIVERED-MAIL-" + "x" * 200
+    async with running(app):
+        async with app.db.transaction() as tx:
+            await tx.execute("INSERT INTO widgets (id, name) VALUES (1, ?)", [secret])
+        async with app.db.transaction() as tx:
+            await tx.execute("DELETE FROM widgets WHERE id = 1")
+        files = [tmp_path / "app.db", tmp_path / "app.db-wal"]
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if not any(secret.encode() in path.read_bytes() for path in files if path.exists()):
+                break
+        assert not any(secret.encode() in path.read_bytes() for path in files if path.exists())
+        await app.db.fetchall("SELECT 1")  # and the database still works

@@ -10,6 +10,8 @@ for the writer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
 import threading
 import time
@@ -22,10 +24,14 @@ from shoestring.db.database import DatabaseError, Dialect, Params, Row
 from shoestring.db.threads import Threads
 
 T = TypeVar("T")
+log = logging.getLogger("shoestring.db")
 
 READ_THREADS = 4
 MAX_GROUP = 64  # transactions sharing one COMMIT, at most
 MAX_GROUP_AGE = 0.005  # seconds a group stays open while transactions keep queuing
+# Seconds between checkpoints that empty the WAL file: deleted rows (a delivered
+# mail's body) stay in its old page images until then, for a copy of the files to find.
+CHECKPOINT_INTERVAL = 60.0
 
 
 def use_wal(connection: sqlite3.Connection, timeout: float) -> None:
@@ -110,6 +116,8 @@ class SQLiteDatabase:
         self._pending = False  # the writer holds released savepoints not yet committed
         self._flushes: set[asyncio.Task[None]] = set()
         self._flush_later: asyncio.Task[None] | None = None
+        self._written = False  # since the last checkpoint
+        self._checkpoints: asyncio.Task[None] | None = None
 
     def connect(self) -> sqlite3.Connection:
         """A new connection with shoestring's settings, for code that wants raw sqlite3."""
@@ -137,8 +145,31 @@ class SQLiteDatabase:
             self._writer = await self._on_writer_thread(self.connect)
         except (sqlite3.Error, OSError) as exc:
             raise DatabaseError(f"cannot open SQLite database {self.path}: {exc}") from exc
+        self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint_forever())
+
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the database file and empty it (no reader may be mid-read)."""
+        async with self._write_lock:
+            await self._end(None, failed=False, force=True)  # a group still open commits first
+            self._written = False
+            await self._on_writer(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+
+    async def _checkpoint_forever(self) -> None:
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            if not self._written:
+                continue
+            try:
+                await self.checkpoint()
+            except (sqlite3.Error, DatabaseError) as exc:  # a reader held on: next time
+                log.warning("emptying the WAL of %s failed: %s", self.path.name, exc)
 
     async def close(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpoints
+            self._checkpoints = None
         if self._writer is not None:
             for flush in list(self._flushes):
                 await flush
@@ -267,6 +298,7 @@ class SQLiteDatabase:
         the group is committed only if others wait for it.
         """
         begun = work is not None or (tx is not None and tx.begun)
+        self._written = self._written or begun
         commit = force or (self._commit_due() and (sync or bool(self._group)))
         if not begun and not (commit and self._pending):
             return None, None
