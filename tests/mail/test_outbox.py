@@ -193,6 +193,26 @@ async def test_recipients_deferred_at_rcpt_are_retried_and_the_others_get_it_onc
     assert "carol" not in error
 
 
+async def test_a_reason_echoing_the_recipients_local_part_or_name_keeps_neither(
+    database_url: str, tmp_path: Path, sink: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink.replies = ["450 4.2.2 mailbox dave.smith (Dave Smith) over quota"]
+    sink.rcpt_replies = {"carol@example.net": ["550 5.1.1 user carol unknown here"]}
+    app = mail_app(database_url, tmp_path, sink.url)
+    async with running(app):
+        first = await app.mail.send(
+            to="Dave Smith <dave.smith@example.net>", subject="hi", text="x"
+        )
+        second = await app.mail.send(to="carol@example.net", subject="hi", text="x")
+        await until_state(app, second, "failed", "sent")
+        await until_state(app, first, "sent", "failed")
+        kept = await app.db.fetchall("SELECT last_error FROM shoestring_outbox")
+        jobs = await app.db.fetchall("SELECT last_error FROM shoestring_jobs")
+    errors = " ".join(str(row[0]) for row in [*kept, *jobs]) + caplog.text
+    assert "over quota" in errors and "unknown here" in errors  # the reasons stay useful
+    assert not any(word in errors.lower() for word in ("dave", "smith", "carol"))
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [

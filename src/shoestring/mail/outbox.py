@@ -37,7 +37,7 @@ from shoestring.mail import dkim, policies
 from shoestring.mail import headers as raw_headers
 from shoestring.mail.errors import InvalidMessage, PermanentFailure, TemporaryFailure
 from shoestring.mail.message import Attachment, compose, parse_address, parse_sender
-from shoestring.mail.transports import Transport, open_transport
+from shoestring.mail.transports import Transport, open_transport, without_recipients
 from shoestring.services import Health
 
 if TYPE_CHECKING:
@@ -335,22 +335,24 @@ class Mail:
         try:
             await self.transport.send(sender, recipients, raw)
         except PermanentFailure as exc:
-            await self._finish(message_id, "failed", str(exc))
-            log.warning("message %s refused for good: %s", message_id, exc)
+            reason = without_recipients(str(exc), recipients, raw)
+            await self._finish(message_id, "failed", reason)
+            log.warning("message %s refused for good: %s", message_id, reason)
             return
         except TemporaryFailure as exc:
+            reason = without_recipients(str(exc), recipients, raw)
             attempt = current_attempt()
             if attempt is not None and attempt.last:
                 # No retry follows: the message has failed, and is forgotten like one.
-                reason = f"gave up after {attempt.number} attempts; the last: {exc}"
+                reason = f"gave up after {attempt.number} attempts; the last: {reason}"
                 await self._finish(message_id, "failed", reason[:1000])
                 log.warning("message %s not delivered: %s", message_id, reason)
                 return
             await database.write(
                 "UPDATE shoestring_outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
-                [str(exc)[:1000], message_id],
+                [reason[:1000], message_id],
             )
-            raise
+            raise TemporaryFailure(reason) from None  # the job keeps this reason too
         await self._finish(message_id, "sent", None)
         log.info("message %s sent", message_id, extra={"recipients": len(recipients)})
 

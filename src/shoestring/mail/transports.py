@@ -13,6 +13,9 @@ stored and logged, so they never carry addresses (see `without_addresses`).
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
+import email.utils
 import re
 import ssl
 from dataclasses import dataclass, field
@@ -42,6 +45,21 @@ def without_addresses(text: str, *, keep: str | None = None) -> str:
     """`text` with every email address but `keep` (the sender) replaced by `<address>`."""
     kept = keep.lower() if keep else None
     return _ADDRESS.sub(lambda match: match[0] if match[0].lower() == kept else "<address>", text)
+
+
+def without_recipients(text: str, recipients: list[str], raw: bytes) -> str:
+    """`text` (a server's reason) with the recipients' local parts and names replaced.
+
+    Servers echo more than whole addresses ("user dave unknown, Dave Smith"):
+    a failure's reason is kept and logged, the people it was for are not.
+    """
+    parsed = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+    named = email.utils.getaddresses([*parsed.get_all("To", []), *parsed.get_all("Cc", [])])
+    words = {address.rpartition("@")[0] for address in recipients}
+    words |= {name for name, _ in named}
+    for word in sorted((w for w in words if len(w) >= 2), key=len, reverse=True):
+        text = re.sub(rf"(?<![\w.+-]){re.escape(word)}(?![\w+-])", "<recipient>", text, flags=re.I)
+    return text
 
 
 class DevTransport:
