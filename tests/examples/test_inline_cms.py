@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from pathlib import Path
 
 import httpx
@@ -143,3 +145,48 @@ def test_an_editor_taken_off_the_list_is_signed_out(tmp_path: Path) -> None:
         assert (refused.status_code, refused.json()["error"]["code"]) == (401, "signed_out")
     finally:
         assert again.terminate() == 0, again.log
+
+
+def test_sign_in_answers_editors_and_strangers_alike(tmp_path: Path) -> None:
+    """The same limits and answers for any address; only an editor's job sends mail."""
+    server = start_inline_cms(tmp_path)
+    stranger = "mallory@example.com"
+    try:
+        client = Editor(server)
+
+        def answers(email: str) -> list[tuple[int, str]]:
+            replies = [client.post("/api/signin", site="demo", email=email) for _ in range(7)]
+            return [(r.status_code, r.json().get("error", {}).get("code", "")) for r in replies]
+
+        as_editor, as_stranger = answers(EDITOR), answers(stranger)
+        assert as_editor == as_stranger == [(202, "")] * 5 + [(429, "rate_limited")] * 2
+        # A +tag is the same mailbox, and the same limit, editor or not.
+        for tagged in ("editor+1@example.org", "mallory+1@example.com"):
+            assert client.post("/api/signin", site="demo", email=tagged).status_code == 429
+
+        mail = client.dev_mail(lambda m: "sign-in code" in (m["subject"] or ""))
+        assert mail["to"] == ["editor@example.org"]
+        with sqlite3.connect(server.project / "data" / "shoestring.db") as database:
+            jobs = _signin_jobs(database)
+            assert len(jobs) == 10  # one per sign-in let through, whoever asked
+            for args in jobs:
+                assert "@" not in args and "mallory" not in args and "editor" not in args
+        recipients = {tuple(m["to"]) for m in client.http.get("/_dev/mail").json()["messages"]}
+        assert recipients == {("editor@example.org",)}  # all jobs ran: none mailed the stranger
+
+        foreign = client.post("/api/signin", site="demo", email="ålice@example.org")
+        assert foreign.status_code == 422 and "ASCII" in foreign.json()["error"]["message"]
+    finally:
+        assert server.terminate() == 0, server.log
+
+
+def _signin_jobs(database: sqlite3.Connection) -> list[str]:
+    """The arguments of every sign-in job, once all of them have run."""
+    query = "SELECT state, args FROM shoestring_jobs WHERE name LIKE '%signin%'"
+    deadline = time.monotonic() + 10
+    while (rows := database.execute(query).fetchall()) and time.monotonic() < deadline:
+        if all(state == "succeeded" for state, _ in rows):
+            break
+        time.sleep(0.05)
+    assert rows and all(state == "succeeded" for state, _ in rows), rows
+    return [str(args) for _, args in rows]

@@ -167,3 +167,42 @@ def test_the_pages_own_edit_link_starts_editing(browser: Any, tmp_path: Path) ->
     finally:
         context.close()
         assert server.terminate() == 0, server.log
+
+
+def test_placeholders_are_filled_from_the_pages_own_args_only(
+    browser: Any,  # noqa: F811
+    tmp_path: Path,
+    customer_site: tuple[Path, str],
+) -> None:
+    server = start_inline_cms(tmp_path)
+    root, origin = customer_site
+    (root / "index.html").write_text(f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Args</title></head><body>
+  <p data-content="home.greeting" data-content-args='{{"name": "Ada"}}'>Hello</p>
+  <p data-content="home.plain">Hello</p>
+  <p data-content="home.null" data-content-args="null">Hello</p>
+  <script src="{server.base_url}/cms.js" data-site="demo" defer></script>
+</body></html>
+""")  # fmt: skip
+    built_ins = "{toString} {__proto__} {constructor} {hasOwnProperty}"
+    editor = Editor(server)
+    editor.sign_in()
+    for key in ("home.greeting", "home.plain", "home.null"):
+        editor.draft("en", key, f"Hi {{name}}: {built_ins}")
+    editor.publish("en")
+    context = browser.new_context()
+    errors: list[str] = []
+    try:
+        page = context.new_page()
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        # The script's own warnings (a missing favicon is a console error too: not those).
+        page.on("console", lambda m: errors.append(m.text) if "inline-cms" in m.text else None)
+        page.goto(origin + "/")
+        page.wait_for_selector("html[data-cms-locale=en]")
+        assert page.inner_text("[data-content='home.greeting']") == f"Hi Ada: {built_ins}"
+        for key in ("home.plain", "home.null"):
+            assert page.inner_text(f"[data-content='{key}']") == f"Hi {{name}}: {built_ins}"
+        assert errors == []
+    finally:
+        context.close()
+        assert server.terminate() == 0, server.log

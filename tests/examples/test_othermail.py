@@ -338,3 +338,20 @@ def test_deleting_the_account_forgets_the_address_and_ends_every_alias(tmp_path:
         accounts = database.execute("SELECT count(*) FROM tbl_accounts").fetchone()
         sessions = database.execute("SELECT count(*) FROM tbl_sessions").fetchone()
     assert (accounts, sessions) == ((0,), (0,))
+
+
+def test_sign_up_limits_a_mailbox_and_refuses_what_it_cannot_mail(tmp_path: Path) -> None:
+    othermail = Othermail(tmp_path)
+    try:
+        foreign = othermail.call("POST", "/api/signup", email="ålice@owner.example")
+        assert foreign.status_code == 422, foreign.text
+        assert "ASCII before the @" in foreign.json()["error"]["message"]
+        # target+1@…, target+2@… are target@…'s mailbox: one limit for them all.
+        for address in ("target@owner.example", "target+1@owner.example", "target+2@owner.example"):
+            assert othermail.call("POST", "/api/signup", email=address).status_code == 202
+        limited = othermail.call("POST", "/api/signup", email="target+3@owner.example")
+        assert (limited.status_code, limited.json()["error"]["code"]) == (429, "rate_limited")
+        sent = {tuple(m["to"]) for m in othermail.http.get("/_dev/mail").json()["messages"]}
+        assert ("target+2@owner.example",) in sent  # the mail goes to the address as typed
+    finally:
+        othermail.stop()

@@ -185,3 +185,62 @@ def _wait_for(sink: Sink, count: int) -> list[dict[str, object]]:
         time.sleep(0.05)
     assert len(sink.received) >= count, "the mail did not arrive"
     return sink.received  # type: ignore[return-value]
+
+
+def test_device_names_are_plain_names(tmp_path: Path) -> None:
+    """Anyone can have a confirmation mail sent to anyone: what they write in it stays plain."""
+    server = start_taptapmail(tmp_path)
+    try:
+        client = Client(server)
+        for name in ('x". URGENT: account locked, see https://evil.example/fix "',
+                     "evil.example", "ada@example.org", "a/b", "x" * 41, " ", "---"):  # fmt: skip
+            refused = client.post("/register", email="bob@example.net", device_name=name)
+            assert refused.status_code == 422, name
+            message = refused.json()["error"]["message"]
+            assert "device_name" in message and "letters, digits" in message
+        assert client.http.get("/_dev/mail").json()["messages"] == []
+
+        name = "Jörg's phone (work_2)"
+        assert client.post("/register", email=ADDRESS, device_name=name).status_code == 202
+        mail = client.dev_mail(lambda m: "code" in m["subject"])
+        assert f'from "{name}".' in mail["text"]
+        assert 'from "Jörg&#39;s phone (work_2)".' in mail["html"]  # escaped, as text
+        assert (
+            client.post("/register", email=ADDRESS, device_name="Ada\u2019s Ωmega").status_code
+            == 202
+        )
+    finally:
+        assert server.terminate() == 0, server.log
+
+
+def test_a_tagged_address_shares_its_mailbox_limit(tmp_path: Path) -> None:
+    server = start_taptapmail(tmp_path)
+    try:
+        client = Client(server)
+        for address in ("target@example.net", "target+1@example.net", "Target+2@example.net"):
+            assert client.post("/register", email=address, device_name="x").status_code == 202
+        limited = client.post("/register", email="target+3@example.net", device_name="x")
+        assert (limited.status_code, limited.json()["error"]["code"]) == (429, "rate_limited")
+        # The mail still goes to the address as typed.
+        tagged = client.dev_mail(lambda m: m["to"] == ["target+2@example.net"])
+        assert "target%2B2%40example.net" in tagged["text"]
+    finally:
+        assert server.terminate() == 0, server.log
+
+
+def test_an_address_it_cannot_mail_is_refused_up_front(tmp_path: Path) -> None:
+    server = start_taptapmail(tmp_path)
+    try:
+        client = Client(server)
+        for path, body in (("/register", {"device_name": "x"}), ("/confirm", {"code": "123456"})):
+            refused = client.post(path, email="ålice@example.org", **body)
+            assert refused.status_code == 422, refused.text
+            assert "ASCII before the @" in refused.json()["error"]["message"]
+        # A domain in any script is fine: it travels as IDNA.
+        idn = client.post("/register", email="alice@exämple.org", device_name="x")
+        assert idn.status_code == 202
+        assert client.dev_mail(lambda m: "code" in m["subject"])["to"] == [
+            "alice@xn--exmple-cua.org"
+        ]
+    finally:
+        assert server.terminate() == 0, server.log

@@ -43,11 +43,13 @@
   const fill = (text, element) => {
     let args = {};
     try {
-      args = JSON.parse(element.dataset.contentArgs || "{}");
+      args = JSON.parse(element.dataset.contentArgs || "{}") ?? {};
     } catch {
       // bad args on the page: show the placeholders rather than nothing
     }
-    return text.replace(/\{(\w+)\}/g, (whole, name) => (name in args ? String(args[name]) : whole));
+    // The page's own args only: {toString} or {__proto__} is not filled from Object's built-ins.
+    const given = (name) => typeof args === "object" && Object.hasOwn(args, name);
+    return text.replace(/\{(\w+)\}/g, (whole, name) => (given(name) ? String(args[name]) : whole));
   };
 
   const elements = () => Array.from(document.querySelectorAll("[data-content]"));
