@@ -184,7 +184,8 @@ async def signup(request: Request) -> JSONResponse:
     mailbox_key = keyed("address", untagged(body.email))
     await app.limits.hit("signup-address", mailbox_key, limit=3, per=3600)
     async with app.tables.transaction():  # the code is kept if and only if its mail is queued
-        code = await app.codes.issue("signup", body.email, ttl=CODE_TTL)
+        # Keyed per mailbox too: a code's wrong tries count for every +tag of it.
+        code = await app.codes.issue("signup", untagged(body.email), ttl=CODE_TTL)
         await app.mail.send_template(
             "confirm", to=body.email, code=code, minutes=CODE_TTL // 60, domain=DOMAIN,
             link=f"{PUBLIC_URL}/#confirm={code}&email={quote(body.email)}",
@@ -196,7 +197,9 @@ async def signup(request: Request) -> JSONResponse:
 async def confirm(request: Request) -> dict[str, str]:
     body = await read_json(request, Confirm)
     await app.limits.hit("confirm-ip", client_network(request), limit=30, per=3600)
-    await app.codes.redeem("signup", body.email, body.code, attempts=CODE_ATTEMPTS)  # else a 400
+    await app.codes.redeem(
+        "signup", untagged(body.email), body.code, attempts=CODE_ATTEMPTS
+    )  # else a 400
     address_key = keyed("address", body.email)
     token = secrets.token_urlsafe(24)
     sealed = address_box().encrypt(body.email.encode()).decode()

@@ -148,7 +148,8 @@ async def register(request: Request) -> JSONResponse:
     mailbox_key = keyed("address", untagged(body.email))
     await app.limits.hit("register-address", mailbox_key, limit=3, per=3600)
     async with app.tables.transaction():  # the code is kept if and only if its mail is queued
-        code = await app.codes.issue("register", body.email, ttl=CODE_TTL)
+        # Keyed per mailbox too: a code's wrong tries count for every +tag of it.
+        code = await app.codes.issue("register", untagged(body.email), ttl=CODE_TTL)
         await app.mail.send_template(
             "confirm",
             to=body.email,
@@ -165,7 +166,9 @@ async def register(request: Request) -> JSONResponse:
 async def confirm(request: Request) -> dict[str, str]:
     body = await read_json(request, Confirm)
     await app.limits.hit("confirm-ip", client_network(request), limit=30, per=3600)
-    await app.codes.redeem("register", body.email, body.code, attempts=CODE_ATTEMPTS)  # else 400
+    await app.codes.redeem(
+        "register", untagged(body.email), body.code, attempts=CODE_ATTEMPTS
+    )  # else 400
     client_id = str(uuid.uuid4())
     address_key = keyed("address", body.email)
     await devices.put({"id": keyed("client", client_id), "address": address_key})
