@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gzip
 import io
 import json
+import os
 import stat
 import subprocess
 import tarfile
@@ -287,3 +289,45 @@ def test_a_newer_format_says_which_shoestring_reads_it(filled: Path, tmp_path: P
         tar.addfile(info, io.BytesIO(body))
     with pytest.raises(BackupError, match=r"format 3; this shoestring reads formats 1, 2: .*9\.0"):
         read_manifest(archive)
+
+
+def test_two_restores_in_one_second_keep_both_previous_directories(
+    filled: Path, tmp_path: Path
+) -> None:
+    archive = tmp_path / "b.tar.gz"
+    create_backup(filled, archive, project="backuptest")
+    _, first = restore_backup(archive, filled, force=True)
+    _, second = restore_backup(archive, filled, force=True)
+    assert first is not None and second is not None and first != second
+    assert first.is_dir() and second.is_dir()
+
+
+def test_a_full_disk_is_not_called_a_damaged_backup(
+    filled: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = tmp_path / "b.tar.gz"
+    create_backup(filled, archive, project="backuptest")
+    real_open = os.open
+
+    def full(path: str, *args: object, **kwargs: object) -> int:
+        if ".restore-" in str(path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", full)
+    target = tmp_path / "target"
+    with pytest.raises(BackupError, match="No space left on device") as raised:
+        restore_backup(archive, target)
+    assert "not a readable backup" not in str(raised.value)
+    assert not target.exists()
+
+
+def test_another_projects_backup_needs_force(filled: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "b.tar.gz"
+    create_backup(filled, archive, project="backuptest")
+    target = tmp_path / "other" / "data"
+    with pytest.raises(RestoreRefused, match="a backup of 'backuptest', not of 'other'"):
+        restore_backup(archive, target, project="other")
+    assert not target.exists()
+    restore_backup(archive, target, project="other", force=True)
+    assert (target / "shoestring.db").exists()

@@ -72,3 +72,33 @@ def test_destroy_asks_for_the_name(tmp_path: Path) -> None:
     result = runner.invoke(main, ["destroy", "--project", str(tmp_path)], input="nope\n")
     assert result.exit_code == 1
     assert "nothing was destroyed" in result.output
+
+
+def test_a_lost_key_is_not_silently_replaced(tmp_path: Path) -> None:
+    key = tmp_path / "config" / "proj.key"
+    store = DeploySecrets(tmp_path / "deploy-secrets", key)
+    store.set("api-token", "v1")
+    key.unlink()
+    with pytest.raises(SecretError, match="copy the key back"):
+        store.set("other", "v2")
+    assert not key.exists() and store.names() == ["api-token"]
+    store.delete("api-token")
+    store.set("other", "v2")  # nothing left that the old key opened: a new key is fine
+    assert store.get("other") == "v2"
+
+
+def test_destroy_with_nothing_to_back_up_points_at_no_backup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shoestring.deploy import remote
+    from shoestring.deploy.errors import NothingToBackUp
+
+    async def nothing(*args: object) -> Path:
+        raise NothingToBackUp("the host's data directory is empty: there is nothing to back up")
+
+    monkeypatch.setattr(remote, "remote_backup", nothing)
+    (tmp_path / "shoestring.toml").write_text('[project]\nname = "demo"\n[deploy]\nhost = "h"\n')
+    result = runner.invoke(main, ["destroy", "--project", str(tmp_path)], input="demo\ny\n")
+    assert result.exit_code == 1
+    assert "shoestring destroy --no-backup" in result.output
+    assert "Nothing was destroyed" in result.output

@@ -101,7 +101,7 @@ def test_only_ssh_web_and_with_inbound_mail_smtp_get_through(
     namespace: Namespace, tmp_path: Path, inbound_mail: bool
 ) -> None:
     rules = tmp_path / "rules.nft"
-    rules.write_text(render.firewall(settings(tmp_path, inbound_mail=inbound_mail), ssh_port=22))
+    rules.write_text(render.firewall(settings(tmp_path, inbound_mail=inbound_mail), ssh_ports=[22]))
     listener = subprocess.Popen(
         namespace.within(sys.executable, "-c", LISTEN, *map(str, OPEN_ON_A_BOX)),
         stdout=subprocess.PIPE,

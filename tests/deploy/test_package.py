@@ -65,3 +65,42 @@ def test_the_tarball_carries_the_wheel_and_pins(project: Path, tmp_path: Path) -
 def test_a_directory_that_is_no_project(tmp_path: Path) -> None:
     with pytest.raises(DeployError, match=r"neither shoestring\.toml nor app\.py"):
         package.build(tmp_path, tmp_path / "data", tmp_path / "work")
+
+
+@pytest.mark.parametrize("git", [False, True])
+def test_the_data_directory_and_restore_leftovers_never_ship(
+    project: Path, git: bool, tmp_path: Path
+) -> None:
+    # data_dir = "var", which the project's .gitignore does not name.
+    for name in (
+        "var/shoestring.db",
+        "var/secrets/token",
+        "var.before-restore-20250101-120000-ab12/secrets/token",
+        ".var.restore-ab12cd34/data/secrets/token",
+        "variants/kept.txt",
+        "data.before-restore-20250101-120000-ab12/secrets/token",
+    ):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text("secret")
+    if git:
+        subprocess.run(["git", "init", "-q", str(project)], check=True)
+    files = package.project_files(project, project / "var")
+    assert not any(f.startswith(("var/", "var.", ".var.")) for f in files), files
+    assert "variants/kept.txt" in files
+    # With the default data directory, a restore's leftovers stay out too.
+    files = package.project_files(project, project / "data")
+    assert not any(f.startswith(("data/", "data.")) for f in files), files
+
+
+def test_the_new_projects_gitignore_hides_the_data_and_restore_leftovers(tmp_path: Path) -> None:
+    template = Path(package.__file__).parent.parent / "templates" / "new" / "gitignore.tmpl"
+    (tmp_path / ".gitignore").write_text(template.read_text())
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    names = ["data/x", "data.before-restore-1/x", ".data.restore-1/x", "database/x"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    ignored = subprocess.run(
+        ["git", "-C", str(tmp_path), "check-ignore", *names], capture_output=True, text=True
+    ).stdout.split()
+    assert ignored == names[:3]

@@ -78,9 +78,12 @@ def test_with_inbound_mail_and_a_domain_the_smtp_server_gets_caddys_certificate(
     layout = Layout.of(config, "demo")
     assert render.mail_tls_host(config) == "mx.example.com"
     unit = render.unit(config, layout)
-    assert "SHOESTRING_MAIL__INBOUND__TLS_CERT=/var/lib/demo/tls/cert.pem" in unit
+    assert "SHOESTRING_MAIL__INBOUND__TLS_CERT=/etc/shoestring/demo/tls/cert.pem" in unit
     files = render.mail_tls_files(config, layout)
     assert "/mx.example.com/mx.example.com.crt" in files["shoestring-demo-mail-tls.sh"]
+    # root copies Caddy's key where the app cannot plant a link for it to follow.
+    for text in files.values():
+        assert str(layout.data_dir) not in text
     # The timer and its service, as systemd will read them.
     script = Path(str(layout.root)) / "shoestring-demo-mail-tls.sh"
     script.parent.mkdir(parents=True)
@@ -192,9 +195,9 @@ def test_without_domains_caddy_serves_plain_http_and_no_hsts(tmp_path: Path) -> 
 
 
 def test_the_firewall_lets_in_only_what_is_served(tmp_path: Path) -> None:
-    text = render.firewall(settings(tmp_path), ssh_port=2222)
+    text = render.firewall(settings(tmp_path), ssh_ports=[2222])
     assert "tcp dport { 80, 443, 2222 } accept" in text and "policy drop" in text
-    with_mail = render.firewall(settings(tmp_path, inbound_mail=True), ssh_port=22)
+    with_mail = render.firewall(settings(tmp_path, inbound_mail=True), ssh_ports=[22])
     assert "tcp dport { 22, 25, 80, 443 } accept" in with_mail
     nft = need("nft", "nftables")
     path = tmp_path / "rules.nft"
@@ -225,3 +228,48 @@ def test_hosts_parse(host: str, expected: Target) -> None:
 def test_no_host_says_what_to_set() -> None:
     with pytest.raises(DeployError, match=r"set `host` in \[deploy\]"):
         Target.parse("")
+
+
+def test_site_roots_map_from_the_project_directory_whole_components_only(tmp_path: Path) -> None:
+    project = tmp_path / "app"
+    config = Settings(
+        data_dir=project / "var" / "data",  # not directly under the project
+        sites={
+            "www": SiteSettings(root=str(project / "web")),
+            "docs": SiteSettings(root=str(project / "build" / "docs"), host="docs.example"),
+        },
+    )
+    layout = Layout.of(config, "demo")
+    text = render.caddyfile(config, layout, project_dir=project)
+    assert f"root * {layout.current}/web" in text
+    assert f"root * {layout.current}/build/docs" in text
+    # /app2/web is not inside /app, though its name starts with it.
+    outside = config.model_copy(update={"sites": {"www": SiteSettings(root=f"{project}2/web")}})
+    with pytest.raises(DeployError, match="outside"):
+        render.caddyfile(outside, layout, project_dir=project)
+
+
+def test_the_mail_certificate_script_quotes_every_path(tmp_path: Path) -> None:
+    config = Settings(
+        data_dir=tmp_path / "data",
+        # The config refuses these; quoting holds even without its checks.
+        deploy=DeploySettings(inbound_mail=True).model_copy(
+            update={"base_dir": "/srv/my apps", "domains": ["mx.example;reboot"]}
+        ),
+    )
+    layout = Layout.of(config, "demo")
+    files = render.mail_tls_files(config, layout)
+    assert (
+        'ExecStart=/bin/sh "/srv/my apps/demo/shoestring-demo-mail-tls.sh"'
+        in files["shoestring-demo-mail-tls.service"]
+    )
+    script = files["shoestring-demo-mail-tls.sh"]
+    assert "/'mx.example;reboot'/'mx.example;reboot.crt'" in script
+    assert subprocess.run(["sh", "-n"], input=script.encode()).returncode == 0
+    assert '"/srv/my apps/demo/slots/%i/.venv/bin/shoestring"' in render.unit(config, layout)
+
+
+def test_a_bare_ipv6_address_asks_for_brackets() -> None:
+    with pytest.raises(DeployError, match=r"in brackets.*root@\[2001:db8::1\]:22"):
+        Target.parse("root@2001:db8::1")
+    assert Target.parse("[2001:db8::1]").address == "2001:db8::1"

@@ -84,8 +84,8 @@ def test_backup_to_s3_then_restore_from_s3_into_a_fresh_data_dir(
     # The local copy made on the way is gone: only the bucket holds the secrets.
     assert [p for p in local_backups(tmp_path) if p.is_file()] == []
 
-    fresh = tmp_path / "fresh"
-    fresh.mkdir()
+    fresh = tmp_path / "fresh" / "project"  # the same project (a backup of another needs --force)
+    fresh.mkdir(parents=True)
     restored = cli("restore", "--project", str(fresh), url)
     assert restored.exit_code == 0, restored.output
     items, objects, secrets = asyncio.run(contents(fresh / "data"))

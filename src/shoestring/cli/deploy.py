@@ -30,7 +30,7 @@ from shoestring.app import App
 from shoestring.cli.project_app import any_directory_option, project_option, run_with_app
 from shoestring.config import Settings, load_settings
 from shoestring.deploy import backup as backups
-from shoestring.deploy.errors import BackupError, DeployError
+from shoestring.deploy.errors import BackupError, DeployError, NothingToBackUp
 from shoestring.deploy.layout import Layout, Target
 from shoestring.errors import ShoestringError
 
@@ -188,7 +188,11 @@ def _write_backup(
 @click.command("restore")
 @any_directory_option
 @click.argument("backup", metavar="BACKUP")
-@click.option("--force", is_flag=True, help="Replace a data directory that holds data.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace a data directory that holds data, or restore another project's backup.",
+)
 @click.option(
     "--caddy-storage",
     type=click.Path(file_okay=False, path_type=Path),
@@ -205,9 +209,11 @@ def restore_command(
     data directory is never half restored. Stop the app first: the restore
     refuses while `shoestring run` or `dev` runs on the project. A data
     directory that holds data is only replaced with --force, and is then
-    kept beside it (the command says where).
+    kept beside it (the command says where); so is a backup of another
+    project restored.
     """
     settings = load_settings(project_dir)
+    project = _project_name(settings, project_dir)
     with _backup_file(backup) as archive:
         manifest = backups.read_manifest(archive)
         with _bytes_progress("restoring") as (on_total, advance):
@@ -218,6 +224,7 @@ def restore_command(
                 force=force,
                 progress=advance,
                 caddy_storage=caddy_storage,
+                project=project,
             )
     console.print(
         f"restored {len(manifest.entries)} files ({_size(manifest.size)}) of "
@@ -318,7 +325,8 @@ def run_deployment(
     help="Provision a new host and restore this backup (data, secrets, Caddy's "
     "certificates) onto it before the release starts.",
 )
-def deploy_command(project_dir: Path, restore_from: str | None) -> None:
+@click.option("--force", is_flag=True, help="With --restore: restore another project's backup.")
+def deploy_command(project_dir: Path, restore_from: str | None, force: bool) -> None:
     """Deploy the project to the host in [deploy] of shoestring.toml.
 
     The first run provisions the host (Debian packages incl. Caddy, the app's
@@ -332,7 +340,7 @@ def deploy_command(project_dir: Path, restore_from: str | None) -> None:
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         archive = stack.enter_context(_backup_file(restore_from)) if restore_from else None
-        release = run_deployment(project_dir, lambda d: d.deploy(restore=archive))
+        release = run_deployment(project_dir, lambda d: d.deploy(restore=archive, force=force))
     console.print(
         Text.assemble(
             ("deployed ", "bold green"), release, f" in {time.monotonic() - started:.0f}s"
@@ -473,7 +481,13 @@ def destroy_command(project_dir: Path, no_backup: bool) -> None:
         from shoestring.deploy import remote
 
         target = local_backup_dir() / default_backup_name(project)
-        _run(remote.remote_backup(settings, project_dir, project, target, RichReporter()))
+        try:
+            _run(remote.remote_backup(settings, project_dir, project, target, RichReporter()))
+        except NothingToBackUp as exc:
+            raise DeployError(
+                f"{exc}. Nothing was destroyed: run `shoestring destroy --no-backup` to "
+                "destroy without a final backup"
+            ) from None
         console.print(f"final backup: [bold]{target}[/]")
         click.echo(str(target))
     run_deployment(project_dir, _destroy)
@@ -485,22 +499,45 @@ async def _destroy(d: remote.Deployment) -> None:
     from shoestring.deploy.remote import CADDYFILE
 
     layout: Layout = d.layout
+    q = shlex.quote
+    # Only what provisioning made: a user or a /var/lib directory that was
+    # there before (a project named like a system service) is left alone.
+    provisioned = await d.host.run(
+        f"test -e {q(str(layout.root / '.provisioned'))} -o -e {q(str(layout.created))}",
+        check=False,
+    )
+    if provisioned.status != 0:
+        raise DeployError(
+            f"{layout.root} on the host was not made by `shoestring deploy` (it has no "
+            f".provisioned or .created file): nothing was removed. Check `base_dir` in "
+            "[deploy] and the project's name"
+        )
+    created = (await d.host.read_file(layout.created) or b"").decode().split()
+    units = "/etc/systemd/system"
     with d.report.step("stopping and removing the units"):
         await d.host.run(
-            f"systemctl disable --now 'shoestring-{layout.project}@*' 2>/dev/null; "
+            f"systemctl disable --now {q(f'shoestring-{layout.project}@*')} 2>/dev/null; "
             f"for p in {' '.join(map(str, d.settings.deploy.ports))}; do "
             f"systemctl disable --now shoestring-{layout.project}@$p 2>/dev/null; done; "
             f"systemctl disable --now {layout.mail_tls}.timer 2>/dev/null; "
-            f"rm -f /etc/systemd/system/{layout.unit_template} "
-            f"/etc/systemd/system/{layout.mail_tls}.service /etc/systemd/system/{layout.mail_tls}.timer "
+            f"rm -f {units}/{layout.unit_template} "
+            f"{units}/{layout.mail_tls}.service {units}/{layout.mail_tls}.timer "
             "&& systemctl daemon-reload"
         )
     with d.report.step("emptying Caddy's config"):
         await d.host.write_file(CADDYFILE, render.idle_caddyfile(d.settings).encode())
         await d.host.run("systemctl reload-or-restart caddy", check=False)
+    paths = [layout.root, layout.pip_cache.parent, layout.caddy_root_ca, layout.etc]
+    data = q(str(layout.data_dir))
+    removed = " ".join(q(str(path)) for path in paths)
+    if "data" in created:
+        removed += f" {data} {data}.before-restore-*"
+    else:
+        d.report.note(f"{layout.data_dir} was there before shoestring: left in place")
+    command = f"rm -rf {removed}"
+    if "user" in created:
+        command += f" && (userdel {q(layout.user)} 2>/dev/null; true)"
+    else:
+        d.report.note(f"the user {layout.user} was there before shoestring: left in place")
     with d.report.step("deleting releases, data and the user"):
-        await d.host.run(
-            f"rm -rf {layout.root} {layout.data_dir} {layout.data_dir}.before-restore-* "
-            f"{layout.pip_cache.parent} {layout.caddy_root_ca} && "
-            f"(userdel {shlex.quote(layout.user)} 2>/dev/null; true)"
-        )
+        await d.host.run(command)

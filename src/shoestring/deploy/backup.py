@@ -339,10 +339,12 @@ def restore_backup(
     force: bool = False,
     progress: ProgressHook | None = None,
     caddy_storage: Path | None = None,
+    project: str | None = None,
 ) -> tuple[Manifest, Path | None]:
     """Replace `data_dir` with the backup's contents.
 
-    Refuses (RestoreRefused) to replace a non-empty data directory unless
+    Refuses (RestoreRefused) to replace a non-empty data directory, or to
+    restore a backup of another project than `project` (when given), unless
     `force`. Every file is unpacked beside `data_dir` and checked against the
     manifest before the data directory changes. Returns the manifest and,
     when a data directory was replaced, where the previous one was moved.
@@ -361,6 +363,11 @@ def restore_backup(
             "`shoestring backup` first if you may want it back, then restore with --force"
         )
     manifest = read_manifest(archive)
+    if project is not None and manifest.project != project and not force:
+        raise RestoreRefused(
+            f"{archive} is a backup of {manifest.project!r}, not of {project!r}: restore it "
+            "into that project, or with --force if this is meant"
+        )
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = data_dir.with_name(f".{data_dir.name}.restore-{secrets.token_hex(4)}")
     try:
@@ -375,6 +382,11 @@ def restore_backup(
         previous = _swap(fresh, data_dir)
         if caddy_storage is not None and manifest.caddy:
             _replace_caddy_storage(staging / CADDY_PREFIX, caddy_storage)
+    except OSError as exc:
+        raise BackupError(
+            f"restoring into {data_dir} failed, nothing was replaced ({exc}); fix that "
+            "(free disk space, say) and restore again"
+        ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest, previous
@@ -385,6 +397,11 @@ _MODE_MASKS = {DATA_PREFIX: 0o700, CADDY_PREFIX: 0o777}
 
 
 def _unpack(archive: Path, staging: Path, progress: ProgressHook | None) -> None:
+    """Unpack `archive` into `staging`.
+
+    An error reading the archive means it is no readable backup; one writing
+    the files (a full disk) is this machine's and said as such.
+    """
     staging.mkdir(mode=0o700)
     with _open(archive) as tar:
         for member in tar:
@@ -398,15 +415,44 @@ def _unpack(archive: Path, staging: Path, progress: ProgressHook | None) -> None
             # (Debian 12's) lacks: regular files only, no set-id bits, and
             # O_EXCL, so nothing in the archive can replace what it made.
             target = staging.joinpath(*name.parts)
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             source = tar.extractfile(member)
             assert source is not None
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                os.fchmod(out.fileno(), (member.mode & mask) or 0o600)  # not narrowed by umask
-                shutil.copyfileobj(source, out, _CHUNK)
+            with _writing_file(target, (member.mode & mask) or 0o600) as write:
+                while chunk := source.read(_CHUNK):
+                    write(chunk)
             if progress:
                 progress(member.size)
+
+
+@contextlib.contextmanager
+def _writing_file(target: Path, mode: int) -> Iterator[Callable[[bytes], object]]:
+    """A new file (O_EXCL) with `mode`, not narrowed by umask; its writes' errors are BackupError."""
+    try:
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.fchmod(fd, mode)
+    except OSError as exc:
+        raise _cannot_write(target, exc) from None
+    with os.fdopen(fd, "wb") as out:
+
+        def write(chunk: bytes) -> object:
+            try:
+                return out.write(chunk)
+            except OSError as exc:
+                raise _cannot_write(target, exc) from None
+
+        yield write
+        try:
+            out.flush()
+        except OSError as exc:
+            raise _cannot_write(target, exc) from None
+
+
+def _cannot_write(target: Path, exc: OSError) -> BackupError:
+    return BackupError(
+        f"cannot write {target} while restoring ({exc.strerror or exc}); nothing was "
+        "replaced: fix that (free disk space, say) and restore again"
+    )
 
 
 def _verify(root: Path, entries: list[Entry], archive: Path) -> None:
@@ -435,7 +481,8 @@ def _swap(fresh: Path, destination: Path) -> Path | None:
     if not destination.exists():
         os.rename(fresh, destination)
         return None
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    # The second's stamp reads well; the random part keeps two restores in one apart.
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     previous = destination.with_name(f"{destination.name}.before-restore-{stamp}")
     os.rename(destination, previous)
     try:

@@ -3,6 +3,7 @@
     ShoestringError
     └── DeployError            anything below; the message says what to do
         ├── BackupError        a backup could not be written or read (a file, S3), or is not valid
+        │   └── NothingToBackUp    the host has no release or no data to back up
         ├── RestoreRefused     restoring would overwrite data without --force
         ├── RemoteError        a command on the host failed (its output is in the message)
         └── HealthCheckFailed  a new release did not become ready; the old one still serves
@@ -22,6 +23,10 @@ class DeployError(ShoestringError):
 
 class BackupError(DeployError):
     """A backup could not be made, or a file is not a complete, intact backup."""
+
+
+class NothingToBackUp(BackupError):
+    """The host has no release, or its data directory is empty: a backup would hold nothing."""
 
 
 class RestoreRefused(DeployError):

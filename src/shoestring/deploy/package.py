@@ -1,7 +1,9 @@
 """The release tarball: the project's files, shoestring as a wheel, pinned requirements.
 
 <project files>                as git sees them (tracked and new, not ignored);
-                               without git, every file but data/, venvs and caches
+                               without git, every file but venvs and caches; never
+                               the data directory (secrets, databases) nor what a
+                               restore leaves beside it, whatever git says
 .release/wheels/shoestring-*.whl   built from this machine's shoestring, when it is a
                                source checkout; else installed from the index by version
 .release/constraints.txt       `pip freeze` of this machine: the host installs the
@@ -21,8 +23,10 @@ import sys
 import tarfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from fnmatch import fnmatch
+from pathlib import Path, PurePosixPath
 
 import shoestring
 from shoestring.deploy.errors import DeployError
@@ -50,22 +54,58 @@ def release_id(project_dir: Path) -> str:
 
 
 def project_files(project_dir: Path, data_dir: Path) -> list[str]:
-    """Paths relative to the project: git's view when it is a repository."""
+    """Paths relative to the project: git's view when it is a repository.
+
+    The data directory, and the directories a restore leaves beside it (see
+    `data_paths`), are never in it, even when git does not ignore them.
+    """
+    is_data = _data_matcher(project_dir, data_dir)
     listed = _git(project_dir, "ls-files", "-z", "--cached", "--others", "--exclude-standard", ".")
     if listed is not None:
         names = [name for name in listed.split("\0") if name]
-        return sorted(n for n in names if (project_dir / n).is_file())
-    skipped = {data_dir.resolve()}
+        return sorted(n for n in names if not is_data(n) and (project_dir / n).is_file())
     found = []
     for directory, subdirs, files in os.walk(project_dir):
         here = Path(directory)
-        subdirs[:] = [d for d in subdirs if d not in _NEVER and (here / d).resolve() not in skipped]
+        subdirs[:] = [
+            d
+            for d in subdirs
+            if d not in _NEVER and not is_data((here / d).relative_to(project_dir).as_posix())
+        ]
         found += [
             (here / name).relative_to(project_dir).as_posix()
             for name in files
             if not name.endswith((".pyc", ".pyo"))
         ]
     return sorted(found)
+
+
+def data_paths(data_dir: Path) -> list[str]:
+    """Glob patterns of the data directory and what a restore leaves beside it.
+
+    `<data>.before-restore-*` is the data a restore replaced; `.<data>.restore-*`
+    a restore in progress (see shoestring.deploy.backup). All hold secrets.
+    """
+    name = data_dir.name
+    return [name, f"{name}.before-restore-*", f".{name}.restore-*"]
+
+
+def _data_matcher(project_dir: Path, data_dir: Path) -> Callable[[str], bool]:
+    """Whether a path relative to the project is in the data directory or beside it."""
+    try:
+        data = PurePosixPath(data_dir.resolve().relative_to(project_dir.resolve()).as_posix())
+    except ValueError:
+        return lambda _: False  # the data directory is outside the project
+    patterns = data_paths(Path(data.name))
+    depth = len(data.parts)
+
+    def is_data(name: str) -> bool:
+        parts = PurePosixPath(name).parts
+        if len(parts) < depth or parts[: depth - 1] != data.parts[:-1]:
+            return False
+        return any(fnmatch(parts[depth - 1], pattern) for pattern in patterns)
+
+    return is_data
 
 
 def _git(project_dir: Path, *args: str) -> str | None:

@@ -5,7 +5,8 @@
     upload      the release tarball, unpacked into releases/<id> with its own venv
     restore     with --restore: the data and Caddy's certificate storage
     caddy       the Caddyfile, loaded if it changed
-    secrets     `shoestring secrets set --deploy` values into <data>/secrets/, 0600
+    secrets     `shoestring secrets set --deploy` values into <data>/secrets/, 0600,
+                written by the app's user (see Deployment.deliver_secrets)
     backup      the data directory, before anything can change it
     migrate     `shoestring migrate` from the new release
     start       the new release on the port the live one does not use
@@ -15,6 +16,13 @@
     drain       the old release finishes its requests, then stops
 
 Every step is idempotent, so a deploy that failed half-way is simply run again.
+
+root never writes, creates or changes anything inside the data directory:
+the app owns it, and a compromised app could plant a symbolic link there
+(`secrets -> /etc/systemd/system`) that root would follow. What goes in
+there is written by the app's user (`as_user`); what root must own and the
+app only read (the SMTP server's certificate copy) lives under /etc/shoestring/.
+Every path and value in a command is quoted (`_q`).
 """
 
 from __future__ import annotations
@@ -37,7 +45,12 @@ from typing import Protocol
 from shoestring.config import Settings
 from shoestring.deploy import package, render
 from shoestring.deploy.backup import Manifest, add_caddy_storage, read_manifest
-from shoestring.deploy.errors import DeployError, HealthCheckFailed
+from shoestring.deploy.errors import (
+    DeployError,
+    HealthCheckFailed,
+    NothingToBackUp,
+    RestoreRefused,
+)
 from shoestring.deploy.layout import CADDY_STORAGE, CADDY_USER, Layout, Target
 from shoestring.deploy.ssh import Host, connect
 from shoestring.deploy.vault import DeploySecrets
@@ -54,6 +67,11 @@ BASE_PACKAGES = [
 CADDYFILE = PurePosixPath("/etc/caddy/Caddyfile")
 APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
 APT_OPTIONS = '-y -q -o Dpkg::Options::="--force-confdef" -o Dpkg::Options::="--force-confold"'
+
+
+def _q(value: object) -> str:
+    """`value` as one shell word."""
+    return shlex.quote(str(value))
 
 
 class Reporter(Protocol):
@@ -137,18 +155,8 @@ class Deployment:
                     env=APT_ENV,
                 )
         with self.report.step(f"user {self.user}, directories, unit, upgrades, firewall"):
-            user = shlex.quote(self.user)
-            await self.host.run(
-                f"id -u {user} >/dev/null 2>&1 || useradd --system --user-group "
-                f"--home-dir {layout.data_dir} --no-create-home --shell /usr/sbin/nologin {user}"
-            )
-            await self.host.run(
-                f"install -d -m 0755 {layout.root} {layout.releases} {layout.root / 'slots'} "
-                f"{layout.root / 'venvs'} "
-                f"{layout.incoming} && "
-                f"install -d -m 0700 -o {user} -g {user} {layout.data_dir} {layout.backups} "
-                f"{layout.data_dir / 'secrets'} && install -d -m 0755 {layout.pip_cache}"
-            )
+            await self.host.run(_provision_directories(layout))
+            await self.make_app_directories()
             unit = render.unit(self.settings, layout).encode()
             await self.host.write_file(
                 PurePosixPath("/etc/systemd/system") / layout.unit_template, unit
@@ -160,16 +168,41 @@ class Deployment:
                 render.unattended_upgrades(self.settings).encode(),
             )
             if deploy.firewall:
-                rules = render.firewall(self.settings, ssh_port=self.host.target.port)
+                rules = render.firewall(self.settings, ssh_ports=await self.ssh_ports())
                 await self.host.write_file(
                     PurePosixPath("/etc/nftables.conf"), rules.encode(), mode=0o755
                 )
                 await self.host.run(
-                    "nft -c -f /etc/nftables.conf && systemctl enable --now nftables && systemctl reload nftables"
+                    "nft -c -f /etc/nftables.conf && systemctl enable --now nftables "
+                    "&& systemctl reload nftables"
                 )
             if deploy.acme_ca_root:
                 await self.host.upload(self.local_path(deploy.acme_ca_root), layout.caddy_root_ca)
         await self.host.write_file(marker, wanted.encode())
+
+    async def make_app_directories(self) -> None:
+        """The directories the app writes in its data directory, made by the app's user.
+
+        Also after a restore, whose backup may lack them.
+        """
+        await self.host.run(
+            f"umask 077 && mkdir -p {_q(self.layout.data_dir / 'secrets')}", as_user=self.user
+        )
+
+    async def ssh_ports(self) -> list[int]:
+        """The ports sshd listens on (`sshd -T`), which the firewall must keep open.
+
+        Not the port this connection came in on: behind a NAT or a port
+        forward, that is a port of some other machine.
+        """
+        listed = await self.host.run("sshd -T 2>/dev/null | awk '$1 == \"port\" {print $2}'")
+        ports = sorted({int(word) for word in listed.stdout.split() if word.isdigit()})
+        if not ports:
+            raise DeployError(
+                "cannot tell which port sshd listens on (`sshd -T` printed none), so the "
+                "firewall could lock you out: set firewall = false in [deploy], or fix sshd"
+            )
+        return ports
 
     async def install_mail_tls(self) -> None:
         """With inbound mail and domains, the timer that gives the app Caddy's certificate."""
@@ -178,7 +211,8 @@ class Deployment:
         if render.mail_tls_host(self.settings) is None:
             await self.host.run(
                 f"systemctl disable --now {name}.timer 2>/dev/null; "
-                f"rm -f {units}/{name}.service {units}/{name}.timer {self.layout.root}/{name}.sh",
+                f"rm -f {units}/{name}.service {units}/{name}.timer "
+                f"{_q(self.layout.root / (name + '.sh'))}; rm -rf {_q(self.layout.mail_tls_dir)}",
                 check=False,
             )
             return
@@ -204,31 +238,36 @@ class Deployment:
                 )
             with self.report.step("uploading"):
                 remote = self.layout.incoming / built.path.name
-                await self.host.upload(built.path, remote)
+                await self.host.upload(built.path, remote, mode=0o600)
         release = self.layout.release(built.release_id)
         venv = self.layout.venv(built.environment)
         with self.report.step("unpacking into " + str(release)):
             await self.host.run(
-                f"rm -rf {release} && install -d -m 0755 {release} && "
-                f"tar -xzf {remote} -C {release} --no-same-owner && rm -f {remote} && "
-                f"ln -sfn {venv} {release}/.venv && chmod -R go-w {release}"
+                f"rm -rf {_q(release)} && install -d -m 0755 {_q(release)} && "
+                f"tar -xzf {_q(remote)} -C {_q(release)} --no-same-owner && rm -f {_q(remote)} && "
+                f"ln -sfn {_q(venv)} {_q(release / '.venv')} && chmod -R go-w {_q(release)}"
             )
-        ready = await self.host.run(f"test -e {venv}/.complete", check=False)
+        ready = await self.host.run(f"test -e {_q(venv / '.complete')}", check=False)
         if ready.status == 0:
             self.report.note(f"dependencies unchanged: reusing {venv}")
             return built.release_id
         with self.report.step(f"installing dependencies into {venv}"):
             await self.host.run(
-                f"rm -rf {venv} && python3 -m venv {venv} && "
-                f"cd {release}/{package.RELEASE_DIR} && "
-                f"{venv}/bin/pip install -q --disable-pip-version-check "
-                f"--cache-dir {self.layout.pip_cache} -c constraints.txt -r requirements.txt && "
-                f"chmod -R go-w {venv} && touch {venv}/.complete",
+                f"rm -rf {_q(venv)} && python3 -m venv {_q(venv)} && "
+                f"cd {_q(release / package.RELEASE_DIR)} && "
+                f"{_q(venv / 'bin/pip')} install -q --disable-pip-version-check "
+                f"--cache-dir {_q(self.layout.pip_cache)} -c constraints.txt -r requirements.txt "
+                f"&& chmod -R go-w {_q(venv)} && touch {_q(venv / '.complete')}",
                 time_limit=1200,
             )
         return built.release_id
 
     async def deliver_secrets(self) -> None:
+        """Write each deploy secret into <data>/secrets/, 0600, as the app's user.
+
+        As that user, not root: the directory is the app's, and root would
+        follow a symbolic link the app put there.
+        """
         store = DeploySecrets.of(self.settings, self.layout.project)
         names = store.names()
         if not names:
@@ -240,27 +279,30 @@ class Deployment:
                     self.layout.data_dir / "secrets" / name,
                     value.encode(),
                     mode=0o600,
-                    owner=self.user,
+                    as_user=self.user,
                 )
 
     async def backup(self, release: str, *, label: str) -> PurePosixPath | None:
         """Back up the data directory with the release's shoestring; None when there is no data."""
         empty = await self.host.run(
-            f"test -n \"$(ls -A {self.layout.data_dir} | grep -v '^secrets$')\"", check=False
+            f"test -n \"$(ls -A {_q(self.layout.data_dir)} | grep -v '^secrets$')\"", check=False
         )
         if empty.status != 0:
             return None
         target = self.layout.backups / f"{label}.backup.tar.gz"
         with self.report.step(f"backing up the data to {target}"):
+            directory = self.layout.release(release)
             await self.host.run(
-                f"{self.layout.release(release)}/.venv/bin/shoestring backup "
-                f"--project {self.layout.release(release)} --to {target}",
+                f"{_q(directory / '.venv/bin/shoestring')} backup "
+                f"--project {_q(directory)} --to {_q(target)}",
                 as_user=self.user,
                 env=self.app_env(),
+                time_limit=None,  # as long as the data takes to copy
             )
             keep = self.settings.deploy.keep_releases
             await self.host.run(
-                f"ls -1t {self.layout.backups}/*.backup.tar.gz | tail -n +{keep + 1} | xargs -r rm -f"
+                f"ls -1t {_q(self.layout.backups)}/*.backup.tar.gz | tail -n +{keep + 1} "
+                "| xargs -r -d '\\n' rm -f"
             )
         return target
 
@@ -268,7 +310,7 @@ class Deployment:
         directory = self.layout.release(release)
         with self.report.step("migrating the database"):
             await self.host.run(
-                f"cd {directory} && .venv/bin/shoestring migrate --project .",
+                f"cd {_q(directory)} && .venv/bin/shoestring migrate --project .",
                 as_user=self.user,
                 env=self.app_env(),
             )
@@ -277,7 +319,7 @@ class Deployment:
         for command in commands:
             with self.report.step(f"{when}: {command}"):
                 await self.host.run(
-                    f"cd {self.layout.release(release)} && {command}",
+                    f"cd {_q(self.layout.release(release))} && {command}",
                     as_user=self.user,
                     env=self.app_env(),
                 )
@@ -289,8 +331,8 @@ class Deployment:
         unit = self.layout.unit(port)
         with self.report.step(f"starting {release} on port {port}"):
             started = await self.host.run(
-                f"systemctl stop {unit}; ln -sfn {self.layout.release(release)} "
-                f"{self.layout.slot(port)} && systemctl reset-failed {unit} 2>/dev/null; "
+                f"systemctl stop {unit}; ln -sfn {_q(self.layout.release(release))} "
+                f"{_q(self.layout.slot(port))} && systemctl reset-failed {unit} 2>/dev/null; "
                 f"date +%s && systemctl start {unit}"
             )
         with self.report.step(f"waiting for http://127.0.0.1:{port}/_ready"):
@@ -367,7 +409,9 @@ class Deployment:
     async def configure_caddy(self) -> None:
         """Write the Caddyfile and load it through the admin API, if it changed."""
         caddy_root = self.layout.caddy_root_ca if self.settings.deploy.acme_ca_root else None
-        config = render.caddyfile(self.settings, self.layout, acme_ca_root=caddy_root).encode()
+        config = render.caddyfile(
+            self.settings, self.layout, project_dir=self.project_dir, acme_ca_root=caddy_root
+        ).encode()
         running = await self.host.run("systemctl is-active caddy", check=False)
         if await self.host.read_file(CADDYFILE) == config and running.status == 0:
             return
@@ -393,7 +437,7 @@ class Deployment:
         """
         with self.report.step(f"making {release} live"):
             await self.host.run(
-                f"ln -sfn {self.layout.release(release)} {self.layout.current} && "
+                f"ln -sfn {_q(self.layout.release(release))} {_q(self.layout.current)} && "
                 f"systemctl enable {self.layout.unit(port)} 2>/dev/null"
             )
             old_port = state.live_port
@@ -410,20 +454,21 @@ class Deployment:
 
     async def prune(self, state: State) -> None:
         keep = self.settings.deploy.keep_releases
-        listed = await self.host.run(f"ls -1 {self.layout.releases}")
+        listed = await self.host.run(f"ls -1 {_q(self.layout.releases)}")
         releases = sorted(listed.stdout.split())
         kept = set(state.history[-keep:]) | {state.live or ""}
         old = [r for r in releases[:-keep] if r not in kept]
         if old:
             with self.report.step(f"removing {len(old)} old release(s)"):
-                paths = " ".join(str(self.layout.release(r)) for r in old)
+                paths = " ".join(_q(self.layout.release(r)) for r in old)
                 await self.host.run(f"rm -rf {paths}")
         state.history = [r for r in state.history if r not in old]
         await self.save_state(state)
         # Venvs no remaining release links to.
         venvs = self.layout.root / "venvs"
         await self.host.run(
-            f"cd {venvs} && used=$(readlink {self.layout.releases}/*/.venv | xargs -rn1 basename) "
+            f"cd {_q(venvs)} && used=$(readlink {_q(self.layout.releases)}/*/.venv "
+            "| xargs -rn1 basename) "
             '&& for v in *; do echo "$used" | grep -qx "$v" || rm -rf "$v"; done',
             check=False,
         )
@@ -445,19 +490,22 @@ class Deployment:
                 args = (*args, str(staging))
             with self.report.step("shoestring sites " + " ".join(args)):
                 done = await self.host.run(
-                    f"cd {self.layout.current} && "
+                    f"cd {_q(self.layout.current)} && "
                     f".venv/bin/shoestring sites {shlex.join(args)} --project .",
                     as_user=self.user,
                     env=self.app_env(),
                 )
         finally:
-            await self.host.run(f"rm -rf {staging} {remote}", check=False)
+            await self.host.run(f"rm -rf {_q(staging)} {_q(remote)}", check=False)
         return done.stdout
 
     async def _send_directory(
         self, directory: Path, remote: PurePosixPath, target: PurePosixPath
     ) -> None:
-        """Copy `directory` to `target` on the host, owned by the app's user (0700)."""
+        """Copy `directory` to `target` on the host, owned by the app's user (0700).
+
+        Unpacked by the app's user: `target` is in its data directory.
+        """
         with tempfile.TemporaryDirectory(prefix="shoestring-site-") as workdir:
             archive = Path(workdir) / "site.tar.gz"
             with self.report.step(f"packing {directory}"):
@@ -465,13 +513,23 @@ class Deployment:
             with self.report.step(f"uploading {archive.stat().st_size / 1024:.0f} KB"):
                 await self.host.upload(archive, remote)
         await self.host.run(
-            f"install -d -m 0700 -o {self.user} -g {self.user} {target} && "
-            f"tar -xzf {remote} -C {target} --no-same-owner && chown -R {self.user}: {target}"
+            f"umask 077 && mkdir {_q(target)} && tar -xzf {_q(remote)} -C {_q(target)} "
+            "--no-same-owner --no-same-permissions",
+            as_user=self.user,
         )
 
-    async def deploy(self, *, restore: Path | None = None) -> str:
-        # A file that is no backup is refused before the host changes.
+    async def deploy(self, *, restore: Path | None = None, force: bool = False) -> str:
+        """Deploy the project; with `restore`, onto a new host from that backup.
+
+        A backup of another project is refused unless `force`.
+        """
+        # A file that is no backup, or another project's, is refused before the host changes.
         backup = await asyncio.to_thread(read_manifest, restore) if restore else None
+        if backup is not None and backup.project != self.layout.project and not force:
+            raise RestoreRefused(
+                f"{restore} is a backup of {backup.project!r}, not of {self.layout.project!r}: "
+                "deploy --restore it from that project, or add --force if this is meant"
+            )
         await self.provision()
         state = await self.state()
         if restore is not None and state.live is not None:
@@ -501,33 +559,37 @@ class Deployment:
         with self.report.step(f"uploading the backup {archive.name}"):
             await self.host.upload(archive, remote, mode=0o600)
         data, directory = self.layout.data_dir, self.layout.release(release)
-        caddy = f"--caddy-storage {CADDY_STORAGE} " if backup.caddy else ""
+        caddy = f"--caddy-storage {_q(CADDY_STORAGE)} " if backup.caddy else ""
+        # chown -R does not follow symbolic links (-P); the tree is the backup's
+        # regular files anyway, unpacked by root beside the data directory.
         command = (
-            f"{directory}/.venv/bin/shoestring restore --project {directory} --force {caddy}"
-            f"{remote} && rm -f {remote} && rm -rf {data}.before-restore-* && "
-            f"chown -R {self.user}:{self.user} {data} && chmod 0700 {data}"
+            f"{_q(directory / '.venv/bin/shoestring')} restore --project {_q(directory)} "
+            f"--force {caddy}{_q(remote)} && rm -f {_q(remote)} && "
+            f"rm -rf {_q(data)}.before-restore-* && "
+            f"chown -R {_q(self.user)}:{_q(self.user)} {_q(data)} && chmod 0700 {_q(data)}"
         )
         title = "restoring the data"
         if backup.caddy:
             # Caddy stays stopped until configure_caddy starts it on the restored storage.
             owner = f"{CADDY_USER}:{CADDY_USER}"
             command = (
-                f"systemctl stop caddy && {command} && chown -R {owner} {CADDY_STORAGE} && "
-                f"chown {owner} {CADDY_STORAGE.parent} {CADDY_STORAGE.parent.parent}"
+                f"systemctl stop caddy && {command} && chown -R {owner} {_q(CADDY_STORAGE)} && "
+                f"chown {owner} {_q(CADDY_STORAGE.parent)} {_q(CADDY_STORAGE.parent.parent)}"
             )
             title += f" and Caddy's certificate storage ({len(backup.caddy)} files)"
         with self.report.step(title):
-            await self.host.run(command, env=self.app_env())
+            await self.host.run(command, env=self.app_env(), time_limit=None)
+            # A backup without secrets/ (none set yet) leaves the app no place to write one.
+            await self.make_app_directories()
 
     async def caddy_storage(self) -> bytes:
         """Caddy's certificate storage as a tar stream, read as root; empty before Caddy made it."""
-        return await self.host.output(
-            f"if [ -d {CADDY_STORAGE} ]; then tar -C {CADDY_STORAGE} -cf - .; fi"
-        )
+        storage = _q(CADDY_STORAGE)
+        return await self.host.output(f"if [ -d {storage} ]; then tar -C {storage} -cf - .; fi")
 
     async def rollback(self, release: str | None) -> str:
         state = await self.state()
-        listed = (await self.host.run(f"ls -1 {self.layout.releases}")).stdout.split()
+        listed = (await self.host.run(f"ls -1 {_q(self.layout.releases)}")).stdout.split()
         if release is None:
             earlier = [r for r in state.history if r != state.live and r in listed]
             if not earlier:
@@ -569,25 +631,55 @@ async def remote_backup(
     async with deployment(settings, project_dir, project, report) as remote:
         state = await remote.state()
         if state.live is None:
-            raise DeployError("nothing is deployed on the host yet: there is nothing to back up")
+            raise NothingToBackUp(
+                "nothing is deployed on the host yet: there is nothing to back up"
+            )
         label = f"{project}-{time.strftime('%Y%m%d-%H%M%S')}"
         path = await remote.backup(state.live, label=label)
         if path is None:
-            raise DeployError("the host's data directory is empty: there is nothing to back up")
+            raise NothingToBackUp("the host's data directory is empty: there is nothing to back up")
         with report.step(f"downloading to {target}"):
             storage = await remote.caddy_storage()
+            # As the app's user: the backups directory is the app's to write.
             if not storage:
-                await remote.host.download(path, target)
+                await remote.host.download(path, target, as_user=remote.user)
                 return target
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix=".shoestring-", dir=target.parent) as workdir:
                 data = Path(workdir, "data.backup.tar.gz")
-                await remote.host.download(path, data)
+                await remote.host.download(path, data, as_user=remote.user)
                 manifest = await asyncio.to_thread(
                     add_caddy_storage, data, io.BytesIO(storage), target
                 )
         report.note(f"with Caddy's certificate storage ({len(manifest.caddy)} files)")
     return target
+
+
+def _provision_directories(layout: Layout) -> str:
+    """The shell command making the user and the directories, recording what it made.
+
+    `layout.created` lists what this made (`user`, `data`), so that `destroy`
+    removes nothing it did not make: a user or a /var/lib directory that was
+    there before is left alone. A host provisioned before that file existed
+    is recognised by the user's home being the data directory.
+    """
+    user, data, created = _q(layout.user), _q(layout.data_dir), _q(layout.created)
+    root_dirs = [layout.root, layout.releases, layout.root / "slots", layout.root / "venvs"]
+    return (
+        f"install -d -m 0755 {' '.join(map(_q, [*root_dirs, layout.incoming, layout.pip_cache]))}"
+        f" && if [ ! -e {created} ] && [ -e {_q(layout.root / '.provisioned')} ] && "
+        f'[ "$(getent passwd {user} | cut -d: -f6)" = {data} ]; then '
+        f"printf 'user\\ndata\\n' > {created}; fi"
+        f" && if ! id -u {user} >/dev/null 2>&1; then useradd --system --user-group "
+        f"--home-dir {data} --no-create-home --shell /usr/sbin/nologin {user} && "
+        f"echo user >> {created}; fi"
+        f" && if [ -L {data} ]; then echo {_q(f'{layout.data_dir} is a symbolic link: refusing')}"
+        " >&2; exit 1; fi"
+        f" && if [ ! -e {data} ]; then mkdir -m 0700 {data} && echo data >> {created}; fi"
+        f" && install -d -m 0700 {_q(layout.backups)}"
+        f" && chown -h {user}:{user} {data} {_q(layout.backups)} && chmod 0700 {data}"
+        f" && touch {created}"
+    )
 
 
 def _pack_directory(directory: Path, archive: Path) -> None:

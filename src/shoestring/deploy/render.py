@@ -6,9 +6,11 @@ real tools (`systemd-analyze verify`, `caddy validate`, `nft -c`) without a host
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
+import shlex
+from pathlib import Path, PurePath, PurePosixPath
 
 from shoestring.config import Settings
+from shoestring.deploy.errors import DeployError
 from shoestring.deploy.layout import CADDY_STORAGE, Layout
 from shoestring.sites import caddy as site_caddy
 
@@ -41,7 +43,7 @@ WorkingDirectory={slot}
 Environment=SHOESTRING_DATA_DIR={layout.data_dir}
 Environment=SHOESTRING_SERVER__HOST=127.0.0.1
 Environment=PYTHONUNBUFFERED=1
-{_mail_certificate(settings, layout)}ExecStart={slot}/.venv/bin/shoestring run {slot} --host 127.0.0.1 --port %i
+{_mail_certificate(settings, layout)}ExecStart={_systemd_word(f"{slot}/.venv/bin/shoestring")} run {_systemd_word(str(slot))} --host 127.0.0.1 --port %i
 Restart=on-failure
 RestartSec=2
 TimeoutStopSec={stop_timeout}
@@ -103,29 +105,34 @@ def mail_tls_files(settings: Settings, layout: Layout) -> dict[str, str]:
     """Script, service and timer that copy Caddy's certificate for the SMTP server.
 
     Caddy keeps its certificates readable by its own user only; as root, this
-    copies the one for `mail_tls_host` into the app's data directory when it
-    is new or renewed (every 15 minutes, and at each deploy). The app reads
-    the files again when they change, so STARTTLS never needs a restart.
+    copies the one for `mail_tls_host` into `layout.mail_tls_dir` (root's,
+    readable by the app's group: never the app's data directory, where root
+    would follow a link the app planted) when it is new or renewed (every 15
+    minutes, and at each deploy). The app reads the files again when they
+    change, so STARTTLS never needs a restart. Every path is quoted.
     Keys are file names: the script under the project's directory, the units
     under /etc/systemd/system.
     """
     host = mail_tls_host(settings)
     assert host is not None
-    user, directory, name = layout.user, layout.mail_tls_dir, layout.mail_tls
-    owner = f"-m 0600 -o {user} -g {user}"
+    name, q = layout.mail_tls, shlex.quote
+    group = q(layout.user)
+    cert, key = (q(str(layout.mail_tls_dir / f)) for f in ("cert.pem", "key.pem"))
+    certificates = f"{q(str(CADDY_STORAGE / 'certificates'))}/*/{q(host)}/{q(host + '.crt')}"
     script = f"""\
 #!/bin/sh
 # Written by `shoestring deploy`: Caddy's certificate for {host}, for the SMTP server.
 set -e
-cert=$(ls -t {CADDY_STORAGE}/certificates/*/{host}/{host}.crt 2>/dev/null | head -n 1)
+cert=$(ls -t {certificates} 2>/dev/null | head -n 1)
 [ -n "$cert" ] || exit 0  # not issued yet: STARTTLS waits for it
 key="${{cert%.crt}}.key"
-install -d -m 0700 -o {user} -g {user} {directory}
-cmp -s "$cert" {directory}/cert.pem && cmp -s "$key" {directory}/key.pem && exit 0
-install {owner} "$key" {directory}/key.pem.new
-install {owner} "$cert" {directory}/cert.pem.new
-mv -f {directory}/key.pem.new {directory}/key.pem
-mv -f {directory}/cert.pem.new {directory}/cert.pem
+install -d -m 0755 {q(str(layout.etc))}
+install -d -m 0750 -o root -g {group} {q(str(layout.mail_tls_dir))}
+cmp -s "$cert" {cert} && cmp -s "$key" {key} && exit 0
+install -m 0640 -o root -g {group} "$key" {key}.new
+install -m 0640 -o root -g {group} "$cert" {cert}.new
+mv -fT {key}.new {key}
+mv -fT {cert}.new {cert}
 """
     service = f"""\
 # Written by `shoestring deploy`; changes are overwritten on the next deploy.
@@ -134,7 +141,7 @@ Description=Caddy's certificate for {host}, for {layout.project}'s SMTP server
 
 [Service]
 Type=oneshot
-ExecStart=/bin/sh {layout.root}/{name}.sh
+ExecStart=/bin/sh {_systemd_word(str(layout.root / (name + ".sh")))}
 """
     timer = f"""\
 # Written by `shoestring deploy`; changes are overwritten on the next deploy.
@@ -166,7 +173,11 @@ _UPSTREAM = "shoestring-app"  # placeholder the sites renderer writes; becomes `
 
 
 def caddyfile(
-    settings: Settings, layout: Layout, *, acme_ca_root: PurePosixPath | None = None
+    settings: Settings,
+    layout: Layout,
+    *,
+    project_dir: Path | None = None,
+    acme_ca_root: PurePosixPath | None = None,
 ) -> str:
     """Caddy's whole config: global options, then the project's site.
 
@@ -180,7 +191,9 @@ def caddyfile(
     With `domains`, Caddy obtains certificates for them and redirects HTTP to
     HTTPS on its own; without, it serves plain HTTP on `http_port`. Sites
     with a directory are served by Caddy from the live release (see
-    shoestring.sites.caddy); the rest goes to the app.
+    shoestring.sites.caddy); the rest goes to the app. Their roots are
+    mapped from `project_dir` (default: the data directory's parent) into
+    the live release.
     """
     deploy = settings.deploy
     options = [
@@ -196,7 +209,7 @@ def caddyfile(
         options.append(f"acme_ca_root {acme_ca_root}")
     options += deploy.caddy_options
     address = ", ".join(deploy.domains) if deploy.domains else f"http://:{deploy.http_port}"
-    served = _on_host(settings, layout)
+    served = _on_host(settings, layout, project_dir or settings.data_dir.parent)
     site = site_caddy.render(served, address=address, upstream=_UPSTREAM)
     site = site.replace(f"reverse_proxy {_UPSTREAM}", "import app")
     if deploy.hsts and deploy.domains:
@@ -230,26 +243,41 @@ def idle_caddyfile(settings: Settings) -> str:
     return f"# Written by `shoestring deploy`.\n{{\n\tadmin {settings.deploy.caddy_admin}\n}}\n"
 
 
-def _on_host(settings: Settings, layout: Layout) -> Settings:
+def _on_host(settings: Settings, layout: Layout, project_dir: Path) -> Settings:
     """The settings as the host sees them: its data directory, sites in the live release."""
-    project_dir = str(settings.data_dir.parent)
     sites = {}
     for name, site in settings.sites.items():
         root = site.root
         if root and site.root_in == "data":
-            root = str(layout.data_dir / PurePosixPath(root).relative_to(settings.data_dir))
+            root = str(layout.data_dir / _inside(root, settings.data_dir, name))
         elif root:
-            inside = root.removeprefix(project_dir).lstrip("/")
-            root = str(layout.current / inside)
+            root = str(layout.current / _inside(root, project_dir, name))
         sites[name] = site.model_copy(update={"root": root})
     return settings.model_copy(update={"data_dir": layout.data_dir, "sites": sites})
 
 
-def firewall(settings: Settings, *, ssh_port: int) -> str:
-    """An nftables ruleset: inbound SSH, HTTP, HTTPS (and SMTP) only; outbound free."""
+def _inside(root: str, directory: Path, site: str) -> PurePosixPath:
+    """`root` relative to `directory` (whole path components only); DeployError if outside."""
+    try:
+        return PurePosixPath(PurePath(root).relative_to(directory).as_posix())
+    except ValueError:
+        raise DeployError(
+            f"site {site!r}: its root {root} is outside {directory}, so it is not in the "
+            "release the host serves: put it inside the project (or the data directory)"
+        ) from None
+
+
+def _systemd_word(path: str) -> str:
+    # systemd splits ExecStart= on spaces; double quotes keep a path whole.
+    return f'"{path}"' if any(c.isspace() for c in path) else path
+
+
+def firewall(settings: Settings, *, ssh_ports: list[int]) -> str:
+    """An nftables ruleset: inbound SSH (on the ports sshd listens on), HTTP, HTTPS
+    (and SMTP) only; outbound free."""
     deploy = settings.deploy
     ports = sorted(
-        {ssh_port, deploy.http_port, deploy.https_port} | ({25} if deploy.inbound_mail else set())
+        {*ssh_ports, deploy.http_port, deploy.https_port} | ({25} if deploy.inbound_mail else set())
     )
     allowed = ", ".join(str(port) for port in ports)
     return f"""\

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
 import shlex
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 import asyncssh
 
@@ -21,7 +24,12 @@ from shoestring.config import DeploySettings
 from shoestring.deploy.errors import DeployError, RemoteError
 from shoestring.deploy.layout import Target
 
+T = TypeVar("T")
 CONNECT_TIMEOUT = 20
+# A transfer may take as long as it needs; one that moves no byte for this
+# long is stuck (a dead connection, a full disk on a hung NFS) and is ended.
+IDLE_TIMEOUT = 120
+_CHUNK = 256 * 1024
 
 
 @dataclass
@@ -57,9 +65,12 @@ class Host:
         input: bytes | None = None,
         as_user: str | None = None,
         env: dict[str, str] | None = None,
-        time_limit: float = 600,
+        time_limit: float | None = 600,
     ) -> Result:
-        """Run `command` (a shell command line) on the host; RemoteError if it fails."""
+        """Run `command` (a shell command line) on the host; RemoteError if it fails.
+
+        `time_limit=None` lets it run as long as it takes (a backup of any size).
+        """
         stdout, stderr, status = await self._execute(
             command, input=input, as_user=as_user, env=env, time_limit=time_limit
         )
@@ -85,7 +96,7 @@ class Host:
         input: bytes | None,
         as_user: str | None,
         env: dict[str, str] | None,
-        time_limit: float,
+        time_limit: float | None,
     ) -> tuple[bytes, str, int]:
         """Run `command`: its standard output (bytes), its standard error and exit status."""
         wrapped = self._wrap(command, as_user=as_user, env=env)
@@ -94,9 +105,7 @@ class Host:
                 wrapped, input=input, encoding=None, timeout=time_limit, check=False
             )
         except asyncssh.TimeoutError:
-            raise RemoteError(
-                f"`{command}` took longer than {time_limit:.0f}s on the host"
-            ) from None
+            raise RemoteError(f"`{command}` took longer than {time_limit}s on the host") from None
         except (asyncssh.Error, OSError) as exc:
             raise RemoteError(
                 f"lost the connection to {self.target} running `{command}`: {exc}"
@@ -109,15 +118,23 @@ class Host:
         return raw, _text(done.stderr), status
 
     async def write_file(
-        self, path: PurePosixPath, content: bytes, *, mode: int = 0o644, owner: str = "root"
+        self,
+        path: PurePosixPath,
+        content: bytes,
+        *,
+        mode: int = 0o644,
+        owner: str = "root",
+        as_user: str | None = None,
     ) -> None:
-        """Write `content` to `path` atomically with the given mode and owner (via stdin)."""
-        temporary = f"{path}.tmp-shoestring"
-        quoted = shlex.quote(str(path))
+        """Write `content` to `path` atomically with the given mode and owner (via stdin).
+
+        With `as_user`, that user writes it (and owns it): the way to write into a
+        directory the app may change, where root would follow the app's symbolic links.
+        """
         await self.run(
-            f"install -D -m {mode:o} -o {shlex.quote(owner)} -g {shlex.quote(owner)} "
-            f"/dev/stdin {shlex.quote(temporary)} && mv -f {shlex.quote(temporary)} {quoted}",
+            _write_command(path, mode=mode, owner=owner, as_user=as_user),
             input=content,
+            as_user=as_user,
         )
 
     async def read_file(self, path: PurePosixPath) -> bytes | None:
@@ -127,15 +144,68 @@ class Host:
         )
         return content if status == 0 else None
 
-    async def upload(self, local: Path, remote: PurePosixPath, *, mode: int = 0o644) -> None:
-        """Copy a local file to the host (streamed on stdin, so sudo works too)."""
-        await self.write_file(remote, await asyncio.to_thread(local.read_bytes), mode=mode)
+    async def upload(
+        self,
+        local: Path,
+        remote: PurePosixPath,
+        *,
+        mode: int = 0o644,
+        owner: str = "root",
+        as_user: str | None = None,
+    ) -> None:
+        """Copy a local file to the host, streamed in chunks on stdin (so sudo works too).
 
-    async def download(self, remote: PurePosixPath, local: Path) -> None:
-        data = await self.read_file(remote)
-        if data is None:
-            raise RemoteError(f"cannot read {remote} on the host")
-        await asyncio.to_thread(_write_private, local, data)
+        No size or total time limit: only a transfer that stops moving fails.
+        """
+        command = _write_command(remote, mode=mode, owner=owner, as_user=as_user)
+        wrapped = self._wrap(command, as_user=as_user, env=None)
+        try:
+            async with self.connection.create_process(wrapped, encoding=None) as process:
+                with local.open("rb") as file:
+                    while chunk := await asyncio.to_thread(file.read, _CHUNK):
+                        process.stdin.write(chunk)
+                        await _progressing(process.stdin.drain())
+                process.stdin.write_eof()
+                errors = await _progressing(process.stderr.read())
+                done = await _progressing(process.wait())
+        except (asyncssh.Error, OSError, TimeoutError) as exc:
+            raise RemoteError(
+                f"uploading {local} to {remote} on {self.target} failed: {_why(exc)}"
+            ) from None
+        if done.exit_status != 0:
+            raise RemoteError(f"cannot write {remote} on the host:\n{_text(errors)[-3000:]}")
+
+    async def download(
+        self, remote: PurePosixPath, local: Path, *, as_user: str | None = None
+    ) -> None:
+        """Copy a file from the host to `local` (mode 0600), streamed in chunks.
+
+        `local` appears only once complete; no size or total time limit.
+        With `as_user`, that user reads it (a file in a directory the app may change).
+        """
+        wrapped = self._wrap(f"cat {shlex.quote(str(remote))}", as_user=as_user, env=None)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        partial = local.with_name(f".{local.name}.{secrets.token_hex(4)}.partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                try:
+                    async with self.connection.create_process(wrapped, encoding=None) as process:
+                        while chunk := await _progressing(process.stdout.read(_CHUNK)):
+                            await asyncio.to_thread(out.write, chunk)
+                        errors = await _progressing(process.stderr.read())
+                        done = await _progressing(process.wait())
+                except (asyncssh.Error, TimeoutError) as exc:
+                    raise RemoteError(
+                        f"downloading {remote} from {self.target} failed: {_why(exc)}"
+                    ) from None
+                if done.exit_status != 0:
+                    raise RemoteError(f"cannot read {remote} on the host: {_text(errors).strip()}")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(partial, local)
+        finally:
+            partial.unlink(missing_ok=True)
 
     async def stream(self, command: str, emit: Callable[[str], None]) -> int:
         """Run `command`, passing each line of its output to `emit` as it comes."""
@@ -148,12 +218,33 @@ class Host:
             return process.exit_status or 0
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.touch(mode=0o600)
-    temporary.write_bytes(data)
-    temporary.rename(path)
+def _write_command(path: PurePosixPath, *, mode: int, owner: str, as_user: str | None) -> str:
+    """A shell command writing its stdin to `path`, atomically (a temporary file, then mv)."""
+    quoted = shlex.quote(str(path))
+    temporary = shlex.quote(f"{path}.tmp-shoestring")
+    if as_user is not None:
+        # `cat`, not `install /dev/stdin`: reopening the channel's pipe through
+        # /proc is refused to a user other than the one that made it.
+        parent = shlex.quote(str(path.parent))
+        return (
+            f"umask 077 && mkdir -p {parent} && cat > {temporary} && "
+            f"chmod {mode:o} {temporary} && mv -fT {temporary} {quoted}"
+        )
+    return (
+        f"install -D -m {mode:o} -o {shlex.quote(owner)} -g {shlex.quote(owner)} "
+        f"/dev/stdin {temporary} && mv -fT {temporary} {quoted}"
+    )
+
+
+async def _progressing(step: Awaitable[T]) -> T:
+    """`step`, or TimeoutError when it makes no progress for IDLE_TIMEOUT seconds."""
+    return await asyncio.wait_for(step, IDLE_TIMEOUT)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"nothing moved for {IDLE_TIMEOUT}s"
+    return str(exc) or type(exc).__name__
 
 
 def _client_files(deploy: DeploySettings, target: Target) -> tuple[Path, bool, list[str]]:

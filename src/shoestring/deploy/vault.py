@@ -41,10 +41,19 @@ class DeploySecrets:
         try:
             return Fernet(self.key_path.read_bytes().strip())
         except FileNotFoundError:
+            stored = self.names()
+            if stored:
+                # A new key would leave these unreadable, mixed with values it can read.
+                raise SecretError(
+                    f"the key of the deploy secrets ({self.key_path}) is missing, and "
+                    f"{len(stored)} are stored with it ({', '.join(stored)}): copy the key "
+                    "back from the machine that set them, or delete them with "
+                    "`shoestring secrets rm --deploy NAME` and set each again"
+                ) from None
             if not create:
                 raise SecretError(
-                    f"the key of the deploy secrets ({self.key_path}) is missing, so they "
-                    "cannot be read: set each again with `shoestring secrets set --deploy NAME`"
+                    f"the key of the deploy secrets ({self.key_path}) is missing: set the "
+                    "secrets with `shoestring secrets set --deploy NAME`"
                 ) from None
         key = Fernet.generate_key()
         self.key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
