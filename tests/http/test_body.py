@@ -48,3 +48,24 @@ def test_each_bad_body_gets_its_status_and_code(app: App) -> None:
     message = invalid.json()["error"]["message"]
     assert "text:" in message and "at most 20 characters" in message
     assert "ada.secret" not in message and "yyy" not in message  # values are never echoed
+
+
+def test_bodies_json_has_no_word_for_are_invalid_json(app: App) -> None:
+    class Price(BaseModel):
+        price: float
+
+    @app.route("/prices", methods=["POST"])
+    async def create(request: Request) -> dict[str, float]:
+        return {"price": (await read_json(request, Price, max_bytes=100_000)).price}
+
+    with TestClient(app) as client:
+        answers = [
+            client.post("/prices", content=b'{"price": NaN}'),
+            client.post("/prices", content=b'{"price": -Infinity}'),
+            # nested deeper than Python's stack: a hostile body, not a 500
+            client.post("/prices", content=b'{"price": ' + b"[" * 5000 + b"]" * 5000 + b"}"),
+        ]
+        assert client.post("/prices", content=b'{"price": 1.5}').json() == {"price": 1.5}
+    assert [(a.status_code, a.json()["error"]["code"]) for a in answers] == [
+        (400, "invalid_json")
+    ] * 3

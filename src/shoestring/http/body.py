@@ -38,8 +38,9 @@ async def read_json(request: Request, model: type[M], *, max_bytes: int = MAX_JS
         if len(body) > max_bytes:
             raise too_large
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        data = json.loads(body, parse_constant=_not_json)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nested past Python's stack (a few thousand `[`): not a real body.
         raise HTTPError(400, "The body is not valid JSON.", code="invalid_json") from None
     try:
         return model.model_validate(data)
@@ -49,3 +50,8 @@ async def read_json(request: Request, model: type[M], *, max_bytes: int = MAX_JS
             for error in exc.errors(include_input=False, include_url=False)
         )
         raise HTTPError(422, problems, code="invalid_request") from None
+
+
+def _not_json(constant: str) -> None:
+    """NaN, Infinity and -Infinity: Python's json takes them, JSON has no such numbers."""
+    raise ValueError(f"{constant} is not a JSON number")
