@@ -30,10 +30,16 @@ def cms_app(tmp_path: Path, **cors: object) -> App:
     async def admin() -> str:
         return "same origin only"
 
+    @app.route("/api/broken")
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
     return app
 
 
-def test_listed_origins_may_call_the_configured_paths(tmp_path: Path) -> None:
+def test_listed_origins_may_call_the_configured_paths(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     app = cms_app(tmp_path, origins=[PAGE], paths=["/api"])
     with TestClient(app) as client:
         allowed = client.options(
@@ -53,6 +59,12 @@ def test_listed_origins_may_call_the_configured_paths(tmp_path: Path) -> None:
         assert refused.status_code == 401
         assert refused.headers["access-control-allow-origin"] == PAGE
         assert refused.json()["error"]["code"] == "signed_out"
+        # a bug's 500 too: the page can show the request id to quote
+        failed = client.get("/api/broken", headers={"Origin": PAGE})
+        assert failed.status_code == 500
+        assert failed.headers["access-control-allow-origin"] == PAGE
+        assert failed.json()["error"]["request_id"] == failed.headers["x-request-id"]
+        assert "RuntimeError: a bug" in caplog.text  # and the traceback is in the log
 
 
 def test_other_origins_other_paths_and_system_routes_get_no_cors(tmp_path: Path) -> None:

@@ -2,8 +2,9 @@
 
 Configured in `[cors]`; Starlette's CORSMiddleware answers preflights and
 adds the headers. It sits inside the request log and outside the routes, and
-HTTP errors are answered inside it, so the JSON errors handlers raise carry
-the headers too and a page can read why its call failed. shoestring's own
+errors are answered inside it (HTTP errors, and any other exception as a
+logged 500), so every JSON error carries the headers too and a page can read
+why its call failed and the request id to quote. shoestring's own
 `/_` routes are left out: the S3 API applies each bucket's CORS rules itself.
 """
 
@@ -18,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shoestring.config import CorsSettings
 from shoestring.errors import HTTPError
-from shoestring.http.errors import http_error_response
+from shoestring.http.errors import http_error_response, internal_error
 from shoestring.http.routing import RESERVED_PREFIX
 
 
@@ -27,7 +28,8 @@ class PathCORS:
 
     def __init__(self, app: ASGIApp, settings: CorsSettings) -> None:
         self.app = app
-        errors = {HTTPError: _answer, HTTPException: _answer}
+        # Every error answered in here, a 500 too, so a page can read the request id.
+        errors = {HTTPError: _answer, HTTPException: _answer, Exception: _internal}
         self.cors = CORSMiddleware(
             ExceptionMiddleware(app, handlers=errors),
             allow_origins=settings.origins,
@@ -48,6 +50,10 @@ class PathCORS:
         if path.startswith(RESERVED_PREFIX):
             return False
         return (path + "/").startswith(self.prefixes)
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    return internal_error(exc, request.scope)
 
 
 async def _answer(request: Request, exc: Exception) -> Response:

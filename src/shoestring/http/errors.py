@@ -8,6 +8,8 @@ RequestLogMiddleware, around every request, turns exceptions into these.
 
 from __future__ import annotations
 
+import logging
+
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import Scope
@@ -17,6 +19,7 @@ from shoestring.http.responses import JSONResponse
 from shoestring.logs import request_id_var
 
 INTERNAL_ERROR_MESSAGE = "The server failed to handle this request; quote the request id."
+error_log = logging.getLogger("shoestring.http")
 
 
 def error_body(status: int, code: str, message: str) -> dict[str, dict[str, str | None]]:
@@ -46,3 +49,9 @@ def http_error_response(exc: Exception, scope: Scope) -> Response | None:
     response = error_response(exc.status_code, _default_code(exc.status_code), message)
     response.headers.update(exc.headers or {})
     return response
+
+
+def internal_error(exc: Exception, scope: Scope) -> Response:
+    """Log an unhandled exception (the traceback stays in the log) and answer a JSON 500."""
+    error_log.error("unhandled error in %s %s", scope["method"], scope["path"], exc_info=exc)
+    return error_response(500, "internal_error", INTERNAL_ERROR_MESSAGE)

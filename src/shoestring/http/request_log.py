@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import random
 import re
@@ -24,10 +23,13 @@ import time
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shoestring.http.errors import INTERNAL_ERROR_MESSAGE, error_response, http_error_response
+from shoestring.http.errors import (
+    error_log,
+    error_response,
+    http_error_response,
+    internal_error,
+)
 from shoestring.logs import request_id_var, write_access_line
-
-error_log = logging.getLogger("shoestring.http")
 
 REQUEST_ID_HEADER = b"x-request-id"
 PROBE_PATHS = frozenset({"/_health", "/_ready"})
@@ -122,12 +124,12 @@ class RequestLogMiddleware:
             # wrong on our side. Logged as nginx does, 499.
             status = status or CLIENT_CLOSED
         except Exception as exc:
-            response = None if status else http_error_response(exc, scope)
-            if response is None:
-                error_log.exception("unhandled error in %s %s", scope["method"], scope["path"])
-                if status == 0:
-                    response = error_response(500, "internal_error", INTERNAL_ERROR_MESSAGE)
-            if response is not None:
+            if status:  # the response had begun: all there is left to do is say why it broke
+                error_log.error(
+                    "unhandled error in %s %s", scope["method"], scope["path"], exc_info=exc
+                )
+            else:
+                response = http_error_response(exc, scope) or internal_error(exc, scope)
                 await response(scope, receive, send_with_id)
         except asyncio.CancelledError:
             if not self.in_flight.cancelled:
