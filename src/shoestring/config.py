@@ -713,9 +713,16 @@ REDACTED = "********"
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)\S*@", re.IGNORECASE)
 
 
+# libpq and others also take `?password=...` (and tokens) as query parameters.
+_QUERY_SECRET = re.compile(
+    r"(?P<head>[?&](?:password|passwd|pass|secret|token|sslpassword)=)[^&#\s]*", re.IGNORECASE
+)
+
+
 def without_url_passwords(text: str) -> str:
     """`text` with the password of any URL in it replaced by REDACTED."""
-    return _URL_PASSWORD.sub(lambda m: m["head"] + REDACTED + "@", text)
+    text = _URL_PASSWORD.sub(lambda m: m["head"] + REDACTED + "@", text)
+    return _QUERY_SECRET.sub(lambda m: m["head"] + REDACTED, text)
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> str:

@@ -137,6 +137,10 @@ def test_redaction_hides_secret_values_and_url_passwords() -> None:
     assert _redact_value("smtp://relay.example:587") == "smtp://relay.example:587"
     # a password holding `@` or `/` is hidden whole
     assert _redact_value("smtp://user:p@ss/w@relay:587") == "smtp://user:********@relay:587"
+    assert (
+        _redact_value("postgresql:///app?user=app&password=QPASS1&sslmode=require")
+        == "postgresql:///app?user=app&password=********&sslmode=require"
+    )
 
 
 def test_config_error_is_one_screen_without_traceback(tmp_path: Path) -> None:
