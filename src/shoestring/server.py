@@ -16,6 +16,7 @@ one place that knows which server is used.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import gc
 import logging
@@ -53,6 +54,7 @@ class PortInUseError(ShoestringError):
 
 ROLES = frozenset({"web", "worker", "scheduler", "smtp"})
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+ACCEPT_LOOP_EXIT = 0.3  # seconds granian takes to stop accepting once told to
 # Exit statuses of a serving process (0: stopped as asked). The supervisor of
 # `--workers` gives up on a worker that cannot start and replaces one that failed later.
 FAILED_TO_START = 1
@@ -160,8 +162,28 @@ def prepare(project_dir: Path, overrides: Overrides) -> tuple[Settings, App]:
     return settings, app
 
 
+# A SIGTERM or SIGINT before the event loop takes the signals over (while the app
+# module imports, say): remembered, and honoured once the app has started.
+_stop_asked = threading.Event()
+
+
+def catch_stop_signals() -> None:
+    def remember(signum: int, frame: object) -> None:
+        _stop_asked.set()
+
+    for sig in HANDLED_SIGNALS:
+        signal.signal(sig, remember)
+
+
+def stop_listening(sock: socket.socket) -> None:
+    """Refuse new connections from now on (a proxy then tries another node at once)."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)  # on Linux: no longer listening, for every copy of it
+
+
 def run_project(project_dir: Path, overrides: Overrides = Overrides()) -> int:
     """Serve the project in `project_dir` until a signal asks it to stop."""
+    catch_stop_signals()
     settings, app = prepare(project_dir, overrides)
     running = mark_running(settings.data_dir)  # noqa: F841 - held open until the process ends
     if "web" not in overrides.roles:
@@ -176,12 +198,13 @@ def run_project(project_dir: Path, overrides: Overrides = Overrides()) -> int:
         extra={"workers": settings.server.workers},
     )
     if settings.server.workers == 1:
-        return serve(app, settings, sock)
+        return serve(app, settings, sock, owner=True)
     return _supervise(project_dir, overrides, settings.server.workers, sock)
 
 
-def serve(app: App, settings: Settings, sock: socket.socket) -> int:
-    status = uvloop.run(_serve(app, settings, sock))
+def serve(app: App, settings: Settings, sock: socket.socket, *, owner: bool) -> int:
+    """Serve on `sock`; its `owner` (not one of several workers sharing it) closes it on stop."""
+    status = uvloop.run(_serve(app, settings, sock, owner))
     # Stopped: a signal repeated while the interpreter exits must not turn a
     # clean stop into "killed by SIGTERM".
     for sig in HANDLED_SIGNALS:
@@ -189,20 +212,17 @@ def serve(app: App, settings: Settings, sock: socket.socket) -> int:
     return status
 
 
-async def _serve(app: App, settings: Settings, sock: socket.socket) -> int:
+async def _serve(app: App, settings: Settings, sock: socket.socket, owner: bool) -> int:
     """Start the App's services, serve until a signal, let requests finish, stop the services."""
     sock.listen(BACKLOG)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in HANDLED_SIGNALS:  # before startup: a stop asked for during it is honoured after
-        loop.add_signal_handler(sig, stop.set)
+    stop = _stop_event()
     phase = "start"
     try:
         async with app.running() as state:
             freeze_startup_objects()
             phase = "serve"
             if not stop.is_set():
-                await _serve_http(app, state, settings, sock, stop)
+                await _serve_http(app, state, settings, sock, stop, owner)
             phase = "stop"
             log.info("stopped serving; stopping services")
     except Exception:
@@ -211,8 +231,24 @@ async def _serve(app: App, settings: Settings, sock: socket.socket) -> int:
     return 0
 
 
+def _stop_event() -> asyncio.Event:
+    """Set by SIGTERM or SIGINT, from before startup (honoured once it is done) on."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in HANDLED_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    if _stop_asked.is_set():
+        stop.set()
+    return stop
+
+
 async def _serve_http(
-    app: App, state: dict[str, Any], settings: Settings, sock: socket.socket, stop: asyncio.Event
+    app: App,
+    state: dict[str, Any],
+    settings: Settings,
+    sock: socket.socket,
+    stop: asyncio.Event,
+    owner: bool,
 ) -> None:
     """Serve HTTP until `stop` is set, then let what is in flight finish (see `_finish`)."""
     entry = ProxyHeadersMiddleware(
@@ -224,6 +260,13 @@ async def _serve_http(
     await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
     await app.in_flight.close_websockets()  # while the server can still send the close frames
     server.stop()  # type: ignore[no-untyped-call]
+    if owner:
+        # Requests in flight still run: the socket stays bound until they end, and new
+        # connections would wait in its queue unanswered. Refuse them instead, once
+        # granian has left its accept loop (shut down under it, it would not stop).
+        await asyncio.wait([serving], timeout=ACCEPT_LOOP_EXIT)
+        if not serving.done():
+            stop_listening(sock)
     await _finish(serving, app.in_flight, settings.server.shutdown_timeout)
 
 
@@ -273,10 +316,7 @@ def run_headless(app: App, roles: frozenset[str]) -> int:
     """Run the app's services (jobs, schedules) without HTTP until SIGTERM or SIGINT."""
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in HANDLED_SIGNALS:
-            loop.add_signal_handler(sig, stop.set)
+        stop = _stop_event()
         async with app.running(mounted=False):
             freeze_startup_objects()
             log.info("running %s for %s (no HTTP)", ", ".join(sorted(roles)), app.name)
@@ -288,8 +328,9 @@ def run_headless(app: App, roles: frozenset[str]) -> int:
 
 
 def _worker(project_dir: Path, overrides: Overrides, sock: socket.socket) -> None:
+    catch_stop_signals()
     settings, app = prepare(project_dir, overrides)
-    raise SystemExit(serve(app, settings, sock))
+    raise SystemExit(serve(app, settings, sock, owner=False))
 
 
 def _supervise(project_dir: Path, overrides: Overrides, workers: int, sock: socket.socket) -> int:
@@ -304,9 +345,12 @@ def _supervise(project_dir: Path, overrides: Overrides, workers: int, sock: sock
 
     def request_stop(signum: int, frame: object) -> None:
         stopping.set()
+        stop_listening(sock)  # the workers' shared socket: all of them stop accepting
 
     for sig in HANDLED_SIGNALS:
         signal.signal(sig, request_stop)
+    if _stop_asked.is_set():  # asked while the app loaded: no worker is started
+        request_stop(signal.SIGTERM, None)
     processes = [start() for _ in range(workers)]
     while not stopping.wait(0.5):
         for index, process in enumerate(processes):
