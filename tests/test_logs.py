@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from shoestring import App, Request, Settings
 from shoestring.logs import BufferedStreamHandler, JSONFormatter, configure_logging
+from shoestring.scrub import MAX_LINE_CHARS, TRUNCATED
 
 
 class LogStream(io.StringIO):
@@ -90,6 +91,53 @@ def test_access_log_carries_request_id_and_no_personal_data(
     assert access[0]["request_id"] == response.headers["x-request-id"]
     app_line = next(line for line in lines(log_stream) if line["logger"] == "logged")
     assert app_line["request_id"] == response.headers["x-request-id"]
+
+
+def test_secret_extras_are_redacted_by_name(log_stream: io.StringIO) -> None:
+    logging.getLogger("myapp").info(
+        "x",
+        extra={
+            "password": "P4ss",
+            "token": "T0k",
+            "api_key": 12345,
+            "user": {"name": "ada", "password": "p2", "private_key": ["PK1"]},
+            "session": {"id": "S1"},
+            "headers": [(b"authorization", b"Token X1"), (b"accept", b"*/*")],
+            "secret": "correct horse battery staple",
+            "code": None,
+        },
+    )
+    (line,) = lines(log_stream)
+    assert line["password"] == line["token"] == line["api_key"] == "[redacted]"
+    assert line["user"] == {"name": "ada", "password": "[redacted]", "private_key": "[redacted]"}
+    assert line["session"] == line["secret"] == "[redacted]"
+    assert line["headers"] == [["b'authorization'", "[redacted]"], ["b'accept'", "b'*/*'"]]
+    assert line["code"] is None
+    for secret in ("P4ss", "T0k", "12345", "p2", "PK1", "S1", "X1", "horse"):
+        assert secret not in log_stream.getvalue()
+
+
+def test_long_access_paths_are_cut_and_stay_valid_json(
+    log_stream: io.StringIO, client: TestClient
+) -> None:
+    client.get("/x?token=SECRET&q=" + "a" * (MAX_LINE_CHARS + 100))
+    (access,) = [line for line in lines(log_stream) if line["logger"] == "shoestring.access"]
+    assert str(access["path"]).startswith("/x?token=[redacted]&q=aaa")
+    assert str(access["path"]).endswith(TRUNCATED)
+    assert "SECRET" not in log_stream.getvalue()
+
+
+def test_console_format_redacts_secret_extras_whole(settings: Settings) -> None:
+    stream = io.StringIO()
+    configure_logging("info", "console", stream=stream)
+    try:
+        logging.getLogger("myapp").info(
+            "signed in", extra={"password": "correct horse", "user": {"token": "a b"}}
+        )
+    finally:
+        logging.getLogger().handlers.clear()
+    assert "password=[redacted] user={'token': '[redacted]'}" in stream.getvalue()
+    assert "horse" not in stream.getvalue()
 
 
 def test_console_format_is_scrubbed(settings: Settings) -> None:

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import json
+import time
+from urllib.parse import quote
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoestring.scrub import _redact, scrub
+from shoestring.scrub import MAX_LINE_CHARS, TRUNCATED, _redact, is_secret_name, scrub
 
 # Addresses as people have them: dotted, plus-tagged, hyphenated, unicode.
 local_parts = st.from_regex(r"[a-zA-Z0-9][a-zA-Z0-9._+-]{0,30}", fullmatch=True)
@@ -88,3 +92,170 @@ def test_the_fast_path_for_plain_text_changes_no_result(text: str) -> None:
     # Text of word characters, `/`, `.`, `-` and `~` skips the patterns; any
     # text must come out as if every pattern had been tried.
     assert scrub(text) == _redact(text)
+
+
+@pytest.mark.parametrize(
+    ("line", "scrubbed"),
+    [
+        # A quoted value goes whole, to its closing unescaped quote.
+        ('{"password": "correct horse battery staple"}', '{"password": "[redacted]"}'),
+        ('{"password": "a,b;c&d"}', '{"password": "[redacted]"}'),
+        ('{"token": "abc\\"def"}', '{"token": "[redacted]"}'),
+        ("password: 'p ss'", "password: '[redacted]'"),
+        ('{\\"password\\": \\"hunter2\\"}', '{\\"password\\": \\"[redacted]\\"}'),
+        # An unquoted one to the next `&`, whitespace or end.
+        ("GET /x?password=a,b;c&d=1 200", "GET /x?password=[redacted]&d=1 200"),
+        ("{'code': 200, 'x': 1}", "{'code': [redacted], 'x': 1}"),
+        # key, code and sig as words of a longer name.
+        (
+            "GET /x?private_key=PK&verification_code=1&otp_code=9",
+            "GET /x?private_key=[redacted]&verification_code=[redacted]&otp_code=[redacted]",
+        ),
+        ("x-amz-signature: SIGHDR", "x-amz-signature: [redacted]"),
+        ("apiKey=APIK&sortKey=k", "apiKey=[redacted]&sortKey=[redacted]"),
+        # Raw header tuples, as ASGI scopes and their repr() carry them.
+        ("[(b'authorization', b'Token X')]", "[(b'authorization', b'[redacted]')]"),
+        ("[(b'cookie', b'sid=Y; theme=dark')]", "[(b'cookie', b'[redacted]')]"),
+        ("('set-cookie', 'sid=Z')", "('set-cookie', '[redacted]')"),
+        ("[(b'x-api-key', b'K')]", "[(b'x-api-key', b'[redacted]')]"),
+        # Addresses replaced whole.
+        ('to "ada lovelace"@example.org', "to [email]"),
+        ("GET /u?e=ada%2540example.org 200", "GET /u?e=[email] 200"),
+        ("o'brien@example.org", "[email]"),
+        ("ada/x@example.org", "[email]"),
+        ("GET /users/ada@example.org/notes 200", "GET /users/[email]/notes 200"),
+        ("{'to': 'ada@example.org'}", "{'to': '[email]'}"),
+        # Secrets in a parameter's URL-encoded value.
+        (
+            "GET /login?next=%2Fcb%3Ftoken%3DSECRET 302",
+            "GET /login?next=%2Fcb%3Ftoken%3D[redacted] 302",
+        ),
+        (
+            "GET /login?next=%2Fcb%3Fkey%3DS%26page%3D2 302",
+            "GET /login?next=%2Fcb%3Fkey%3D[redacted]%26page%3D2 302",
+        ),
+        ("?next=%252Fcb%253Fkey%253DS2", "?next=%252Fcb%253Fkey%253D[redacted]"),
+        # A URL's password, to the last `@` before the host.
+        ("https://alice:pa/ss@host", "https://alice:[redacted]@host"),
+        ("https://alice:p@ss@host/x?e=1", "https://alice:[redacted]@host/x?e=1"),
+        ("postgresql://app:hunter2@db:5432/app", "postgresql://app:[redacted]@db:5432/app"),
+        ("redis://:hunter2@localhost:6379", "redis://:[redacted]@localhost:6379"),
+        # JSON web tokens anywhere.
+        ("GET /reset/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln 200", "GET /reset/[redacted] 200"),
+        ("link eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0. sent", "link [redacted] sent"),
+        # Redacted once.
+        ("X-Api-Key: K1", "X-Api-Key: [redacted]"),
+        ("Cookie: [redacted]", "Cookie: [redacted]"),
+        ("GET /x?jwt=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln&n=1", "GET /x?jwt=[redacted]&n=1"),
+    ],
+)
+def test_secret_values_and_addresses_are_replaced_whole(line: str, scrubbed: str) -> None:
+    assert scrub(line) == scrubbed
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "fetching http://localhost:8000/u?page=2",
+        "status_code=404 exit_code=0",
+        "keyboard=us zipcode=75001 author=ada",
+        "see https://example.org:8443/docs",
+    ],
+)
+def test_names_that_only_look_secret_are_left_alone(line: str) -> None:
+    assert scrub(line) == line
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("password", True), ("Passwd", True), ("client_secret", True), ("refresh_token", True),
+        ("api_key", True), ("apiKey", True), ("APIKey", True), ("key", True),
+        ("private_key", True), ("verification_code", True), ("verificationCode", True),
+        ("otp_code", True), ("sig", True), ("X-Amz-Signature", True), ("Authorization", True),
+        ("set-cookie", True), ("session_id", True), ("client_id", True),
+        ("status_code", False), ("exit_code", False), ("keyboard", False), ("monkey", False),
+        ("zipcode", False), ("author", False), ("user", False), ("email", False),
+    ],
+)  # fmt: skip
+def test_secret_names(name: str, secret: bool) -> None:
+    assert is_secret_name(name) is secret
+
+
+_secret_names = st.sampled_from(
+    ["password", "passwd", "secret", "token", "api_key", "apiKey", "access_token", "private_key",
+     "verification_code", "otp_code", "X-Amz-Signature", "sig", "session", "client_id", "key"]
+)  # fmt: skip
+
+
+@given(name=_secret_names, value=st.text(min_size=1, max_size=40), ascii_only=st.booleans())
+def test_a_secret_json_value_goes_whole_whatever_it_holds(
+    name: str, value: str, ascii_only: bool
+) -> None:
+    line = json.dumps({name: value, "n": 1}, ensure_ascii=ascii_only)
+    assert json.loads(scrub(line)) == {name: "[redacted]", "n": 1}
+
+
+@given(name=_secret_names, value=st.text(min_size=1, max_size=40))
+def test_a_secret_query_parameter_goes_whole_whatever_it_holds(name: str, value: str) -> None:
+    line = f"GET /cb?{name}={quote(value, safe='')}&next=%2Fhome 200"
+    assert scrub(line) == f"GET /cb?{name}=[redacted]&next=%2Fhome 200"
+
+
+# Inputs that made the old patterns backtrack for seconds (the first three: 12 s,
+# 2 s, 12 s), and more of the same kind: long runs of what a pattern repeats.
+_HOSTILE = {
+    "key-dots": "/x?q=" + "key." * 400 + "&=",
+    "token-run": "/x?" + "token" * 200 + "&=",
+    "long-local-part": "a" * 40000 + "@",
+    "at-pairs": "a@" * 20000,
+    "equals": "=" * 50000,
+    "encoded-at": "%40" * 20000,
+    "double-encoded-at": "a%2540" * 10000,
+    "dotted-local-part": "a." * 20000 + "@b",
+    "word-run": "w" * 50000 + "=x",
+    "token-word-run": "token" * 10000 + "=x",
+    "key-equals": "key=" * 20000,
+    "caps-run": "A" * 50000 + "Key=x",
+    "encoded-equals": "token%3D" * 10000,
+    "userinfo": "://a:" * 10000,
+    "userinfo-slashes": "://" + "a" * 60 + ":" + "b/" * 20000,
+    "jwt-heads": "eyJ" * 10000,
+    "jwt-segments": "eyJa." * 10000,
+    "open-quotes": '"password": "' * 5000,
+    "escaped-quotes": '\\"token\\": \\"' * 5000,
+    "header-tuples": "'cookie', '" * 5000,
+    "bearers": "Bearer " * 10000,
+    "quotes": "'" * 50000,
+    "backslashes": "\\" * 50000,
+    "quoted-locals": '"a"@' * 10000,
+    "path-before-at": "/a" * 20000 + "@b",
+    "encoded-literal": "a@%5B" + "1" * 50000,
+    "exit-codes": "exit code: " * 5000,
+}
+
+
+@pytest.mark.parametrize("text", _HOSTILE.values(), ids=_HOSTILE.keys())
+def test_scrubbing_takes_linear_time_on_hostile_input(text: str) -> None:
+    # It runs on the event loop for every access line: a pattern that
+    # backtracks turns one 2 KB request into a 30 s outage. The budget is
+    # generous (each takes a few ms here); only a return to quadratic time fails it.
+    for scrubber in (scrub, _redact):  # _redact: the whole text, uncut
+        started = time.perf_counter()
+        scrubber(text)
+        assert time.perf_counter() - started < 0.5, scrubber.__name__
+
+
+def test_long_lines_are_cut_before_scrubbing_and_say_so() -> None:
+    line = "GET /x?token=SECRET&q=" + "a" * MAX_LINE_CHARS + " 200"
+    scrubbed = scrub(line)
+    assert scrubbed.endswith(TRUNCATED)
+    assert len(scrubbed) == MAX_LINE_CHARS + len(TRUNCATED) - len("SECRET") + len("[redacted]")
+    assert "SECRET" not in scrubbed
+
+
+def test_long_texts_of_short_lines_are_scrubbed_whole() -> None:
+    traceback = "\n".join(f'  File "app.py", line {i}, in f ada@example.org' for i in range(500))
+    scrubbed = scrub(traceback)
+    assert TRUNCATED not in scrubbed and "ada@" not in scrubbed
+    assert scrubbed.count("\n") == 499

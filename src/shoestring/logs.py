@@ -18,7 +18,7 @@ import time
 from contextvars import ContextVar
 from typing import Any, Literal
 
-from shoestring.scrub import scrub
+from shoestring.scrub import REDACTED, is_secret_name, scrub
 
 request_id_var: ContextVar[str | None] = ContextVar("shoestring_request_id", default=None)
 
@@ -39,12 +39,24 @@ def _logger_name(record: logging.LogRecord) -> str:
     return "granian" if record.name.startswith("_granian") else record.name
 
 
+def _scrub_field(name: str, value: Any) -> Any:
+    # A secret's value is hidden whole, whatever it is: `scrub` could only
+    # find it by a name, and a value alone carries none.
+    if value is not None and not isinstance(value, bool) and is_secret_name(name):
+        return REDACTED
+    return _scrub_value(value)
+
+
 def _scrub_value(value: Any) -> Any:
     if isinstance(value, str):
         return scrub(value)
     if isinstance(value, dict):
-        return {str(k): _scrub_value(v) for k, v in value.items()}
+        return {str(k): _scrub_field(str(k), v) for k, v in value.items()}
     if isinstance(value, list | tuple):
+        if len(value) == 2 and isinstance(value[0], str | bytes):
+            # A (name, value) pair, as ASGI headers and form fields come.
+            name = value[0].decode("latin-1") if isinstance(value[0], bytes) else value[0]
+            return [_scrub_value(value[0]), _scrub_field(name, value[1])]
         return [_scrub_value(v) for v in value]
     if value is None or isinstance(value, bool | int | float):
         return value
@@ -85,7 +97,7 @@ class JSONFormatter(logging.Formatter):
         if request_id is not None:
             line["request_id"] = request_id
         for key, value in _extra_fields(record).items():
-            line.setdefault(key, _scrub_value(value))
+            line.setdefault(key, _scrub_field(key, value))
         if record.exc_info:
             line["exc"] = scrub(self.formatException(record.exc_info))
         return json.dumps(line, ensure_ascii=False, default=str)
@@ -96,7 +108,7 @@ class ConsoleFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        extras = " ".join(f"{k}={v}" for k, v in _extra_fields(record).items())
+        extras = " ".join(f"{k}={_scrub_field(k, v)}" for k, v in _extra_fields(record).items())
         text = f"{stamp} {record.levelname:<7} {_logger_name(record)}: {record.getMessage()}"
         if extras:
             text += f"  {extras}"
