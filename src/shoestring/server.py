@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -54,7 +55,7 @@ class PortInUseError(ShoestringError):
 
 ROLES = frozenset({"web", "worker", "scheduler", "smtp"})
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-ACCEPT_LOOP_EXIT = 0.3  # seconds granian takes to stop accepting once told to
+ACCEPT_LOOP_EXIT = 1.0  # seconds granian takes, at most, to stop accepting once told to
 # Exit statuses of a serving process (0: stopped as asked). The supervisor of
 # `--workers` gives up on a worker that cannot start and replaces one that failed later.
 FAILED_TO_START = 1
@@ -345,7 +346,6 @@ def _supervise(project_dir: Path, overrides: Overrides, workers: int, sock: sock
 
     def request_stop(signum: int, frame: object) -> None:
         stopping.set()
-        stop_listening(sock)  # the workers' shared socket: all of them stop accepting
 
     for sig in HANDLED_SIGNALS:
         signal.signal(sig, request_stop)
@@ -366,6 +366,11 @@ def _supervise(project_dir: Path, overrides: Overrides, workers: int, sock: sock
     for process in processes:
         if process.is_alive():
             process.terminate()  # SIGTERM: each worker shuts down gracefully
+    # Once the workers have left their accept loops, their shared socket refuses
+    # new connections (see _serve_http; shut down sooner, granian would not stop).
+    if any(process.is_alive() for process in processes):
+        time.sleep(ACCEPT_LOOP_EXIT)
+        stop_listening(sock)
     for process in processes:
         process.join()
     # A worker still starting when the signal came dies of it, as asked.
