@@ -6,7 +6,7 @@ import asyncio
 import os
 import stat
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path, PurePosixPath
 
 import asyncssh
@@ -20,16 +20,24 @@ pytestmark = pytest.mark.anyio
 SIZE = 24 * 1024 * 1024
 
 
-async def _run_locally(process: asyncssh.SSHServerProcess[bytes]) -> None:
-    local = await asyncio.create_subprocess_shell(
-        str(process.command),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    await process.redirect(stdin=local.stdin, stdout=local.stdout, stderr=local.stderr)
-    process.exit(await local.wait())
-    await process.wait_closed()
+def _runner(
+    started: list[asyncio.subprocess.Process],
+) -> Callable[[asyncssh.SSHServerProcess[bytes]], Awaitable[None]]:
+    """The server's process factory: each command run locally by sh, kept in `started`."""
+
+    async def run_locally(process: asyncssh.SSHServerProcess[bytes]) -> None:
+        local = await asyncio.create_subprocess_shell(
+            str(process.command),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        started.append(local)
+        await process.redirect(stdin=local.stdin, stdout=local.stdout, stderr=local.stderr)
+        process.exit(await local.wait())
+        await process.wait_closed()
+
+    return run_locally
 
 
 @pytest.fixture
@@ -44,13 +52,14 @@ def deploy_settings(tmp_path: Path) -> DeploySettings:
 
 @pytest.fixture
 async def host(deploy_settings: DeploySettings, tmp_path: Path) -> AsyncIterator[ssh.Host]:
+    started: list[asyncio.subprocess.Process] = []
     server = await asyncssh.create_server(
         None,
         "127.0.0.1",
         0,
         server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
         authorized_client_keys=str(tmp_path / "id.pub"),
-        process_factory=_run_locally,
+        process_factory=_runner(started),
         encoding=None,
     )
     port = server.sockets[0].getsockname()[1]
@@ -61,6 +70,12 @@ async def host(deploy_settings: DeploySettings, tmp_path: Path) -> AsyncIterator
     finally:
         server.close()
         await server.wait_closed()
+        # A command the client gave up on (a stalled transfer) still runs: end it
+        # while this loop lives, or its transport is collected after the loop closed.
+        for local in started:
+            if local.returncode is None:
+                local.kill()
+            await local.wait()
 
 
 async def test_a_large_file_travels_both_ways_in_chunks(host: ssh.Host, tmp_path: Path) -> None:
