@@ -100,6 +100,7 @@ def dkim_init(project_dir: Path, domain: str, selector: str) -> None:
     The private key stays in the data directory, readable only by its owner.
     Then set `mail.dkim_domain` (and `mail.dkim_selector`) in shoestring.toml.
     """
+    domain = _hostname(domain, "--domain")
     settings = load_settings(project_dir)
     path = dkim_keys.key_path(settings.data_dir, domain, selector)
     dkim_keys.generate_key(path)

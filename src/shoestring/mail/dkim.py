@@ -17,6 +17,8 @@ SIGNED_HEADERS = [b"from", b"to", b"subject", b"date", b"message-id", b"reply-to
 
 
 def key_path(data_dir: Path, domain: str, selector: str) -> Path:
+    """Where the key of `domain` lives; DNS names ignore case, and so does this."""
+    domain = domain.strip().rstrip(".").lower()
     return data_dir / "mail" / "dkim" / f"{selector}._domainkey.{domain}.pem"
 
 
