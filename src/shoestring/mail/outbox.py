@@ -324,7 +324,7 @@ class Mail:
             key = dkim.key_path(
                 self._app.settings.data_dir, settings.dkim_domain, settings.dkim_selector
             )
-            # dkimpy signs in Python (~10 ms a message): in a thread, the loop runs meanwhile.
+            # dkimpy signs in Python (~10 ms a message): in a thread, the loop runs between its steps.
             raw = await asyncio.to_thread(
                 dkim.sign,
                 raw,

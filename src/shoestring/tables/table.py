@@ -208,14 +208,23 @@ class Table:
     async def _lock(self, tx: Transaction, keys: Iterable[tuple[str, str]]) -> None:
         """On PostgreSQL, hold `keys` (present or not) until `tx` ends: see the module docstring.
 
-        Sorted, so one transaction's batch never deadlocks another's.
+        In one statement, taken in key order, so one transaction's batch never
+        deadlocks another's.
         """
         if self._db.dialect != "postgresql":
             return  # SQLite: the transaction has the database to itself already
-        for pk, sk in sorted(set(keys)):
-            name = f"{self.name}\0{pk}\0{sk}".encode()
-            lock = int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), signed=True)
-            await tx.execute("SELECT pg_advisory_xact_lock(?)", [lock])
+        locks = [
+            int.from_bytes(
+                hashlib.blake2b(f"{self.name}\0{pk}\0{sk}".encode(), digest_size=8).digest(),
+                signed=True,
+            )
+            for pk, sk in sorted(set(keys))
+        ]
+        if locks:
+            # unnest yields the array's elements in order: the locks are taken in it.
+            await tx.execute(
+                "SELECT pg_advisory_xact_lock(k) FROM unnest(?::bigint[]) AS k", [locks]
+            )
 
     def _encode_key(self, key: Key) -> tuple[str, str]:
         spec = self.spec
